@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Install vegediff with its test tools into .venv (CPU build of torch) and run the test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+python -m pip install -q "torch==2.13.0" -e ".[test]"
+ruff check vegediff_cli tests benchmarks scripts
+python -m pytest -q "$@"

@@ -1,0 +1,81 @@
+"""Shared fixtures: the real data in ../shared/data, and helpers to run the CLI in-process."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from vegediff_cli.cli.app import main
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+REQUIRE_SHARED = os.environ.get("VEGEDIFF_REQUIRE_SHARED_DATA") == "1"
+
+
+def _shared(relative: str) -> Path:
+    path = SHARED_DATA / relative
+    if not path.exists():
+        message = f"real data not found at {path}"
+        if REQUIRE_SHARED:
+            pytest.fail(message + " (VEGEDIFF_REQUIRE_SHARED_DATA=1)")
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Root of ../shared/data; skips (or fails in CI) when absent."""
+    return _shared("")
+
+
+@pytest.fixture(scope="session")
+def greenearthnet_cubes(shared_data: Path) -> list[Path]:
+    return sorted((shared_data / "greenearthnet").glob("*.nc"))
+
+
+@pytest.fixture(scope="session")
+def jas_cube(shared_data: Path) -> Path:
+    """GreenEarthNet cube of Portugal 2021 (with Contextformer reference predictions)."""
+    return _shared("greenearthnet/JAS2021_minicube_0_29SND_39.29_-8.56.nc")
+
+
+@pytest.fixture(scope="session")
+def en21x_cube(shared_data: Path) -> Path:
+    return _shared("earthnet2021x/minicube_29SND_39.17_-8.05_2017.nc")
+
+
+@pytest.fixture(scope="session")
+def earthnet2021_contexts(shared_data: Path) -> list[Path]:
+    return sorted((shared_data / "earthnet2021" / "context").glob("*.npz"))
+
+
+def all_shared_cubes() -> list[Path]:
+    """Every cube-like file in ../shared/data, for parametrised round-trip tests."""
+    if not SHARED_DATA.exists():
+        return []
+    return sorted(
+        [*SHARED_DATA.glob("greenearthnet/*.nc"), *SHARED_DATA.glob("earthnet2021x/*.nc"),
+         *SHARED_DATA.glob("earthnet2021/context/*.npz"), *SHARED_DATA.glob("earthnet2021/target/*.npz")]
+    )
+
+
+class CliResult:
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+    def __repr__(self) -> str:
+        return f"CliResult(code={self.code}, out={self.out[-500:]!r}, err={self.err[-500:]!r})"
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `vegediff ARGS...` in-process; returns exit code, stdout and stderr."""
+
+    def run(*args: str) -> CliResult:
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run

@@ -1,0 +1,102 @@
+"""The `vegediff` command: a Typer app, and the one place that turns errors into exit codes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+
+import click
+import typer
+
+from .. import __version__
+from ..errors import RunInterrupted, VegediffError
+from . import ensemble, evaluate, fetch, forecast, info, prepare, train
+
+HELP = """Forecast vegetation (NDVI and Sentinel-2 reflectance) with the VegeDiff latent diffusion model.
+
+Typical run for one Sentinel-2 tile, each step reading the previous step's files:
+
+  vegediff fetch --tile 32UQD --start 2024-03-01 --end 2024-09-30
+
+  vegediff prepare --tile 32UQD --era5 era5.nc
+
+  vegediff forecast --tile 32UQD --horizon 20
+
+  vegediff ensemble --tile 32UQD --members 16
+
+  vegediff evaluate --tile 32UQD
+
+Every step also takes explicit --input/--output paths. Outputs are NetCDF (CF, with CRS) and Cloud-Optimized GeoTIFFs that open directly in QGIS. Exit codes: `vegediff info --exit-codes`.
+"""
+
+app = typer.Typer(
+    name="vegediff",
+    help=HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+for module in (fetch, prepare, forecast, ensemble, evaluate, train, info):
+    module.register(app)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"vegediff {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", envvar="VEGEDIFF_DEBUG", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    if debug:
+        os.environ["VEGEDIFF_DEBUG"] = "1"
+
+
+def _sigterm(signum, frame) -> None:  # cron and schedulers stop jobs with SIGTERM
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    signal.signal(signal.SIGTERM, _sigterm)
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or os.environ.get("VEGEDIFF_DEBUG") == "1"
+    try:
+        result = app(args=argv, standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except VegediffError as error:
+        if debug:
+            logging.getLogger("vegediff").exception("debug traceback")
+        typer.echo(f"vegediff: error: {error}", err=True)
+        return error.exit_code
+    except KeyboardInterrupt:
+        typer.echo(f"vegediff: error: {RunInterrupted.summary}", err=True)
+        return RunInterrupted.exit_code
+    except click.exceptions.Abort:
+        typer.echo(f"vegediff: error: {RunInterrupted.summary}", err=True)
+        return RunInterrupted.exit_code
+    except click.exceptions.Exit as done:
+        return done.exit_code
+    except click.ClickException as error:
+        error.show()
+        return error.exit_code
+    except Exception as error:  # a bug: say so in one line, keep the traceback behind --debug
+        if debug:
+            raise
+        typer.echo(
+            f"vegediff: internal error: {type(error).__name__}: {error} "
+            "(re-run with --debug for the traceback and report it)",
+            err=True,
+        )
+        return 1
+
+
+def run() -> None:
+    sys.exit(main())
+

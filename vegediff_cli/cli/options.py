@@ -1,0 +1,54 @@
+"""Options shared by several commands, defined once."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..progress import ProgressFactory, tqdm_progress
+from ..workdir import ENV_WORKDIR, default_workdir
+
+TileOpt = Annotated[
+    str | None,
+    typer.Option("--tile", "-t", help="MGRS tile name such as 32UQD; files are found in the working directory."),
+]
+InputOpt = Annotated[
+    Path | None,
+    typer.Option("--input", "-i", help="Read this file instead of the tile's file in the working directory."),
+]
+OutputOpt = Annotated[
+    Path | None,
+    typer.Option("--output", "-o", help="Write here instead of the tile's file in the working directory."),
+]
+WorkdirOpt = Annotated[
+    Path | None,
+    typer.Option("--workdir", "-w", envvar=ENV_WORKDIR, help="Working directory with one folder per tile.",
+                 show_default="./vegediff-work"),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, only warnings and errors on stderr.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
+
+
+def workdir_of(value: Path | None) -> Path:
+    return value if value is not None else default_workdir()
+
+
+def setup(quiet: bool) -> ProgressFactory:
+    """Configure logging to stderr and return the progress-bar factory for this run."""
+    level = logging.WARNING if quiet else logging.INFO
+    if logging.getLogger().handlers == [] or not getattr(setup, "_done", False):
+        logging.basicConfig(level=level, stream=sys.stderr, format="%(message)s", force=True)
+        setup._done = True  # type: ignore[attr-defined]
+    logging.getLogger().setLevel(level)
+    return tqdm_progress(quiet=quiet)
+
+
+def emit_json(result: dict[str, Any]) -> None:
+    """The machine-readable result: one JSON document on stdout, nothing else there."""
+    sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+    sys.stdout.flush()

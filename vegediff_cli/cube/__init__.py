@@ -1,0 +1,1 @@
+"""The cube format, its readers and writers."""

@@ -1,0 +1,209 @@
+"""The vegediff cube: the one analysis-ready format every command reads and writes.
+
+A cube is an ``xarray.Dataset`` (on disk: NetCDF4, CF-1.8) with
+
+- dims ``time`` (one frame every 5 days, the Sentinel-2 acquisition date), ``y``, ``x``
+  (pixel centres in the cube's CRS, north-up) and ``stat`` (``mean, min, max``) for meteorology;
+- ``s2_B02, s2_B03, s2_B04, s2_B8A`` ``(time, y, x)``: surface reflectance 0-1, NaN = no data;
+- ``valid_mask`` ``(time, y, x)``: 1 where the observation is clear and usable;
+- optional ``s2_SCL`` and ``s2_dlmask`` ``(time, y, x)`` as delivered (kept for provenance);
+- optional ``eobs_<var>`` ``(time, stat)`` for var in tg tn tx rr pp hu fg qq: E-OBS units,
+  aggregated over the 5 days ending on each frame date (days t-4..t);
+- optional static layers ``cop_dem, nasa_dem, alos_dem`` (m), ``esawc_lc`` (ESA WorldCover
+  class), ``geom_cls`` (geomorphon class) ``(y, x)``;
+- the CRS in ``spatial_ref`` (written by rioxarray, read by GDAL and QGIS).
+
+GreenEarthNet variable names are used throughout so that published minicubes map onto it
+one to one. Full description: docs/cube-format.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import rioxarray  # noqa: F401  (registers the .rio accessor)
+import xarray as xr
+
+from ..config import (
+    BANDS,
+    DLMASK,
+    METEO_LONG_NAMES,
+    METEO_STATS,
+    METEO_UNITS,
+    METEO_VARS,
+    SCL,
+    STATIC_LAYERS,
+    VALID,
+    meteo_name,
+)
+from ..errors import GeoreferenceError, MissingVariableError
+from ..geo import GridSpec
+
+CUBE_VERSION = "1"
+
+BAND_LONG_NAMES = {
+    "s2_B02": "Sentinel-2 B02 (blue) surface reflectance",
+    "s2_B03": "Sentinel-2 B03 (green) surface reflectance",
+    "s2_B04": "Sentinel-2 B04 (red) surface reflectance",
+    "s2_B8A": "Sentinel-2 B8A (narrow NIR) surface reflectance",
+}
+STATIC_ATTRS = {
+    "cop_dem": {"long_name": "Copernicus DEM GLO-30 elevation", "units": "m"},
+    "nasa_dem": {"long_name": "NASADEM elevation", "units": "m"},
+    "alos_dem": {"long_name": "ALOS World 3D-30m elevation", "units": "m"},
+    "esawc_lc": {"long_name": "ESA WorldCover land cover class", "units": "1"},
+    "geom_cls": {"long_name": "Geomorpho90m geomorphon class", "units": "1"},
+}
+
+
+def grid_of(ds: xr.Dataset | xr.DataArray) -> GridSpec:
+    """The cube's grid; raises GeoreferenceError when the CRS is missing."""
+    crs = ds.rio.crs
+    if crs is None:
+        raise GeoreferenceError(
+            "the cube has no CRS",
+            fix="write one with rioxarray (ds.rio.write_crs) or re-run `vegediff prepare`",
+        )
+    return GridSpec(crs=crs.to_string(), transform=ds.rio.transform(), width=ds.sizes["x"], height=ds.sizes["y"])
+
+
+def new_cube(
+    *,
+    times: Sequence[np.datetime64] | pd.DatetimeIndex,
+    y: np.ndarray,
+    x: np.ndarray,
+    crs: str,
+    bands: np.ndarray,
+    valid: np.ndarray,
+    source: str,
+    attrs: dict | None = None,
+) -> xr.Dataset:
+    """Assemble a cube from arrays: `bands` (T, 4, H, W) reflectance, `valid` (T, H, W) bool.
+
+    `y` and `x` are pixel-centre coordinates (y descending); they are kept exactly as
+    given so that outputs align pixel for pixel with the input they came from.
+    """
+    expected = (len(times), len(BANDS), len(y), len(x))
+    if bands.shape != expected:
+        raise ValueError(f"bands shape {bands.shape} != {expected}")
+    coords = {
+        "time": pd.DatetimeIndex(times).as_unit("ns"),
+        "y": np.asarray(y, dtype="float64"),
+        "x": np.asarray(x, dtype="float64"),
+    }
+    data_vars = {
+        name: (("time", "y", "x"), bands[:, i].astype("float32"), {"long_name": BAND_LONG_NAMES[name], "units": "1"})
+        for i, name in enumerate(BANDS)
+    }
+    data_vars[VALID] = (("time", "y", "x"), valid.astype("uint8"), {"long_name": "clear-sky valid observation flag"})
+    ds = xr.Dataset(data_vars, coords=coords)
+    return finalise(ds, crs=crs, source=source, attrs=attrs)
+
+
+def grid_coords(grid: GridSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre (y, x) coordinate arrays of a grid."""
+    return np.asarray(grid.y_coords()), np.asarray(grid.x_coords())
+
+
+def finalise(ds: xr.Dataset, *, crs: str, source: str, attrs: dict | None = None) -> xr.Dataset:
+    """Attach CRS, CF coordinate attributes and the cube's global attributes."""
+    ds = ds.rio.write_crs(crs)
+    ds = ds.rio.write_coordinate_system()
+    geographic = ds.rio.crs.is_geographic
+    ds["x"].attrs.update(
+        {"standard_name": "longitude", "long_name": "longitude", "units": "degrees_east", "axis": "X"}
+        if geographic
+        else {"standard_name": "projection_x_coordinate", "long_name": "x coordinate of pixel centre", "units": "m", "axis": "X"}
+    )
+    ds["y"].attrs.update(
+        {"standard_name": "latitude", "long_name": "latitude", "units": "degrees_north", "axis": "Y"}
+        if geographic
+        else {"standard_name": "projection_y_coordinate", "long_name": "y coordinate of pixel centre", "units": "m", "axis": "Y"}
+    )
+    if "time" in ds.coords:
+        ds["time"].attrs.update({"standard_name": "time", "long_name": "Sentinel-2 frame date", "axis": "T"})
+    for name in ds.data_vars:
+        if {"y", "x"} <= set(ds[name].dims):
+            ds[name].attrs["grid_mapping"] = "spatial_ref"
+    ds.attrs.update(
+        {
+            "Conventions": "CF-1.8",
+            "vegediff_cube_version": CUBE_VERSION,
+            "source": source,
+            **(attrs or {}),
+        }
+    )
+    return ds
+
+
+def add_meteo(ds: xr.Dataset, daily: dict[str, np.ndarray] | None, day_times: pd.DatetimeIndex | None) -> xr.Dataset:
+    """Aggregate daily E-OBS series to (time, stat) over the 5 days ending on each frame date."""
+    if not daily:
+        return ds
+    frame_times = pd.DatetimeIndex(ds["time"].values)
+    day_index = pd.DatetimeIndex(day_times).normalize()
+    for var in METEO_VARS:
+        series = daily.get(var)
+        if series is None:
+            continue
+        values = np.asarray(series, dtype="float64")
+        out = np.full((len(frame_times), len(METEO_STATS)), np.nan, dtype="float32")
+        for t, frame in enumerate(frame_times.normalize()):
+            window = (day_index > frame - pd.Timedelta(days=5)) & (day_index <= frame)
+            chunk = values[window]
+            chunk = chunk[np.isfinite(chunk)]
+            if chunk.size:
+                out[t] = (chunk.mean(), chunk.min(), chunk.max())
+        ds[meteo_name(var)] = (
+            ("time", "stat"),
+            out,
+            {"long_name": METEO_LONG_NAMES[var], "units": METEO_UNITS[var], "cell_methods": "time: mean/min/max over 5 days"},
+        )
+    if "stat" not in ds.coords:
+        ds = ds.assign_coords(stat=list(METEO_STATS))
+    return ds
+
+
+def add_static(ds: xr.Dataset, layers: dict[str, np.ndarray]) -> xr.Dataset:
+    """Attach (y, x) static layers named as in GreenEarthNet; records the missing ones."""
+    for name, values in layers.items():
+        if name not in STATIC_LAYERS:
+            raise ValueError(f"unknown static layer {name}")
+        ds[name] = (("y", "x"), np.asarray(values, dtype="float32"), dict(STATIC_ATTRS[name], grid_mapping="spatial_ref"))
+    ds.attrs["missing_static_layers"] = " ".join(n for n in STATIC_LAYERS if n not in ds)
+    return ds
+
+
+def meteo_vars_present(ds: xr.Dataset) -> list[str]:
+    """E-OBS variables with at least one finite value."""
+    return [v for v in METEO_VARS if meteo_name(v) in ds and bool(np.isfinite(ds[meteo_name(v)].values).any())]
+
+
+def require(ds: xr.Dataset, names: Iterable[str], *, what: str, source: str, fix: str) -> None:
+    """Raise MissingVariableError naming the first absent variable."""
+    missing = [n for n in names if n not in ds.variables]
+    if missing:
+        raise MissingVariableError(f"{source} lacks {what} {', '.join(missing)}", fix=fix)
+
+
+def validate(ds: xr.Dataset, *, source: str = "cube") -> xr.Dataset:
+    """Check the invariants every command relies on; return the dataset unchanged."""
+    require(ds, BANDS, what="band(s)", source=source,
+            fix="pass a cube made by `vegediff fetch`/`prepare` or a GreenEarthNet minicube")
+    if VALID not in ds:
+        raise MissingVariableError(f"{source} lacks {VALID}", fix="re-create it with `vegediff prepare`")
+    for dim in ("time", "y", "x"):
+        if dim not in ds.dims:
+            raise MissingVariableError(f"{source} has no '{dim}' dimension", fix="see docs/cube-format.md")
+    grid_of(ds)
+    times = pd.DatetimeIndex(ds["time"].values)
+    if not times.is_monotonic_increasing or times.has_duplicates:
+        raise GeoreferenceError(f"{source} has unsorted or repeated dates", fix="sort the time axis before use")
+    return ds
+
+
+def optional_vars() -> tuple[str, ...]:
+    """Variables a cube may carry beyond the required ones (for docs and tests)."""
+    return (SCL, DLMASK, *(meteo_name(v) for v in METEO_VARS), *STATIC_LAYERS)
