@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or os.environ.get("VEGEDIFF_DEBUG") == "1"
     try:
         result = app(args=argv, standalone_mode=False)
+        if result == RunInterrupted.exit_code:  # Typer turns Ctrl-C into a bare exit code 130
+            typer.echo(f"vegediff: error: {RunInterrupted.summary}", err=True)
         return result if isinstance(result, int) else 0
     except VegediffError as error:
         if debug:

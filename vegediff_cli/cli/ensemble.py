@@ -2,14 +2,149 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-from .pending import not_available
+from ..errors import InputNotFoundError, UsageError
+from ..pipeline.ensemble import DEFAULT_BELOW, DEFAULT_DROP
+from ..pipeline.ensemble_run import EnsembleSettings, forecast_members, summarise_forecast
+from ..pipeline.forecast import ForecastJob, run_forecasts
+from ..workdir import TileFiles, resolve_input, resolve_output
+from .forecast import (
+    BatchOpt,
+    CogsOpt,
+    DeviceOpt,
+    GuidanceOpt,
+    HorizonOpt,
+    MemoryOpt,
+    MinClearOpt,
+    OverlapOpt,
+    SamplerOpt,
+    SchedulerOpt,
+    SeedOpt,
+    StartOpt,
+    StepsOpt,
+    WeatherOpt,
+    WeightsOpt,
+    WorkersOpt,
+    build_settings,
+    cogs_beside,
+)
+from .options import InputOpt, JsonOpt, OutputOpt, QuietOpt, TileOpt, WorkdirOpt, emit_json, setup, workdir_of
+
+log = logging.getLogger("vegediff.ensemble")
+DEFAULT_MEMBERS = 16
 
 
-def ensemble() -> None:
-    """Summarise many stochastic forecast members: mean, spread, quantiles and exceedance probabilities."""
-    raise not_available("ensemble", 5)
+def _is_forecast(path: Path) -> bool:
+    """True for a forecast file (ndvi_pred), False for a cube; errors for anything unreadable."""
+    from ..cube.readers import open_netcdf
+
+    if path.suffix.lower() == ".npz":
+        return False
+    ds = open_netcdf(path)
+    try:
+        return "ndvi_pred" in ds
+    finally:
+        ds.close()
+
+
+def ensemble(
+    tile: TileOpt = None,
+    input: InputOpt = None,
+    output: OutputOpt = None,
+    workdir: WorkdirOpt = None,
+    members: Annotated[int | None, typer.Option(
+        help=f"Members to summarise: the forecast is (re)run with this many when it has fewer or is missing "
+             f"(default {DEFAULT_MEMBERS} when a forecast is run).", show_default=False)] = None,
+    below: Annotated[list[float] | None, typer.Option(
+        help="NDVI threshold for P(NDVI < threshold); repeat for several.",
+        show_default=" ".join(map(str, DEFAULT_BELOW)))] = None,
+    drop: Annotated[list[float] | None, typer.Option(
+        help="NDVI loss for P(last clear NDVI - NDVI > drop); repeat for several.",
+        show_default=" ".join(map(str, DEFAULT_DROP)))] = None,
+    forecast_output: Annotated[Path | None, typer.Option(
+        help="Where the forecast run for a cube --input goes (default: <output stem>_forecast.nc).",
+        show_default=False)] = None,
+    weights: WeightsOpt = None,
+    start: StartOpt = None,
+    horizon: HorizonOpt = 20,
+    sampler: SamplerOpt = "euler",
+    steps: StepsOpt = 10,
+    guidance: GuidanceOpt = 2.0,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    batch_size: BatchOpt = None,
+    weather: WeatherOpt = None,
+    overlap: OverlapOpt = 32,
+    min_clear_context: MinClearOpt = 1,
+    memory_mb: MemoryOpt = 1024,
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
+    cogs: CogsOpt = True,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Summarise many stochastic forecast members: mean, spread, quantiles and exceedance probabilities.
+
+    Reads the tile's forecast.nc (or --input FORECAST.nc); runs the forecast with --members first
+    when it is missing or has fewer members, or when --input is a cube. Writes ensemble.nc and one
+    COG per statistic and step.
+    """
+    progress = setup(quiet)
+    root = workdir_of(workdir)
+    target = resolve_output(output, tile, root, "ensemble")
+    folder = (cogs_beside(target) if output is not None else TileFiles.of(root, tile).ensemble_cogs) if cogs else None
+    forecast_file, cube = _sources(input, tile, root, target, forecast_output)
+    ran = None
+    if cube is not None or _needs_run(forecast_file, members, from_input=input is not None):
+        cube = cube or resolve_input(None, tile, root, "cube", made_by="prepare")
+        count = members if members is not None else DEFAULT_MEMBERS
+        if count < 2:
+            raise UsageError(f"--members {count} cannot make an ensemble", fix="use --members 2 or more (16 is typical)")
+        settings = build_settings(horizon=horizon, members=count, sampler=sampler, steps=steps, guidance=guidance,
+                                  seed=seed, start=start, overlap=overlap, batch_size=batch_size,
+                                  min_clear_context=min_clear_context, memory_mb=memory_mb)
+        forecast_cogs = None
+        if cogs:
+            forecast_cogs = TileFiles.of(root, tile).forecast_cogs if input is None else cogs_beside(forecast_file)
+        log.info("running the forecast with %d members -> %s", count, forecast_file)
+        [ran] = run_forecasts([ForecastJob(cube, forecast_file, forecast_cogs, weather)], weights=weights,
+                              settings=settings, device=device, scheduler=scheduler, workers=workers, progress=progress)
+    settings = EnsembleSettings(below=tuple(below) if below else DEFAULT_BELOW, drop=tuple(drop) if drop else DEFAULT_DROP)
+    summary = summarise_forecast(forecast_file, target, settings=settings, cogs=folder, progress=progress)
+    if json_out:
+        emit_json({**summary.as_dict(), "forecast": str(forecast_file),
+                   "forecast_run": ran.as_dict() if ran is not None else None})
+
+
+def _needs_run(forecast_file: Path, members: int | None, *, from_input: bool) -> bool:
+    """Whether the tile's forecast must be (re)run to get enough members; a given forecast is never rerun."""
+    if not forecast_file.exists():
+        return True
+    have = forecast_members(forecast_file)
+    enough = have >= (members if members is not None else 2)
+    if not enough and from_input:
+        raise UsageError(f"{forecast_file} holds {have} member(s), fewer than the {members or 2} needed",
+                         fix="pass the cube it came from as --input (or use --tile) to re-run the forecast with --members")
+    return not enough
+
+
+def _sources(input: Path | None, tile: str | None, root: Path, target: Path,
+             forecast_output: Path | None) -> tuple[Path, Path | None]:
+    """(forecast file to read, or to write first; cube to forecast from, or None)."""
+    if input is not None:
+        if not input.exists():
+            raise InputNotFoundError(f"{input} does not exist", fix="check the path, or run `vegediff forecast` first")
+        if _is_forecast(input):
+            return input, None
+        return forecast_output or target.with_name(f"{target.stem}_forecast.nc"), input
+    if tile is None:
+        raise UsageError("no input given", fix="pass --tile TILE (uses the working directory) or --input PATH")
+    return forecast_output or TileFiles.of(root, tile).forecast, None
 
 
 def register(app: typer.Typer) -> None:

@@ -2,14 +2,145 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
 import typer
 
-from .pending import not_available
+from ..config import SamplerSettings
+from ..errors import UsageError
+from ..pipeline.forecast import ForecastJob, run_forecasts
+from ..pipeline.forecast_plan import ForecastSettings
+from ..workdir import TileFiles, resolve_input, resolve_output
+from .options import JsonOpt, OutputOpt, QuietOpt, WorkdirOpt, emit_json, setup, workdir_of
+
+# Options shared with `vegediff ensemble`, which runs a forecast when it needs members.
+WeightsOpt = Annotated[Path | None, typer.Option(
+    help="Weights file (.safetensors). Default: $VEGEDIFF_WEIGHTS, else the shipped weights/vegediff-small.safetensors.",
+    show_default=False)]
+StartOpt = Annotated[str | None, typer.Option(
+    help="First forecast date YYYY-MM-DD (moved to the next frame date if between frames). "
+         "Default: 5 days after the cube's last frame.", show_default=False)]
+HorizonOpt = Annotated[int, typer.Option(help="Forecast steps of 5 days (at most the model's horizon, 20).")]
+SamplerOpt = Annotated[str, typer.Option(help="euler (paper) or dpmpp2m (DPM-Solver++(2M), second order: fewer steps for the same error).")]
+StepsOpt = Annotated[int, typer.Option(help="Denoising steps per sample.")]
+GuidanceOpt = Annotated[float, typer.Option(help="Classifier-free guidance weight on meteorology and static layers.")]
+SeedOpt = Annotated[int, typer.Option(help="Run seed: the same seed gives the same forecast, whatever the batching.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto (GPU when present), cpu, cuda or cuda:N.")]
+BatchOpt = Annotated[int | None, typer.Option(
+    "--batch-size", help="Chips per model call (default: 4 chip-members on CPU, 64 on GPU).", show_default=False)]
+WeatherOpt = Annotated[Path | None, typer.Option(
+    help="NetCDF with eobs_* series (daily or per frame) for the forecast period: a weather forecast or a scenario.",
+    show_default=False)]
+OverlapOpt = Annotated[int, typer.Option(help="Minimum overlap of neighbouring 128 px chips, blended smoothly.")]
+MinClearOpt = Annotated[int, typer.Option(
+    help="Pixels with fewer clear context frames are left empty (NaN); see context_clear_count.")]
+MemoryOpt = Annotated[int, typer.Option("--memory-mb", help="Memory budget of one streamed block, MiB.")]
+SchedulerOpt = Annotated[str | None, typer.Option(
+    help="Dask scheduler address (tcp://HOST:PORT) to spread blocks over its workers, or 'local' for a local cluster.",
+    show_default=False)]
+WorkersOpt = Annotated[int | None, typer.Option(
+    help="Workers of --scheduler local (default: one per GPU, else one per two cores).", show_default=False)]
+CogsOpt = Annotated[bool, typer.Option("--cogs/--no-cogs", help="Also write Cloud-Optimized GeoTIFFs.")]
 
 
-def forecast() -> None:
-    """Forecast the next frames (NDVI and reflectance) with the diffusion model; GPU when present, CPU otherwise."""
-    raise not_available("forecast", 5)
+def parse_start(text: str | None) -> pd.Timestamp | None:
+    if text is None:
+        return None
+    try:  # ISO only: pandas would read "May 40th" as 2040-05-01
+        return pd.Timestamp(dt.date.fromisoformat(text.strip()))
+    except ValueError as exc:
+        raise UsageError(f"--start '{text}' is not a date", fix="write it as YYYY-MM-DD") from exc
+
+
+def build_settings(*, horizon: int, members: int, sampler: str, steps: int, guidance: float, seed: int,
+                   start: str | None, overlap: int, batch_size: int | None, min_clear_context: int,
+                   memory_mb: int) -> ForecastSettings:
+    if memory_mb < 64:
+        raise UsageError(f"--memory-mb {memory_mb} is too small", fix="give at least 64 MiB")
+    return ForecastSettings(
+        horizon=horizon, members=members, seed=seed, start=parse_start(start), overlap=overlap,
+        batch_size=batch_size, min_clear_context=min_clear_context, memory_mb=memory_mb,
+        sampler=SamplerSettings(sampler=sampler, steps=steps, guidance_scale=guidance))
+
+
+def cogs_beside(output: Path) -> Path:
+    """COG folder of an explicit --output: <stem>_cogs next to it."""
+    return output.with_name(f"{output.stem}_cogs")
+
+
+def plan_jobs(tiles: list[str], inputs: list[Path], output: Path | None, root: Path, *, cogs: bool,
+              weather: Path | None) -> list[ForecastJob]:
+    """Inputs and outputs of every forecast (one per tile / input)."""
+    if len(tiles) <= 1 and len(inputs) <= 1:
+        tile = tiles[0] if tiles else None
+        cube = resolve_input(inputs[0] if inputs else None, tile, root, "cube", made_by="prepare")
+        target = resolve_output(output, tile, root, "forecast")
+        folder = cogs_beside(target) if output is not None else TileFiles.of(root, tile).forecast_cogs
+        return [ForecastJob(cube, target, folder if cogs else None, weather)]
+    if output is not None and not inputs:
+        raise UsageError("--output names one file but several --tile forecasts were asked for",
+                         fix="leave --output out: each tile's forecast goes to <workdir>/<TILE>/forecast.nc")
+    jobs = [ForecastJob(resolve_input(None, t, root, "cube", made_by="prepare"), TileFiles.of(root, t).forecast,
+                        TileFiles.of(root, t).forecast_cogs if cogs else None, weather) for t in tiles]
+    if inputs:
+        if output is None or output.suffix:
+            raise UsageError("several --input cubes need --output DIR (a folder for their forecasts)",
+                             fix="pass --output DIR; each forecast is written as DIR/<input name>_forecast.nc")
+        for path in inputs:
+            target = output / f"{path.stem}_forecast.nc"
+            jobs.append(ForecastJob(resolve_input(path, None, root, "cube", made_by="prepare"), target,
+                                    cogs_beside(target) if cogs else None, weather))
+    return jobs
+
+
+def forecast(
+    tile: Annotated[list[str] | None, typer.Option(
+        "--tile", "-t", help="MGRS tile such as 32UQD (cube from the working directory); repeat for several.",
+        show_default=False)] = None,
+    input: Annotated[list[Path] | None, typer.Option(
+        "--input", "-i", help="Cube file (prepared cube, GreenEarthNet/EarthNet2021x minicube, EarthNet2021 .npz); "
+                              "repeat for several.", show_default=False)] = None,
+    output: OutputOpt = None,
+    workdir: WorkdirOpt = None,
+    weights: WeightsOpt = None,
+    start: StartOpt = None,
+    horizon: HorizonOpt = 20,
+    members: Annotated[int, typer.Option(help="Ensemble members (samples) per pixel.")] = 1,
+    sampler: SamplerOpt = "euler",
+    steps: StepsOpt = 10,
+    guidance: GuidanceOpt = 2.0,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    batch_size: BatchOpt = None,
+    weather: WeatherOpt = None,
+    overlap: OverlapOpt = 32,
+    min_clear_context: MinClearOpt = 1,
+    memory_mb: MemoryOpt = 1024,
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
+    cogs: CogsOpt = True,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Forecast the next frames (NDVI and reflectance) with the diffusion model; GPU when present, CPU otherwise.
+
+    Writes forecast.nc (ndvi_pred, s2_B02_pred..s2_B8A_pred, ndvi_member with --members > 1,
+    context_clear_count) on the cube's grid, and one NDVI COG per step.
+    """
+    progress = setup(quiet)
+    root = workdir_of(workdir)
+    settings = build_settings(horizon=horizon, members=members, sampler=sampler, steps=steps, guidance=guidance,
+                              seed=seed, start=start, overlap=overlap, batch_size=batch_size,
+                              min_clear_context=min_clear_context, memory_mb=memory_mb)
+    jobs = plan_jobs(list(tile or []), list(input or []), output, root, cogs=cogs, weather=weather)
+    summaries = run_forecasts(jobs, weights=weights, settings=settings, device=device, scheduler=scheduler,
+                              workers=workers, progress=progress)
+    if json_out:
+        result = [s.as_dict() for s in summaries]
+        emit_json(result[0] if len(result) == 1 else {"forecasts": result})
 
 
 def register(app: typer.Typer) -> None:

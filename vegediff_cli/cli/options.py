@@ -38,12 +38,28 @@ def workdir_of(value: Path | None) -> Path:
     return value if value is not None else default_workdir()
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time of the record, never to a stale stream.
+
+    In-process runs (tests) swap sys.stderr between calls; a handler bound to an old, closed
+    stream would turn every later log line into a "Logging error" traceback.
+    """
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup(quiet: bool) -> ProgressFactory:
     """Configure logging to stderr and return the progress-bar factory for this run."""
     level = logging.WARNING if quiet else logging.INFO
-    if logging.getLogger().handlers == [] or not getattr(setup, "_done", False):
-        logging.basicConfig(level=level, stream=sys.stderr, format="%(message)s", force=True)
-        setup._done = True  # type: ignore[attr-defined]
+    handler = _CurrentStderr()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     logging.getLogger().setLevel(level)
     return tqdm_progress(quiet=quiet)
 

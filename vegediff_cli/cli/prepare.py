@@ -1,19 +1,19 @@
-"""`vegediff prepare`: build the analysis-ready cube."""
+"""`vegediff prepare`: build the analysis-ready 5-day cube (mask, meteorology, static layers)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 
 from ..config import DEFAULT_CLEAR_SCL
 from ..cube.cog import write_time_series_cogs
-from ..cube.describe import describe
-from ..cube.masks import cube_ndvi
-from ..cube.netcdf import write_netcdf
+from ..cube.readers import open_cube
 from ..errors import UsageError
-from ..pipeline.prepare import prepare_cube
+from ..pipeline.prepare import PrepareInputs, PrepareSettings, build_cube, lazy_ndvi, write_prepared
+from ..pipeline.prepare.compute import DaskProgress
 from ..workdir import resolve_input, resolve_output
 from .options import InputOpt, JsonOpt, OutputOpt, QuietOpt, TileOpt, WorkdirOpt, emit_json, setup, workdir_of
 
@@ -28,31 +28,90 @@ def parse_classes(text: str) -> tuple[int, ...]:
     return classes
 
 
+def parse_anchor(text: str | None) -> pd.Timestamp | None:
+    if text is None:
+        return None
+    try:
+        return pd.Timestamp(text).normalize()
+    except ValueError as exc:
+        raise UsageError(f"--anchor '{text}' is not a date", fix="write it as YYYY-MM-DD") from exc
+
+
+def _scene_files(scenes: list[Path] | None, extra: list[Path] | None) -> tuple[Path, ...]:
+    """--scenes values plus the paths a shell glob spilled after it; folders give their *.tif files."""
+    if extra and not scenes:
+        raise UsageError(f"unexpected argument '{extra[0]}'", fix="options take one value each; scenes go after --scenes")
+    files: list[Path] = []
+    for path in [*(scenes or []), *(extra or [])]:
+        files.extend(sorted([*path.glob("*.tif"), *path.glob("*.tiff")]) if path.is_dir() else [path])
+    if scenes and not files:
+        raise UsageError(f"no GeoTIFF scenes found in {', '.join(map(str, scenes))}", fix="pass .tif files or a folder of them")
+    return tuple(files)
+
+
 def prepare(
+    extra: Annotated[list[Path] | None, typer.Argument(hidden=True, show_default=False, metavar="[SCENES]...")] = None,
     tile: TileOpt = None,
     input: InputOpt = None,
     output: OutputOpt = None,
     workdir: WorkdirOpt = None,
+    scenes: Annotated[list[Path] | None, typer.Option(
+        "--scenes", help="Sentinel-2 GeoTIFF scenes (or a folder of them) instead of a fetched cube: "
+                         "--scenes DIR/*.tif.", show_default=False)] = None,
+    like: Annotated[Path | None, typer.Option(help="Put the cube on this cube's grid (e.g. a GreenEarthNet minicube).")] = None,
+    era5: Annotated[list[Path] | None, typer.Option(
+        help="ERA5 NetCDF from the CDS (hourly, daily statistics) or CF-named daily; repeat for several files.",
+        show_default=False)] = None,
+    era5_download: Annotated[Path | None, typer.Option(
+        help="Download hourly ERA5 for the cube with cdsapi into this file (needs ~/.cdsapirc), then use it.")] = None,
+    eobs: Annotated[list[Path] | None, typer.Option(
+        help="E-OBS NetCDF files (tg tn tx rr pp hu fg qq); repeat for several files.", show_default=False)] = None,
+    meteo_from: Annotated[Path | None, typer.Option(help="Use the daily eobs_* series of this GreenEarthNet minicube.")] = None,
+    meteo_layout: Annotated[str, typer.Option(
+        help="series: one (time, stat) series per variable; grid: (time, stat, meteo_y, meteo_x); "
+             "auto: grid when the cube spans more than one meteorology cell.")] = "auto",
+    max_meteo_distance: Annotated[float, typer.Option(
+        help="Farthest (km) a point series (--meteo-from, ERA5 by location) may lie from the cube centre.")] = 25.0,
+    dem: Annotated[Path | None, typer.Option(help="DEM GeoTIFF (any CRS; bilinear onto the grid) -> cop_dem.")] = None,
+    landcover: Annotated[Path | None, typer.Option(
+        help="ESA WorldCover GeoTIFF (any CRS; nearest neighbour) -> esawc_lc.")] = None,
+    static_stac_url: Annotated[str | None, typer.Option(
+        help="STAC API with cop-dem-glo-30 and esa-worldcover collections (e.g. Planetary Computer).")] = None,
     clear_classes: Annotated[
         str, typer.Option(help="SCL classes counted as clear (GreenEarthNet: 1,2,4,5,6,7).")
     ] = ",".join(map(str, DEFAULT_CLEAR_SCL)),
+    anchor: Annotated[str | None, typer.Option(
+        help="A date that must be a frame date (default: the 5-day phase with most acquisitions on frame dates).")] = None,
+    chunk_px: Annotated[int, typer.Option(help="Dask chunk edge in pixels; smaller uses less memory.", min=64)] = 1024,
     cogs: Annotated[Path | None, typer.Option(help="Also write one NDVI COG per frame into this folder.")] = None,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Turn a fetched cube, a GreenEarthNet minicube or an EarthNet2021 sample into the analysis-ready cube."""
-    setup(quiet)
+    """Turn a fetched cube or GeoTIFF scenes (or a GreenEarthNet minicube / EarthNet2021 sample) into the 5-day,
+    analysis-ready cube with valid mask, E-OBS-equivalent meteorology and static layers."""
+    progress = setup(quiet)
     root = workdir_of(workdir)
-    source = resolve_input(input, tile, root, "raw", made_by="fetch")
+    scene_files = _scene_files(scenes, extra)
+    source = None if scene_files else resolve_input(input, tile, root, "raw", made_by="fetch")
+    if scene_files and input is not None:
+        raise UsageError("--input and --scenes were both given", fix="pass either a fetched cube or GeoTIFF scenes")
     target = resolve_output(output, tile, root, "cube")
-    cube = prepare_cube(source, clear_classes=parse_classes(clear_classes))
-    write_netcdf(cube, target)
-    if cogs is not None:
-        ndvi = cube_ndvi(cube)
-        ndvi.attrs.update({"long_name": "NDVI (clear-sky observations)", "units": "1"})
-        write_time_series_cogs(ndvi.rio.write_crs(cube.rio.crs), cogs, prefix="ndvi")
+    inputs = PrepareInputs(
+        source=source, scenes=scene_files, like=like, era5=tuple(era5 or ()), era5_download=era5_download,
+        eobs=tuple(eobs or ()), meteo_from=meteo_from, dem=dem, landcover=landcover, static_stac_url=static_stac_url,
+    )
+    settings = PrepareSettings(
+        clear_classes=parse_classes(clear_classes), anchor=parse_anchor(anchor), meteo_layout=meteo_layout,
+        max_meteo_distance_km=max_meteo_distance, chunk_px=chunk_px,
+    )
+    prepared = build_cube(inputs, settings=settings, progress=progress)
+    write_prepared(prepared.cube, target, progress=progress)
+    if cogs is not None:  # from the written cube: cheap reads instead of recomputing the frames
+        written = open_cube(target).chunk({"time": 1, "y": chunk_px, "x": chunk_px})
+        with DaskProgress(progress, "writing NDVI COGs"):
+            write_time_series_cogs(lazy_ndvi(written), cogs, prefix="ndvi")
     if json_out:
-        emit_json({"output": str(target), "cogs": str(cogs) if cogs else None, **describe(cube)})
+        emit_json({"output": str(target), "cogs": str(cogs) if cogs else None, **prepared.summary()})
 
 
 def register(app: typer.Typer) -> None:

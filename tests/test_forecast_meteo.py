@@ -1,0 +1,114 @@
+"""Meteorology for forecasts: cube (series and gridded), --weather, climatology, the unconditional fallback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from tests.forecast_fixtures import synthetic_cube, weather_file, write_weights
+from vegediff_cli.config import METEO_MEAN, METEO_STD
+from vegediff_cli.cube.readers import open_cube
+from vegediff_cli.pipeline.meteo_inputs import MeteoValues, resolve_meteo
+
+STEP = pd.Timedelta(days=5)
+
+
+def _model_dates(start: str, context: int = 10, horizon: int = 20) -> pd.DatetimeIndex:
+    first = pd.Timestamp(start) - STEP * context
+    return pd.DatetimeIndex([first + STEP * k for k in range(context + horizon)])
+
+
+def test_gridded_values_are_bilinear_between_nodes_and_nan_aware():
+    values = np.zeros((1, 8, 3, 2, 2), dtype="float32")
+    values[..., 0, 1] = 10.0  # north-east node
+    values[..., 1, 1] = 20.0  # south-east node
+    grid = MeteoValues(pd.DatetimeIndex(["2022-06-01"]), values, node_y=np.array([100.0, 0.0]), node_x=np.array([0.0, 10.0]))
+    assert grid.at(100.0, 10.0)[0, 0, 0] == pytest.approx(10.0)  # on a node
+    assert grid.at(50.0, 5.0)[0, 0, 0] == pytest.approx(7.5)  # centre: mean of 0, 10, 0, 20
+    assert grid.at(500.0, 50.0)[0, 0, 0] == pytest.approx(10.0)  # beyond the grid: clamped to the edge
+    values[..., 1, 0] = np.nan  # a node without data is left out, the others renormalised
+    assert grid.at(50.0, 5.0)[0, 0, 0] == pytest.approx(10.0)
+
+
+def test_hindcast_uses_the_cube_and_future_beyond_it_uses_climatology(tmp_path):
+    """Two years of frames: a forecast starting inside the cube reads it; past its end, the climatology."""
+    path = synthetic_cube(tmp_path / "long.nc", height=16, width=16, frames=150, first="2020-03-01", landcover=False)
+    cube = open_cube(path)
+    frames = pd.DatetimeIndex(cube["time"].values)
+    inside = resolve_meteo(cube, model_dates=_model_dates(f"{frames[100]:%Y-%m-%d}"), context_frames=10, requested=20)
+    assert inside.source == "cube" and inside.conditioned and set(inside.per_step) == {"cube"}
+    after = resolve_meteo(cube, model_dates=_model_dates(f"{frames[-1] + STEP:%Y-%m-%d}"), context_frames=10, requested=20)
+    assert after.source == "climatology" and set(after.per_step) == {"climatology"}
+    # the climatology of a date is the mean of the same season's frames of earlier years
+    condition = after.at(float(cube["y"][0]), float(cube["x"][0]))  # (30, 24) standardised
+    date = frames[-1] + STEP
+    gap = np.abs(frames.day_of_year.values - date.day_of_year)
+    same = (np.minimum(gap, 365 - gap) <= 7) & (frames <= date - pd.Timedelta(days=300))
+    expected_tg = cube["eobs_tg"].sel(stat="mean").values[same].mean()
+    assert condition[10, 0] == pytest.approx((expected_tg - METEO_MEAN["tg"]) / METEO_STD["tg"], abs=1e-4)
+    # straddling the cube's end: the cube while it lasts, the climatology after
+    mixed = resolve_meteo(cube, model_dates=_model_dates(f"{frames[-5]:%Y-%m-%d}"), context_frames=10, requested=20)
+    assert mixed.per_step[:5] == ("cube",) * 5 and mixed.per_step[5] == "climatology"
+    assert mixed.source == "cube+climatology"
+
+
+def test_short_cube_without_future_meteorology_is_unconditional(tmp_path):
+    cube = open_cube(synthetic_cube(tmp_path / "c.nc", height=16, width=16, frames=12, landcover=False))
+    start = pd.Timestamp(cube["time"].values[-1]) + STEP
+    meteo = resolve_meteo(cube, model_dates=_model_dates(f"{start:%Y-%m-%d}"), context_frames=10, requested=20)
+    assert meteo.source == "unconditional" and not meteo.conditioned
+    assert (meteo.at(0.0, 0.0) == 0).all()
+
+
+def test_weather_file_wins_for_the_future_and_partial_cover_is_recorded(tmp_path):
+    cube = open_cube(synthetic_cube(tmp_path / "c.nc", height=16, width=16, frames=12, landcover=False))
+    start = pd.Timestamp(cube["time"].values[-1]) + STEP
+    days = pd.date_range(start - pd.Timedelta(days=10), start + pd.Timedelta(days=30), freq="D")  # 7 frames' worth
+    weather = weather_file(tmp_path / "ecmwf.nc", days, warm=5.0)
+    meteo = resolve_meteo(cube, model_dates=_model_dates(f"{start:%Y-%m-%d}"), context_frames=10, requested=20,
+                          weather=weather)
+    assert meteo.source == "ecmwf.nc" and meteo.conditioned
+    assert meteo.per_step[:7] == ("ecmwf.nc",) * 7 and meteo.per_step[7:] == ("none",) * 13
+    condition = meteo.at(0.0, 0.0)
+    with xr.open_dataset(weather) as ds:
+        daily_tg = ds["eobs_tg"].sel(time=slice(start - pd.Timedelta(days=4), start)).values
+    assert condition[10, 0] == pytest.approx((daily_tg.mean() - METEO_MEAN["tg"]) / METEO_STD["tg"], abs=1e-4)
+    assert (condition[17:] == 0).all()  # uncovered dates: the E-OBS mean
+
+
+def test_gridded_cube_meteorology_differs_between_chips(tmp_path, cli):
+    """A 256 px cube with temperature rising eastwards: chips on the east get warmer conditions."""
+    from vegediff_cli.model.presets import PRESETS
+    from vegediff_cli.pipeline.forecast_plan import ForecastSettings, plan_forecast
+
+    path = synthetic_cube(tmp_path / "grid.nc", height=128, width=256, frames=12, meteo="grid", landcover=False)
+    cube = open_cube(path)
+    assert cube["eobs_tg"].dims == ("time", "stat", "meteo_y", "meteo_x")
+    plan = plan_forecast(cube, PRESETS["tiny"], ForecastSettings(horizon=2, start=pd.Timestamp(cube["time"].values[10])))
+    assert plan.meteo.source == "cube"
+    west, east = plan.meteo.at(float(cube["y"][64]), float(cube["x"][64])), plan.meteo.at(float(cube["y"][64]), float(cube["x"][192]))
+    assert east[0, 0] > west[0, 0]  # tg mean, standardised
+    weights = write_weights(tmp_path / "tiny.safetensors")
+    result = cli("forecast", "--input", path, "--weights", weights, "--steps", "1", "--horizon", "2",
+                 "--start", f"{pd.Timestamp(cube['time'].values[10]):%Y-%m-%d}", "--output", tmp_path / "f.nc",
+                 "--no-cogs", "--quiet")
+    assert result.code == 0, result
+    with xr.open_dataset(tmp_path / "f.nc") as ds:
+        assert ds.attrs["meteo_source"] == "cube" and np.isfinite(ds["ndvi_pred"].values).all()
+
+
+def test_weather_grid_in_another_crs_is_refused(tmp_path):
+    from vegediff_cli.errors import GeoreferenceError
+
+    source = synthetic_cube(tmp_path / "grid.nc", height=32, width=32, frames=12, meteo="grid", landcover=False)
+    cube = open_cube(source)
+    other = cube.rio.write_crs("EPSG:32633")
+    other[[v for v in other.data_vars if v.startswith("eobs_")]].to_netcdf(tmp_path / "w.nc")
+    start = pd.Timestamp(cube["time"].values[10])
+    with pytest.raises(GeoreferenceError, match="EPSG:32633"):
+        resolve_meteo(cube, model_dates=_model_dates(f"{start:%Y-%m-%d}"), context_frames=10, requested=2,
+                      weather=Path(tmp_path / "w.nc"))

@@ -1,0 +1,184 @@
+"""The networks: shapes through every block, masks, context cache, weights files, one training step."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from vegediff_cli.diffusion.training import diffusion_loss
+from vegediff_cli.errors import ModelError
+from vegediff_cli.model.presets import PRESETS, ModelConfig
+from vegediff_cli.model.vae import kl_divergence
+from vegediff_cli.model.vegediff import VegeDiff
+from vegediff_cli.model.weights import load_weights, read_metadata, save_weights
+
+TINY = PRESETS["tiny"]
+
+
+def _randomised(model: VegeDiff, seed: int = 0) -> VegeDiff:
+    """adaLN-Zero starts as the identity; random weights make equivalence tests meaningful."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    return model.eval()
+
+
+def _inputs(batch: int = 2, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(batch, 30, 4, 16, 16, generator=gen)
+    t = torch.tensor([999.0, 10.0][:batch])
+    meteo = torch.randn(batch, 30, 24, generator=gen)
+    static = torch.randn(batch, 5, 128, 128, generator=gen)
+    return z, t, meteo, static
+
+
+def test_vae_shapes_and_kl():
+    model = VegeDiff(TINY).eval()
+    frames = torch.rand(3, 4, 128, 128) * 0.4
+    latent = model.vae.encode(frames)
+    assert latent.shape == (3, 4, 16, 16)
+    assert model.vae.decode(latent).shape == (3, 4, 128, 128)
+    recon, mean, logvar = model.vae(frames)
+    assert recon.shape == frames.shape and mean.shape == logvar.shape == (3, 4, 16, 16)
+    assert (kl_divergence(mean, logvar) >= 0).all()
+    # fully convolutional: 48 px crops give 6 x 6 latents
+    assert model.vae.encode(frames[..., :48, :48]).shape == (3, 4, 6, 6)
+
+
+def test_vegenet_shapes_through_every_block():
+    model = _randomised(VegeDiff(TINY))
+    net = model.vegenet
+    z, t, meteo, static = _inputs()
+    tokens = net.patchify(z)
+    assert tokens.shape == (2, 30, 64, 16)  # 8 x 8 patches of 2 x 2 x 4
+    torch.testing.assert_close(net.unpatchify(tokens, 16, 16), z)
+    keep = torch.tensor([True, False])
+    static_tokens = net.embed_static(static, keep)
+    assert static_tokens.shape == (2, 64, TINY.vegenet.hidden)
+    torch.testing.assert_close(static_tokens[1], net.null_static.expand(64, -1))  # dropped -> null token
+    x = net._embed_frames(z, 0)
+    cond = net._conditions(t, meteo, keep, 0)
+    assert x.shape == (2, 30, 64, TINY.vegenet.hidden) and cond.shape == (2, 30, TINY.vegenet.hidden)
+    mask = net._temporal_mask(30, z.device)
+    assert mask.shape == (31, 31) and not mask[:11, 11:].any() and mask[11:].all()
+    for block in net.blocks:
+        x = block(x, cond, static_tokens, mask)
+        assert x.shape == (2, 30, 64, TINY.vegenet.hidden)
+    eps = net(z, t, meteo=meteo, static=static, keep_cond=keep)
+    assert eps.shape == (2, 20, 4, 16, 16)
+
+
+def test_context_never_sees_the_future():
+    model = _randomised(VegeDiff(TINY))
+    z, t, meteo, static = _inputs()
+    keep = torch.tensor([True, True])
+    cache = model.vegenet.encode_context(z[:, :10], meteo=meteo[:, :10], static=static, keep_cond=keep)
+    z2 = z.clone()
+    z2[:, 10:] += 1.0  # change only the future
+    cache2 = model.vegenet.encode_context(z2[:, :10], meteo=meteo[:, :10], static=static, keep_cond=keep)
+    for (k1, v1), (k2, v2) in zip(cache, cache2, strict=False):
+        torch.testing.assert_close(k1, k2)
+        torch.testing.assert_close(v1, v2)
+
+
+def test_cached_context_equals_full_pass():
+    model = _randomised(VegeDiff(TINY))
+    z, t, meteo, static = _inputs()
+    keep = torch.tensor([True, False])
+    full = model.vegenet(z, t, meteo=meteo, static=static, keep_cond=keep)
+    cache = model.vegenet.encode_context(z[:, :10], meteo=meteo[:, :10], static=static, keep_cond=keep)
+    cached = model.vegenet.forward_future(z[:, 10:], t, meteo=meteo[:, 10:], keep_cond=keep, cache=cache)
+    torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-4)
+
+
+def test_static_layers_change_the_output_only_when_kept():
+    model = _randomised(VegeDiff(TINY))
+    z, t, meteo, static = _inputs()
+    keep = torch.tensor([True, False])
+    a = model.vegenet(z, t, meteo=meteo, static=static, keep_cond=keep)
+    b = model.vegenet(z, t, meteo=meteo, static=static + 1.0, keep_cond=keep)
+    assert (a[0] - b[0]).abs().max() > 1e-6  # conditioned row depends on static layers
+    torch.testing.assert_close(a[1], b[1])  # dropped row does not
+
+
+@pytest.mark.parametrize("sampler", ["euler", "dpmpp2m"])
+def test_sampler_is_deterministic_with_a_seed(sampler):
+    from vegediff_cli.config import SamplerSettings
+
+    model = _randomised(VegeDiff(TINY))
+    z, _, meteo, static = _inputs(batch=1)
+    settings = SamplerSettings(sampler=sampler, steps=3)
+    draws = [
+        model.sample(z[:, :10], meteo=meteo, static=static, conditioned=True, members=2, settings=settings,
+                     generator=torch.Generator().manual_seed(seed))
+        for seed in (7, 7, 8)
+    ]
+    assert draws[0].shape == (2, 1, 20, 4, 16, 16)
+    torch.testing.assert_close(draws[0], draws[1], atol=0, rtol=0)
+    assert (draws[0] - draws[2]).abs().max() > 1e-3
+    assert (draws[0][0] - draws[0][1]).abs().max() > 1e-3  # members differ
+
+
+def test_weights_round_trip(tmp_path):
+    model = _randomised(VegeDiff(TINY), seed=3)
+    path = save_weights(model, tmp_path / "w.safetensors", metadata={"trained_on": "[]"})
+    loaded, meta = load_weights(path)
+    assert loaded.cfg == model.cfg
+    assert meta["trained_on"] == "[]" and read_metadata(path)["format"] == "vegediff-weights/1"
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value)
+    assert ModelConfig.from_dict(model.cfg.to_dict()) == model.cfg
+
+
+def test_weights_errors(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a weights file")
+    with pytest.raises(ModelError, match="not a readable weights file"):
+        load_weights(bad)
+
+
+def test_one_training_step_lowers_the_loss_on_a_fixed_batch():
+    torch.manual_seed(0)
+    model = VegeDiff(dataclasses.replace(TINY)).train()
+    z, _, meteo, static = _inputs(batch=2)
+    context, future = model.to_diffusion_space(z[:, :10], z[:, 10:])
+    weights = torch.ones(2, 20, 1, 16, 16)
+    weights[:, 15:] = 0  # frames past the end of the series carry no loss
+    optimiser = torch.optim.SGD(model.vegenet.parameters(), lr=0.05)
+
+    def loss_at(seed: int) -> torch.Tensor:
+        return diffusion_loss(model.vegenet, future, context=context, meteo=meteo, static=static, loss_mask=weights,
+                              conditioned=torch.tensor([True, True]), alphas_cumprod=model.alphas_cumprod,
+                              cfg=model.cfg.diffusion, generator=torch.Generator().manual_seed(seed))
+
+    before = loss_at(1)
+    optimiser.zero_grad()
+    before.backward()
+    optimiser.step()
+    with torch.no_grad():
+        after = loss_at(1)  # same timesteps, noise and dropout draws
+    assert after < before
+
+
+def test_masked_cells_do_not_contribute():
+    model = VegeDiff(TINY)
+    z, _, meteo, static = _inputs(batch=1)
+    weights = torch.zeros(1, 20, 1, 16, 16)
+    weights[:, :5] = 1
+
+    def predicts_clean_signal(zt, t, **kwargs):  # eps guess that depends on the noised input
+        return zt[:, 10:] * 0.5
+
+    kwargs = dict(context=z[:, :10], meteo=meteo, static=static, loss_mask=weights, conditioned=torch.tensor([True]),
+                  alphas_cumprod=model.alphas_cumprod, cfg=model.cfg.diffusion)
+    future = z[:, 10:].clone()
+    a = diffusion_loss(predicts_clean_signal, future, generator=torch.Generator().manual_seed(0), **kwargs)
+    future[:, 5:] = 100.0  # corrupt only the masked frames
+    b = diffusion_loss(predicts_clean_signal, future, generator=torch.Generator().manual_seed(0), **kwargs)
+    torch.testing.assert_close(a, b)
+    future[:, 0] += 1.0  # an unmasked frame does count
+    c = diffusion_loss(predicts_clean_signal, future, generator=torch.Generator().manual_seed(0), **kwargs)
+    assert not torch.isclose(a, c)

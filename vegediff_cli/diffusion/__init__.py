@@ -1,0 +1,1 @@
+"""Diffusion maths: noise schedules, samplers and the training loss (torch only)."""

@@ -1,0 +1,1 @@
+"""The VegeDiff networks (VAE, VegeNet), presets and weights files (torch only, no cube I/O)."""

@@ -1,0 +1,112 @@
+"""VegeDiff = vegetation VAE + VegeNet denoiser + DDPM schedule, and its sampling entry point."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import SamplerSettings
+from ..diffusion.sampling import SAMPLERS
+from ..diffusion.schedules import alphas_cumprod, sampling_sigmas, sigma_to_t
+from .presets import ModelConfig
+from .vae import VegetationVAE
+from .vegenet import VegeNet
+
+
+class VegeDiff(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.vae = VegetationVAE(cfg.vae)
+        self.vegenet = VegeNet(cfg.vegenet)
+        d = cfg.diffusion
+        self.register_buffer("alphas_cumprod", alphas_cumprod(d.train_steps, d.beta_start, d.beta_end), persistent=False)
+
+    # --- first stage ------------------------------------------------------------------------
+    def encode_frames(self, frames: torch.Tensor, *, batch: int = 32) -> torch.Tensor:
+        """(B, T, 4, H, W) reflectance -> (B, T, C, H/8, W/8) normalised latents."""
+        b, t = frames.shape[:2]
+        flat = frames.flatten(0, 1)
+        latents = torch.cat([self.vae.encode(flat[i : i + batch]) for i in range(0, flat.shape[0], batch)])
+        return latents.view(b, t, *latents.shape[1:])
+
+    def decode_frames(self, latents: torch.Tensor, *, batch: int = 32) -> torch.Tensor:
+        """(B, T, C, h, w) normalised latents -> (B, T, 4, 8h, 8w) reflectance."""
+        b, t = latents.shape[:2]
+        flat = latents.flatten(0, 1)
+        frames = torch.cat([self.vae.decode(flat[i : i + batch]) for i in range(0, flat.shape[0], batch)])
+        return frames.view(b, t, *frames.shape[1:])
+
+    # --- diffusion space ----------------------------------------------------------------------
+    def to_diffusion_space(self, context: torch.Tensor, future: torch.Tensor | None = None):
+        """Residual preset: express latents relative to the last context frame (persistence)."""
+        if not self.cfg.vegenet.residual:
+            return context, future
+        reference = context[:, -1:]
+        return context - reference, None if future is None else future - reference
+
+    def from_diffusion_space(self, context: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
+        """Inverse of to_diffusion_space; frames are on axis -4 (..., T, C, h, w)."""
+        return future + context[..., -1:, :, :, :] if self.cfg.vegenet.residual else future
+
+    @torch.no_grad()
+    def sample(
+        self,
+        context: torch.Tensor,
+        *,
+        meteo: torch.Tensor,
+        static: torch.Tensor,
+        conditioned: bool,
+        members: int = 1,
+        settings: SamplerSettings = SamplerSettings(),
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Draw `members` futures per chip: latents (M, B, F, C, h, w) from context (B, K, C, h, w).
+
+        meteo (B, K+F, 24) standardised; static (B, 5, H, W). With `conditioned` False (no
+        meteorology and no static layers) the unconditional model is used and guidance is off.
+        `noise` (M, B, F, C, h, w) fixes the starting noise (e.g. drawn per chip from its own seed,
+        so a chip's forecast does not depend on which batch it was computed in).
+        """
+        b, k, c, h, w = context.shape
+        m, horizon = members, self.cfg.vegenet.horizon
+        net = self.vegenet
+        ctx, _ = self.to_diffusion_space(context)
+        sigmas = sampling_sigmas(self.alphas_cumprod, settings.steps).to(context.device)
+        if noise is None:
+            noise = torch.randn((m, b, horizon, c, h, w), generator=generator, device=context.device, dtype=context.dtype)
+        # Paper Sec. III-D: start from noise mixed with a fraction of the mean context latent.
+        start = noise + settings.context_mix * ctx.mean(dim=1, keepdim=True)[None]
+        x = (start * (1.0 + sigmas[0] ** 2).sqrt()).flatten(0, 1)  # (M*B, F, C, h, w), member-major
+        guided = conditioned and settings.guidance_scale != 1.0
+        passes = 2 if guided else 1  # conditional and unconditional rows side by side
+        keep_rows = torch.tensor([True] * b + [False] * b if guided else [conditioned] * b, device=context.device)
+        ctx_rows = ctx.repeat(passes, 1, 1, 1, 1)
+        meteo_rows = meteo.repeat(passes, 1, 1)
+        static_rows = static.repeat(passes, 1, 1, 1)
+        cache = None
+        if self.cfg.vegenet.causal_context:  # context stream once per chip, shared by steps and members
+            cache = net.encode_context(ctx_rows, meteo=meteo_rows[:, :k], static=static_rows, keep_cond=keep_rows)
+
+        def denoiser(x_t: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            c_in = (1.0 / (sigma**2 + 1.0).sqrt()).view(-1, 1, 1, 1, 1)
+            t = sigma_to_t(sigma, self.alphas_cumprod)
+            rows = (x_t * c_in).view(m, 1, b, horizon, c, h, w).expand(m, passes, b, horizon, c, h, w)
+            rows = rows.reshape(m * passes * b, horizon, c, h, w)
+            t_rows = t.view(m, 1, b).expand(m, passes, b).reshape(-1)
+            keep = keep_rows.repeat(m)
+            if cache is not None:
+                eps = net.forward_future(rows, t_rows, meteo=meteo_rows[:, k:].repeat(m, 1, 1), keep_cond=keep, cache=cache)
+            else:
+                z = torch.cat([ctx_rows.repeat(m, 1, 1, 1, 1), rows], dim=1)
+                eps = net(z, t_rows, meteo=meteo_rows.repeat(m, 1, 1), static=static_rows.repeat(m, 1, 1, 1), keep_cond=keep)
+            eps = eps.view(m, passes, b, horizon, c, h, w)
+            if guided:
+                eps = eps[:, 1] + settings.guidance_scale * (eps[:, 0] - eps[:, 1])
+            else:
+                eps = eps[:, 0]
+            return x_t - sigma.view(-1, 1, 1, 1, 1) * eps.reshape(m * b, horizon, c, h, w).to(x_t.dtype)
+
+        future = SAMPLERS[settings.sampler](denoiser, x, sigmas).view(m, b, horizon, c, h, w)
+        return self.from_diffusion_space(context[None], future)

@@ -1,0 +1,252 @@
+"""`forecast`: a prepared cube of any size -> forecast.nc (+ one NDVI COG per step), streamed block by block.
+
+    from vegediff_cli.pipeline.forecast import ForecastJob, run_forecasts
+    from vegediff_cli.pipeline.forecast_plan import ForecastSettings
+
+    [summary] = run_forecasts([ForecastJob(cube=Path("cube.nc"), output=Path("forecast.nc"), cogs=None)],
+                              weights=None, settings=ForecastSettings(members=8))
+
+Layers: forecast_plan.py decides dates, meteorology, chips and blocks; forecast_blocks.py computes
+one block; this module drives the blocks (here, or on a Dask cluster: distributed.py) and writes
+the results as they arrive (cube/forecast_writer.py). docs/forecast.md describes the whole step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import xarray as xr
+
+from .. import __version__
+from ..config import BANDS
+from ..cube.forecast_writer import (
+    GridWriter,
+    VariableSpec,
+    float_var,
+    grid_writer,
+    open_grid,
+    packed_var,
+    small_chunk_cache,
+)
+from ..cube.readers import open_cube
+from ..cube.schema import BAND_LONG_NAMES
+from ..cube.stream_cogs import export_cogs
+from ..errors import UsageError
+from ..model.device import pick_device
+from ..model.weights import file_digest
+from ..progress import ProgressFactory, no_progress
+from .forecast_blocks import BlockResult, compute_block
+from .forecast_model import load_model, model_config, resolve_weights
+from .forecast_plan import ForecastPlan, ForecastSettings, plan_forecast
+
+log = logging.getLogger("vegediff.forecast")
+PRED, MEMBER, CLEAR_COUNT, LAST_CLEAR = "ndvi_pred", "ndvi_member", "context_clear_count", "ndvi_last_clear"
+
+
+def band_pred(band: str) -> str:
+    return f"{band}_pred"
+
+
+@dataclass(frozen=True)
+class ForecastJob:
+    """One forecast: a cube in, a forecast.nc (and optionally a folder of COGs) out."""
+
+    cube: Path  # prepared cube, GreenEarthNet / EarthNet2021x minicube or EarthNet2021 sample
+    output: Path  # forecast.nc to write
+    cogs: Path | None = None  # folder for one NDVI COG per step; None: no COGs
+    weather: Path | None = None  # --weather file for the future meteorology
+
+
+@dataclass
+class ForecastSummary:
+    output: Path
+    cogs: Path | None
+    dates: list[str]
+    members: int
+    meteo_source: str
+    chips: int  # chip forecasts computed (stripe-border chips count twice)
+    chips_in_layout: int
+    seconds: float
+    attrs: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {
+            "output": str(self.output), "cogs": str(self.cogs) if self.cogs else None, "dates": self.dates,
+            "members": self.members, "meteo_source": self.meteo_source, "chips_computed": self.chips,
+            "chips_in_layout": self.chips_in_layout, "seconds": round(self.seconds, 2),
+        }
+
+
+def output_variables(members: int) -> list[VariableSpec]:
+    """forecast.nc's variables (docs/cube-format.md)."""
+    grid = ("time", "y", "x")
+    specs = [float_var(PRED, grid, "ensemble-mean NDVI forecast")]
+    specs += [packed_var(band_pred(b), grid, f"predicted {BAND_LONG_NAMES[b][0].lower()}{BAND_LONG_NAMES[b][1:]} "
+                                              "(ensemble mean)") for b in BANDS]
+    if members > 1:
+        specs.append(packed_var(MEMBER, ("member", *grid), "NDVI forecast of each ensemble member"))
+    specs.append(VariableSpec(CLEAR_COUNT, ("y", "x"), {"long_name": "clear context frames", "units": "1"}, dtype="u1"))
+    specs.append(float_var(LAST_CLEAR, ("y", "x"), "NDVI of the last clear context frame (reference for drops)"))
+    return specs
+
+
+def output_attrs(job: ForecastJob, plan: ForecastPlan, *, weights: Path, model_name: str) -> dict:
+    s, times = plan.settings, plan.times
+    return {
+        "Conventions": "CF-1.8",
+        "title": "vegediff NDVI and reflectance forecast",
+        "source": "forecast",
+        "vegediff_version": __version__,
+        "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "input": job.cube.name,
+        "weights": weights.name,
+        "weights_sha256": file_digest(weights),
+        "model": model_name,
+        "sampler": s.sampler.sampler,
+        "steps": s.sampler.steps,
+        "guidance_scale": s.sampler.guidance_scale if plan.conditioned else 1.0,
+        "context_mix": s.sampler.context_mix,
+        "seed": s.seed,
+        "members": s.members,
+        "horizon": s.horizon,
+        "overlap": s.overlap,
+        "detail_transfer": s.detail_transfer,
+        "min_clear_context": s.min_clear_context,
+        "conditioned": plan.conditioned,
+        "static_layers": " ".join(plan.static_layers) if plan.conditioned else "",
+        "meteo_source": plan.meteo.source,
+        "meteo_source_per_step": " ".join(plan.meteo.per_step),
+        "forecast_start": f"{times.dates[0]:%Y-%m-%d}",
+        "context_dates": " ".join(f"{d:%Y-%m-%d}" for d in times.context_dates),
+    }
+
+
+def write_block(writer: GridWriter, result: BlockResult) -> None:
+    block = result.block
+    rows, cols = slice(block.row0, block.row1), slice(block.col0, block.col1)
+    writer.write(PRED, rows, cols, result.ndvi_pred)
+    for i, band in enumerate(BANDS):
+        writer.write(band_pred(band), rows, cols, result.bands[:, i])
+    if result.ndvi_member.shape[0] > 1:
+        writer.write(MEMBER, rows, cols, result.ndvi_member)
+    writer.write(CLEAR_COUNT, rows, cols, result.clear_count)
+    writer.write(LAST_CLEAR, rows, cols, result.last_clear_ndvi)
+
+
+@dataclass
+class _Prepared:
+    job: ForecastJob
+    cube: xr.Dataset  # opened once (lazily for vegediff cubes) and closed when the run ends
+    plan: ForecastPlan
+    attrs: dict
+
+
+@contextlib.contextmanager
+def _prepare(jobs: list[ForecastJob], weights: Path, settings: ForecastSettings, workers: int) -> Iterator[list[_Prepared]]:
+    """Open every cube and plan every job first: bad input fails before any long computation."""
+    cfg = model_config(weights)
+    outputs = [job.output.resolve() for job in jobs]
+    if len(set(outputs)) < len(outputs):
+        raise UsageError("two forecasts would write the same output file", fix="give each input its own --output")
+    with contextlib.ExitStack() as stack:
+        prepared = []
+        for job in jobs:
+            cube = stack.enter_context(contextlib.closing(open_cube(job.cube)))
+            plan = plan_forecast(cube, cfg, settings, weather=job.weather, workers=workers)
+            log.info("%s: %d chips (%d with vegetation and clear context) in %d stripe(s) x %d band(s); meteorology: %s",
+                     job.cube.name, len(plan.tiles.chips), len(plan.active), len(plan.tiles.stripes),
+                     len(plan.tiles.bands), plan.meteo.source)
+            prepared.append(_Prepared(job, cube, plan, output_attrs(job, plan, weights=weights, model_name=cfg.name)))
+        yield prepared
+
+
+@contextlib.contextmanager
+def _writers(prepared: list[_Prepared]) -> Iterator[list[GridWriter]]:
+    """One open writer per job; each file appears when its writer closes without error."""
+    with contextlib.ExitStack() as stack:
+        writers = []
+        for item in prepared:
+            coords = {"time": item.plan.times.dates}
+            if item.plan.settings.members > 1:
+                coords["member"] = list(range(item.plan.settings.members))
+            writers.append(stack.enter_context(grid_writer(
+                item.job.output, like=item.cube, variables=output_variables(item.plan.settings.members),
+                coords=coords, attrs=item.attrs)))
+        yield writers
+
+
+def _active_chip_count(plan: ForecastPlan) -> int:
+    return sum(len(plan.active_chips(b)) for b in plan.tiles.all_blocks())
+
+
+def run_forecasts(
+    jobs: list[ForecastJob],
+    *,
+    weights: str | Path | None = None,
+    settings: ForecastSettings = ForecastSettings(),
+    device: str = "auto",
+    scheduler: str | None = None,
+    workers: int | None = None,
+    progress: ProgressFactory = no_progress,
+) -> list[ForecastSummary]:
+    """Forecast every job; with `scheduler` (a Dask address or "local") the blocks run on a cluster."""
+    if not jobs:
+        raise UsageError("nothing to forecast", fix="pass --tile TILE or --input CUBE")
+    began = time.perf_counter()
+    weights_path = resolve_weights(weights)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(small_chunk_cache())
+        if scheduler is None:
+            torch_device = pick_device(device)
+            prepared = stack.enter_context(_prepare(jobs, weights_path, settings, 1))
+            model = load_model(weights_path, torch_device)
+        else:
+            from .distributed import cluster_client, run_blocks
+
+            client = stack.enter_context(cluster_client(scheduler, workers=workers))
+            n_workers = max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
+            prepared = stack.enter_context(_prepare(jobs, weights_path, settings, n_workers))
+        total = sum(_active_chip_count(p.plan) for p in prepared)
+        computed = [0] * len(prepared)
+        bar = stack.enter_context(progress(total, "forecast chips"))
+        writers = stack.enter_context(_writers(prepared))
+        if scheduler is None:
+            for index, item in enumerate(prepared):
+                for stripe in range(len(item.plan.tiles.stripes)):
+                    carry = None
+                    for block in item.plan.tiles.blocks(stripe):
+                        result, carry = compute_block(model, item.cube, item.plan, block, carry,
+                                                      device=torch_device, on_chips=bar.update)
+                        write_block(writers[index], result)
+                        computed[index] += result.chips
+        else:
+            tasks = [(str(p.job.cube), p.plan) for p in prepared]
+            for index, result in run_blocks(client, tasks, weights=str(weights_path), device=device):
+                write_block(writers[index], result)
+                computed[index] += result.chips
+                bar.update(result.chips)
+    summaries = []
+    for index, item in enumerate(prepared):
+        if item.job.cogs is not None:
+            write_forecast_cogs(item.job.output, item.job.cogs)
+        summaries.append(ForecastSummary(
+            item.job.output, item.job.cogs, [f"{d:%Y-%m-%d}" for d in item.plan.times.dates],
+            item.plan.settings.members, item.plan.meteo.source, computed[index], len(item.plan.tiles.chips),
+            time.perf_counter() - began, item.attrs))
+    return summaries
+
+
+def write_forecast_cogs(forecast: Path, folder: Path) -> list[Path]:
+    """One NDVI COG per forecast step, streamed from the finished file (cube/stream_cogs.py)."""
+    with open_grid(forecast) as ds:
+        tags = {"MEMBERS": str(ds.attrs.get("members", "")), "METEO_SOURCE": str(ds.attrs.get("meteo_source", ""))}
+    return export_cogs(forecast, [(PRED, {}, PRED)], folder, extra_tags=tags)
+
+
+__all__ = ["ForecastJob", "ForecastSettings", "ForecastSummary", "run_forecasts", "write_forecast_cogs"]

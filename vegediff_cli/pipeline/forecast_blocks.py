@@ -1,0 +1,209 @@
+"""One streamed block of a forecast: read its context window, run its chips, blend, hand back final rows.
+
+See pipeline/tiling.py for the stripe / band / carry scheme. A block's result holds the rows
+[row0, row1) of its stripe; the rows below that its chips already reached travel to the next band
+of the same stripe as a :class:`Carry` (weighted sums, not yet divided by the weights).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import xarray as xr
+
+from ..config import BANDS, NIR, RED, VALID
+from ..cube.masks import ndvi
+from ..geo import Chip
+from ..model.inputs import normalise_static
+from ..model.vegediff import VegeDiff
+from .chips import ChipBatch, ChipSettings, forecast_chips
+from .forecast_plan import ForecastPlan, default_batch
+from .tiling import Block, blend_weights, chip_seed
+
+RED_INDEX, NIR_INDEX = BANDS.index(RED), BANDS.index(NIR)
+
+
+@dataclass
+class Accumulator:
+    """Weighted sums over rows [row0, row0 + rows) of a stripe's columns."""
+
+    row0: int
+    ndvi: np.ndarray  # (M, T, r, w) sum of weight x member NDVI
+    bands: np.ndarray  # (T, 4, r, w) sum of weight x member-mean reflectance
+    weight: np.ndarray  # (r, w) sum of weights
+
+    @classmethod
+    def zeros(cls, row0: int, rows: int, cols: int, *, members: int, steps: int) -> Accumulator:
+        return cls(row0, np.zeros((members, steps, rows, cols), "float32"),
+                   np.zeros((steps, len(BANDS), rows, cols), "float32"), np.zeros((rows, cols), "float32"))
+
+    @property
+    def row1(self) -> int:
+        return self.row0 + self.weight.shape[0]
+
+    def add(self, other: Accumulator) -> None:
+        """Add `other`, whose rows must lie inside this one's."""
+        r = slice(other.row0 - self.row0, other.row1 - self.row0)
+        self.ndvi[:, :, r] += other.ndvi
+        self.bands[:, :, r] += other.bands
+        self.weight[r] += other.weight
+
+    def rows(self, row0: int, row1: int) -> Accumulator:
+        r = slice(row0 - self.row0, row1 - self.row0)
+        return Accumulator(row0, self.ndvi[:, :, r].copy(), self.bands[:, :, r].copy(), self.weight[r].copy())
+
+
+Carry = Accumulator
+
+
+@dataclass
+class BlockResult:
+    """Final values of a block's rows [row0, row1) x [col0, col1)."""
+
+    block: Block
+    ndvi_pred: np.ndarray  # (T, h, w) ensemble-mean NDVI, NaN where not forecast
+    bands: np.ndarray  # (T, 4, h, w) ensemble-mean reflectance
+    ndvi_member: np.ndarray  # (M, T, h, w) member NDVI
+    clear_count: np.ndarray  # (h, w) uint8 clear context frames
+    last_clear_ndvi: np.ndarray  # (h, w) NDVI of the last clear context frame, NaN where none
+    chips: int  # chips computed for this block
+
+
+@dataclass
+class Window:
+    """Context inputs of a pixel window: rows [row0, row1) x cols [col0, col1) of the cube."""
+
+    row0: int
+    col0: int
+    frames: np.ndarray  # (K, 4, h, w) reflectance, NaN where missing
+    valid: np.ndarray  # (K, h, w) bool
+    static: dict[str, np.ndarray]  # (h, w) per static layer the cube has
+
+    def crop(self, row0: int, row1: int, col0: int, col1: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        r = slice(row0 - self.row0, row1 - self.row0)
+        c = slice(col0 - self.col0, col1 - self.col0)
+        return self.frames[:, :, r, c], self.valid[:, r, c], {k: v[r, c] for k, v in self.static.items()}
+
+
+def read_window(cube: xr.Dataset, plan: ForecastPlan, rows: tuple[int, int], cols: tuple[int, int]) -> Window:
+    """Read the context frames, valid mask and static layers of a window (one read per variable)."""
+    index = plan.times.context_index
+    contiguous = bool((np.diff(index) == 1).all())  # a slice reads one hyperslab instead of K
+    sel = {"time": slice(int(index[0]), int(index[-1]) + 1) if contiguous else index, "y": slice(*rows), "x": slice(*cols)}
+    frames = np.stack([np.asarray(cube[b].isel(sel).values, dtype="float32") for b in BANDS], axis=1)
+    valid = np.asarray(cube[VALID].isel(sel).values).astype(bool) & np.isfinite(frames).all(axis=1)
+    static = {name: np.asarray(cube[name].isel(y=slice(*rows), x=slice(*cols)).values, dtype="float32")
+              for name in plan.static_layers}
+    return Window(rows[0], cols[0], frames, valid, static)
+
+
+def _pad(values: np.ndarray, size: int) -> np.ndarray:
+    """Reflect-pad the last two axes up to `size` (chips of grids smaller than a chip)."""
+    h, w = values.shape[-2:]
+    if h == size and w == size:
+        return values
+    pad = [(0, 0)] * (values.ndim - 2) + [(0, size - h), (0, size - w)]
+    return np.pad(values, pad, mode="reflect")
+
+
+def chip_batch(window: Window, chips: list[Chip], plan: ForecastPlan) -> ChipBatch:
+    """Model inputs of some chips of a window (padded to full chips at the grid's edge)."""
+    height, width = plan.tiles.height, plan.tiles.width
+    context, valid, meteo, static, seeds = [], [], [], [], []
+    for chip in chips:
+        row1, col1 = min(chip.row + chip.size, height), min(chip.col + chip.size, width)
+        frames, clear, layers = window.crop(chip.row, row1, chip.col, col1)
+        context.append(_pad(frames, chip.size))
+        valid.append(_pad(clear, chip.size))
+        padded = {k: _pad(v, chip.size) for k, v in layers.items()}
+        static.append(normalise_static(padded, (chip.size, chip.size))[0])
+        centre_y = 0.5 * (plan.y[chip.row] + plan.y[row1 - 1])
+        centre_x = 0.5 * (plan.x[chip.col] + plan.x[col1 - 1])
+        meteo.append(plan.meteo.at(centre_y, centre_x))
+        seeds.append(chip_seed(plan.settings.seed, chip))
+    return ChipBatch(np.stack(context), np.stack(valid), np.stack(meteo).astype("float32"), np.stack(static), seeds)
+
+
+def _blend(acc: Accumulator, col0: int, col1: int, chip: Chip, members: np.ndarray, weights: np.ndarray,
+           height: int, width: int) -> None:
+    """Add one chip's members (M, T, 4, S, S) to the accumulator, inside the grid and the stripe."""
+    rows = min(chip.size, height - chip.row)
+    left, right = max(chip.col, col0), min(chip.col + chip.size, width, col1)
+    if right <= left:
+        return
+    c = slice(left - chip.col, right - chip.col)
+    w = weights[:rows, c]  # (r, w)
+    # Reflectance is never negative; clipping the decoder's small undershoots also keeps NDVI in [-1, 1].
+    reflectance = np.maximum(members[:, :, :, :rows, c], 0.0)  # (M, T, 4, r, w)
+    r_out = slice(chip.row - acc.row0, chip.row - acc.row0 + rows)
+    c_out = slice(left - col0, right - col0)
+    acc.ndvi[:, :, r_out, c_out] += w * ndvi(reflectance[:, :, RED_INDEX], reflectance[:, :, NIR_INDEX])
+    acc.bands[:, :, r_out, c_out] += w * reflectance.mean(axis=0)
+    acc.weight[r_out, c_out] += w
+
+
+def _context_summary(window: Window, row0: int, row1: int, col0: int, col1: int) -> tuple[np.ndarray, np.ndarray]:
+    """Clear context frames per pixel (uint8) and the NDVI of the last clear one (NaN where none)."""
+    frames, valid, _ = window.crop(row0, row1, col0, col1)
+    index = np.where(valid, np.arange(valid.shape[0])[:, None, None], -1).max(axis=0)  # (h, w)
+    values = ndvi(frames[:, RED_INDEX], frames[:, NIR_INDEX])  # (K, h, w)
+    last = np.take_along_axis(values, np.maximum(index, 0)[None], axis=0)[0]
+    return valid.sum(axis=0).astype("uint8"), np.where(index >= 0, last, np.nan).astype("float32")
+
+
+def compute_block(
+    model: VegeDiff,
+    cube: xr.Dataset,
+    plan: ForecastPlan,
+    block: Block,
+    carry: Carry | None,
+    *,
+    device: torch.device,
+    on_chips: Callable[[int], object] = lambda n: None,
+) -> tuple[BlockResult, Carry | None]:
+    """Forecast one block; returns its final rows and the carry for the next band of its stripe."""
+    settings = plan.settings
+    height, width = plan.tiles.height, plan.tiles.width
+    chips = plan.active_chips(block)
+    steps, members = settings.horizon, settings.members
+    chip_bottom = max((min(c.row + c.size, height) for c in chips), default=block.row1)
+    carry_bottom = carry.row1 if carry is not None else block.row1
+    acc = Accumulator.zeros(block.row0, max(block.row1, chip_bottom, carry_bottom) - block.row0,
+                            block.col1 - block.col0, members=members, steps=steps)
+    if carry is not None:
+        acc.add(carry)
+    col_lo = min([block.col0, *(c.col for c in chips)])
+    col_hi = min(width, max([block.col1, *(c.col + c.size for c in chips)]))
+    window = read_window(cube, plan, (block.row0, acc.row1), (col_lo, col_hi))
+    weights = blend_weights(plan.tiles.size, plan.tiles.overlap)
+    chip_settings = ChipSettings(members=members, sampler=settings.sampler, detail_transfer=settings.detail_transfer)
+    batch_size = plan.batch_size or default_batch(members, device.type)
+    for start in range(0, len(chips), batch_size):
+        group = chips[start:start + batch_size]
+        batch = chip_batch(window, group, plan)
+        out = forecast_chips(model, batch, conditioned=plan.conditioned, settings=chip_settings, device=device)
+        for i, chip in enumerate(group):
+            _blend(acc, block.col0, block.col1, chip, out[:, i, :steps], weights, height, width)
+        on_chips(len(group))
+    next_carry = acc.rows(block.row1, acc.row1) if acc.row1 > block.row1 else None  # a copy: small
+    clear_count, last_clear = _context_summary(window, block.row0, block.row1, block.col0, block.col1)
+    del window
+    return _finish(block, acc, clear_count, last_clear, settings.min_clear_context, len(chips)), next_carry
+
+
+def _finish(block: Block, acc: Accumulator, clear_count: np.ndarray, last_clear: np.ndarray,
+            min_clear: int, chips: int) -> BlockResult:
+    """Divide the block's rows of the sums by the weights, in place; NaN where no chip ran or the context is too cloudy."""
+    rows = slice(0, block.row1 - block.row0)
+    member_ndvi, bands, weight = acc.ndvi[:, :, rows], acc.bands[:, :, rows], acc.weight[rows]
+    empty = (weight <= 0) | (clear_count < max(min_clear, 0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        np.divide(member_ndvi, weight, out=member_ndvi)
+        np.divide(bands, weight, out=bands)
+    member_ndvi[:, :, empty] = np.nan
+    bands[:, :, empty] = np.nan
+    mean = member_ndvi[0] if member_ndvi.shape[0] == 1 else member_ndvi.mean(axis=0)
+    return BlockResult(block, mean, bands, member_ndvi, clear_count, last_clear, chips)

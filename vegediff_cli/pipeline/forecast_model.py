@@ -1,0 +1,84 @@
+"""Which weights a forecast uses, and whether they fit the cube: checked before any work starts."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from ..config import BANDS, METEO_CHANNELS
+from ..errors import InputNotFoundError, ModelError
+from ..model.presets import ModelConfig
+from ..model.vegediff import VegeDiff
+from ..model.weights import load_weights, read_metadata
+
+ENV_WEIGHTS = "VEGEDIFF_WEIGHTS"
+SHIPPED_WEIGHTS = "vegediff-small.safetensors"
+STATIC_CHANNELS = 5  # cop_dem, nasa_dem, alos_dem, esawc_lc, geom_cls (model/inputs.py STATIC_ORDER)
+
+
+def shipped_weights() -> Path:
+    """<repo>/weights/vegediff-small.safetensors, found relative to the installed package."""
+    import vegediff_cli
+
+    return Path(vegediff_cli.__file__).resolve().parents[1] / "weights" / SHIPPED_WEIGHTS
+
+
+def default_weights() -> Path:
+    """$VEGEDIFF_WEIGHTS when set, else the shipped weights."""
+    env = os.environ.get(ENV_WEIGHTS)
+    return Path(env) if env else shipped_weights()
+
+
+def resolve_weights(path: str | os.PathLike | None) -> Path:
+    """The weights file to use; a one-line error naming every way to provide one when it is missing."""
+    chosen = Path(path) if path is not None else default_weights()
+    if not chosen.exists():
+        how = "--weights" if path is not None else (f"${ENV_WEIGHTS}" if os.environ.get(ENV_WEIGHTS) else "the shipped weights")
+        raise InputNotFoundError(
+            f"weights file {chosen} ({how}) does not exist",
+            fix=f"pass --weights PATH, set {ENV_WEIGHTS}, or train weights with `vegediff train`")
+    return chosen
+
+
+def model_config(path: str | os.PathLike) -> ModelConfig:
+    """The config stored in a weights file, read without loading its tensors, checked against the cube format."""
+    try:
+        meta = read_metadata(path)
+        cfg = ModelConfig.from_dict(json.loads(meta["config"]))
+    except (KeyError, ValueError, OSError, TypeError) as exc:
+        raise ModelError(f"{path} is not a vegediff weights file ({type(exc).__name__}: {exc})",
+                         fix="use a file written by `vegediff train`") from exc
+    except Exception as exc:  # safetensors raises its own error type for non-safetensors files
+        raise ModelError(f"{path} is not a readable weights file ({exc})", fix="re-download or retrain it") from exc
+    check_compatible(cfg, source=str(path))
+    return cfg
+
+
+def check_compatible(cfg: ModelConfig, *, source: str) -> None:
+    """Weights must read the cube's 4 bands, 24 meteorology channels and 5 static layers."""
+    problems = []
+    if cfg.vae.in_channels != len(BANDS):
+        problems.append(f"{cfg.vae.in_channels} input bands (the cube has {len(BANDS)}: {' '.join(BANDS)})")
+    if cfg.vegenet.meteo_channels != METEO_CHANNELS:
+        problems.append(f"{cfg.vegenet.meteo_channels} meteorology channels (the cube has {METEO_CHANNELS})")
+    if cfg.vegenet.static_channels != STATIC_CHANNELS:
+        problems.append(f"{cfg.vegenet.static_channels} static layers (the cube has {STATIC_CHANNELS})")
+    if problems:
+        raise ModelError(f"{source} does not match the cube: the model expects {'; '.join(problems)}",
+                         fix="use weights trained on B02 B03 B04 B8A cubes, e.g. the shipped vegediff-small")
+
+
+def load_model(path: str | os.PathLike, device: torch.device) -> VegeDiff:
+    """Load and check weights onto `device` (eval mode), VAE convolutions in channels-last layout.
+
+    Channels-last lets oneDNN (CPU) and cuDNN (GPU) run the VAE's 3 x 3 convolutions without
+    layout conversions: on this project's 2-core CPU, decoding 20 frames takes 30 % less time
+    (0.88 -> 0.62 CPU s per chip, small preset; results equal to 1e-6).
+    """
+    model_config(path)  # fails fast, with the cube-specific message, before reading tensors
+    model, _ = load_weights(path, device=device)
+    model.vae.to(memory_format=torch.channels_last)
+    return model

@@ -1,0 +1,13 @@
+"""prepare: raw Sentinel-2 + meteorology + static layers -> the analysis-ready 5-day cube.
+
+Modules: build.py (the step, end to end), frames.py (5-day frames, latest clear observation),
+regrid.py (target grids, lazy reprojection), meteo.py (meteorology days, area and placement),
+compute.py (dask progress, streaming writes, NDVI on the fly).
+"""
+
+from .build import PreparedCube, PrepareInputs, PrepareSettings, build_cube, prepare_cube
+from .compute import lazy_ndvi, write_prepared
+
+__all__ = [
+    "PrepareInputs", "PrepareSettings", "PreparedCube", "build_cube", "lazy_ndvi", "prepare_cube", "write_prepared",
+]

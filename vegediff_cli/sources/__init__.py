@@ -1,0 +1,1 @@
+"""Data sources: STAC search, Sentinel-2 reads, and the network policy behind them."""

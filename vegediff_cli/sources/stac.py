@@ -1,0 +1,385 @@
+"""Sentinel-2 L2A item search on a STAC API: provider profiles, asset keys, duplicates, acquisitions.
+
+Metadata only: which items exist, which asset of each holds B02, B03, B04, B8A and SCL,
+which processing of an acquisition to keep, and which granules belong to one day. Pixels
+are read in ``sentinel2.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pystac
+import requests
+from pystac_client import Client
+from pystac_client.exceptions import APIError
+from pystac_client.stac_api_io import StacApiIO
+
+from ..errors import MissingVariableError, RemoteError, UsageError, VegediffError
+from ..geo import normalise_tile
+from .area import FetchArea
+from .http import RetryPolicy, new_session, request_with_retries, retry_call
+
+log = logging.getLogger("vegediff.fetch")
+
+# Canonical band name -> asset keys used by the providers: Earth Search v1 names its assets by
+# common name, the Planetary Computer and Earth Search v0 by band (first key present wins).
+ASSET_KEYS: dict[str, tuple[str, ...]] = {
+    "B02": ("blue", "B02", "b02"),
+    "B03": ("green", "B03", "b03"),
+    "B04": ("red", "B04", "b04"),
+    "B8A": ("nir08", "B8A", "b8a", "nir narrow"),
+    "SCL": ("scl", "SCL"),
+}
+REFLECTANCE_ASSETS: tuple[str, ...] = ("B02", "B03", "B04", "B8A")
+
+
+@dataclass(frozen=True)
+class Provider:
+    """A STAC API and how to ask it for Sentinel-2 L2A."""
+
+    name: str  # "earth-search", "planetary-computer" or "custom"
+    url: str  # STAC API root
+    collection: str = "sentinel-2-l2a"
+    tile_property: str | None = None  # item property queried for the MGRS tile (server-side `query`)
+    tile_format: str = "{tile}"  # its value for a tile, e.g. "MGRS-{tile}" for grid:code
+    query_extension: bool = True  # the API supports the STAC `query` extension (cloud cover, tile)
+    signed: bool = False  # asset hrefs need Planetary Computer SAS signing
+
+
+PROVIDERS: dict[str, Provider] = {
+    "earth-search": Provider(
+        name="earth-search", url="https://earth-search.aws.element84.com/v1",
+        tile_property="grid:code", tile_format="MGRS-{tile}",
+    ),
+    "planetary-computer": Provider(
+        name="planetary-computer", url="https://planetarycomputer.microsoft.com/api/stac/v1",
+        tile_property="s2:mgrs_tile", signed=True,
+    ),
+}
+
+
+def resolve_provider(name: str | None, *, url: str | None = None, collection: str | None = None) -> Provider:
+    """The profile for --provider/--stac-url: a named one (optionally at another URL) or "custom"."""
+    if name is None:
+        name = "custom" if url else "earth-search"
+    if name == "custom":
+        if not url:
+            raise UsageError("--provider custom needs --stac-url", fix="pass the STAC API root, e.g. --stac-url https://host/stac")
+        base = Provider(name="custom", url=url, query_extension=False)
+    elif name in PROVIDERS:
+        base = PROVIDERS[name]
+    else:
+        raise UsageError(f"unknown --provider '{name}'", fix=f"use one of {', '.join([*PROVIDERS, 'custom'])}")
+    changes: dict[str, Any] = {}
+    if url:
+        if not re.match(r"^https?://", url):
+            raise UsageError(f"--stac-url '{url}' is not an http(s) URL", fix="pass the STAC API root, e.g. https://host/stac/v1")
+        changes["url"] = url.rstrip("/")
+    if collection:
+        changes["collection"] = collection
+    return Provider(**{**base.__dict__, **changes})
+
+
+@dataclass(frozen=True)
+class SceneItem:
+    """One Sentinel-2 L2A item, reduced to what fetch needs."""
+
+    id: str
+    datetime: datetime  # acquisition (sensing) time, UTC
+    tile: str | None  # MGRS tile, e.g. "29SND"
+    platform: str  # "sentinel-2a", "sentinel-2b", ...
+    baseline: str  # processing baseline, e.g. "04.00"
+    processed: datetime  # when this processing was made (ranks duplicates)
+    cloud_cover: float | None  # percent, from eo:cloud_cover
+    hrefs: dict[str, str]  # canonical band ("B02".."SCL") -> asset href
+    boa_offset_applied: bool  # the provider already removed the 04.00 offset from the DN
+    bbox: tuple[float, float, float, float]  # lon/lat
+    geometry: dict[str, Any]
+
+    @property
+    def solar_day(self) -> date:
+        """The local day of the acquisition (longitude / 15 h from UTC), as odc-stac groups them."""
+        lon = (self.bbox[0] + self.bbox[2]) / 2
+        return (self.datetime + timedelta(hours=lon / 15.0)).date()
+
+    @property
+    def baseline_version(self) -> tuple[int, int]:
+        return baseline_version(self.baseline)
+
+    def summary(self) -> dict[str, Any]:
+        return {"id": self.id, "datetime": self.datetime.isoformat(), "tile": self.tile,
+                "processing_baseline": self.baseline, "cloud_cover": self.cloud_cover}
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    """The granules of one (solar) day, fused into one frame of the cube."""
+
+    day: date
+    items: tuple[SceneItem, ...]
+
+    @property
+    def key(self) -> str:
+        return self.day.isoformat()
+
+    @property
+    def item_ids(self) -> list[str]:
+        return [item.id for item in self.items]
+
+
+def baseline_version(text: str) -> tuple[int, int]:
+    match = re.match(r"^\s*(\d+)\.(\d+)", text or "")
+    if match is None:
+        raise ValueError(f"processing baseline '{text}'")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _item_tile(item: pystac.Item) -> str | None:
+    props = item.properties
+    candidates = [props.get("grid:code"), props.get("s2:mgrs_tile"), props.get("mgrs:tile")]
+    if {"mgrs:utm_zone", "mgrs:latitude_band", "mgrs:grid_square"} <= props.keys():
+        candidates.append(f"{props['mgrs:utm_zone']}{props['mgrs:latitude_band']}{props['mgrs:grid_square']}")
+    match = re.search(r"_T?(\d{2}[C-X][A-Z]{2})_", item.id)
+    candidates.append(match.group(1) if match else None)
+    for value in candidates:
+        if value:
+            try:
+                return normalise_tile(str(value))
+            except UsageError:
+                continue
+    return None
+
+
+def _item_baseline(item: pystac.Item) -> str:
+    """s2:processing_baseline, else the N0400 part of the product name; never guessed from the date."""
+    props = item.properties
+    value = props.get("s2:processing_baseline") or props.get("processing:version")
+    if value:
+        try:
+            baseline_version(str(value))
+            return str(value)
+        except ValueError:
+            pass
+    for name in (props.get("s2:product_uri"), props.get("s2:granule_id"), props.get("s2:datatake_id"), item.id):
+        match = re.search(r"_N(\d{2})\.?(\d{2})(?:_|\.|$)", str(name or ""))
+        if match:
+            return f"{match.group(1)}.{match.group(2)}"
+    raise MissingVariableError(
+        f"STAC item {item.id} has no s2:processing_baseline (needed to remove the 04.00 reflectance offset)",
+        fix="use a STAC API whose Sentinel-2 L2A items carry it (Earth Search v1, Planetary Computer)",
+    )
+
+
+def _asset_href(item: pystac.Item, band: str) -> str:
+    for key in ASSET_KEYS[band]:
+        if key in item.assets:
+            return item.assets[key].href
+    for asset in item.assets.values():  # fall back to eo:bands names
+        names = {str(b.get(k, "")).upper() for b in asset.extra_fields.get("eo:bands", []) or [] for k in ("name", "common_name")}
+        if band in names and "jp2" not in (asset.media_type or ""):
+            return asset.href
+    raise MissingVariableError(
+        f"STAC item {item.id} has no asset for {band} (looked for {', '.join(ASSET_KEYS[band])}; "
+        f"it has {', '.join(sorted(item.assets))})",
+        fix="use --provider earth-search or planetary-computer, or a collection of Sentinel-2 L2A COGs",
+    )
+
+
+def scene_item(item: pystac.Item) -> SceneItem:
+    """Reduce a pystac Item to a SceneItem; MissingVariableError if a band or the baseline is missing."""
+    props = item.properties
+    when = item.datetime or _parse_time(props.get("start_datetime"))
+    if when is None:
+        raise MissingVariableError(f"STAC item {item.id} has no datetime", fix="check the STAC API")
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    processed = (_parse_time(props.get("s2:generation_time")) or _parse_time(props.get("created"))
+                 or _parse_time(props.get("updated")) or datetime.min.replace(tzinfo=UTC))
+    bbox = item.bbox or _bbox_of(item.geometry)
+    cloud = props.get("eo:cloud_cover")
+    return SceneItem(
+        id=item.id,
+        datetime=when.astimezone(UTC),
+        tile=_item_tile(item),
+        platform=str(props.get("platform") or "").lower(),
+        baseline=_item_baseline(item),
+        processed=processed,
+        cloud_cover=None if cloud is None else float(cloud),
+        hrefs={band: _asset_href(item, band) for band in ASSET_KEYS},
+        boa_offset_applied=bool(props.get("earthsearch:boa_offset_applied", False)),
+        bbox=tuple(float(v) for v in bbox),  # type: ignore[arg-type]
+        geometry=item.geometry,
+    )
+
+
+def _bbox_of(geometry: dict[str, Any] | None) -> list[float]:
+    if not geometry:
+        return [-180.0, -90.0, 180.0, 90.0]
+    points: list[Sequence[float]] = []
+
+    def walk(coords: Any) -> None:
+        if coords and isinstance(coords[0], (int, float)):
+            points.append(coords)
+        else:
+            for c in coords:
+                walk(c)
+
+    walk(geometry["coordinates"])
+    return [min(p[0] for p in points), min(p[1] for p in points), max(p[0] for p in points), max(p[1] for p in points)]
+
+
+def drop_duplicates(scenes: Iterable[SceneItem]) -> tuple[list[SceneItem], list[SceneItem]]:
+    """Keep one item per acquisition (platform, tile, sensing second): the newest processing.
+
+    Newest = highest processing baseline, then latest generation time (a reprocessing of the
+    same baseline), then id. Returns (kept, dropped).
+    """
+    best: dict[tuple[str, str | None, datetime], SceneItem] = {}
+    dropped: list[SceneItem] = []
+    for scene in scenes:
+        key = (scene.platform, scene.tile, scene.datetime.replace(microsecond=0))
+        other = best.get(key)
+        if other is None:
+            best[key] = scene
+            continue
+        rank = (scene.baseline_version, scene.processed, scene.id)
+        if rank > (other.baseline_version, other.processed, other.id):
+            best[key], scene = scene, other
+        dropped.append(scene)
+    kept = sorted(best.values(), key=lambda s: (s.datetime, s.id))
+    return kept, sorted(dropped, key=lambda s: (s.datetime, s.id))
+
+
+def group_acquisitions(scenes: Iterable[SceneItem]) -> list[Acquisition]:
+    """Granules of the same solar day form one acquisition (one cube frame), in date order."""
+    days: dict[date, list[SceneItem]] = {}
+    for scene in scenes:
+        days.setdefault(scene.solar_day, []).append(scene)
+    return [Acquisition(day, tuple(sorted(items, key=lambda s: s.id))) for day, items in sorted(days.items())]
+
+
+# --- search ------------------------------------------------------------------------------
+class RetryingStacIO(StacApiIO):
+    """pystac-client IO with the fetch retry policy (429/5xx/timeouts/cut bodies, Retry-After)."""
+
+    def __init__(self, policy: RetryPolicy, stop: threading.Event | None = None) -> None:
+        super().__init__(max_retries=None, timeout=(policy.connect_timeout, policy.timeout))
+        self.session = new_session()
+        self.policy = policy
+        self.stop = stop
+
+    def request(self, href: str, method: str | None = None, headers: dict[str, str] | None = None,
+                parameters: dict[str, Any] | None = None) -> str:
+        method = (method or "GET").upper()
+        if method in ("POST", "PUT", "PATCH"):
+            request = requests.Request(method, href, headers=headers, json=parameters)
+        else:
+            request = requests.Request(method, href, headers=headers, params=parameters or {})
+        if self._req_modifier:
+            request = self._req_modifier(request) or request
+        response = request_with_retries(self.session, request, policy=self.policy, stop=self.stop)
+        return response.content.decode("utf-8")
+
+
+def search_scenes(
+    provider: Provider,
+    area: FetchArea,
+    *,
+    start: date,
+    end: date,
+    max_cloud: float | None = None,
+    policy: RetryPolicy = RetryPolicy(),
+    stop: threading.Event | None = None,
+    page_size: int = 100,
+    method: str = "POST",
+) -> list[SceneItem]:
+    """All L2A items over `area` between `start` and `end` (inclusive days), every page.
+
+    Searches with POST (as pystac-client does), falling back to GET for APIs that answer 405.
+    """
+    params: dict[str, Any] = {
+        "collections": [provider.collection],
+        "datetime": f"{start.isoformat()}T00:00:00Z/{end.isoformat()}T23:59:59.999Z",
+        "limit": page_size,
+    }
+    query: dict[str, Any] = {}
+    if area.query_tile and area.tile and provider.tile_property and provider.query_extension:
+        query[provider.tile_property] = {"eq": provider.tile_format.format(tile=area.tile)}
+    else:
+        params["bbox"] = list(area.search_bbox)
+    if max_cloud is not None and provider.query_extension:
+        query["eo:cloud_cover"] = {"lte": max_cloud}
+    if query:
+        params["query"] = query
+
+    def attempt(_: int) -> list[pystac.Item]:
+        client = _open(provider, policy, stop)
+        _check_collection(client, provider)
+        try:
+            return list(client.search(method=method, **params).items())
+        except RemoteError as exc:
+            if method != "POST" or "HTTP 405" not in str(exc):
+                raise
+            return list(client.search(method="GET", **params).items())
+
+    # A page cut short mid-search restarts the search; each request retries on its own first.
+    try:
+        items = retry_call(attempt, policy=policy, what=f"STAC search at {provider.url}", stop=stop,
+                           retryable=lambda exc: not isinstance(exc, VegediffError))
+    except APIError as exc:
+        raise RemoteError(f"STAC API {provider.url} answered nonsense ({_short(exc)})",
+                          fix="check --stac-url; it must be a STAC API root") from exc
+    scenes = [scene_item(item) for item in items]
+    return [s for s in scenes if _wanted(s, area, start, end, max_cloud)]
+
+
+def _open(provider: Provider, policy: RetryPolicy, stop: threading.Event | None) -> Client:
+    try:
+        return Client.open(provider.url, stac_io=RetryingStacIO(policy, stop))
+    except (VegediffError, requests.RequestException):
+        raise
+    except Exception as exc:  # pystac raises assorted errors for documents that are not STAC
+        raise RemoteError(f"{provider.url} is not a STAC API ({_short(exc)})",
+                          fix="pass the API root, e.g. https://earth-search.aws.element84.com/v1") from exc
+
+
+def _check_collection(client: Client, provider: Provider) -> None:
+    try:
+        client.get_collection(provider.collection)
+    except RemoteError as exc:
+        if "HTTP 404" not in str(exc):
+            raise
+        raise UsageError(
+            f"STAC API {provider.url} has no collection '{provider.collection}'",
+            fix="pass --collection with the API's Sentinel-2 L2A collection (usually sentinel-2-l2a)",
+        ) from exc
+
+
+def _wanted(scene: SceneItem, area: FetchArea, start: date, end: date, max_cloud: float | None) -> bool:
+    """Client-side filters: APIs without the query extension return more than asked for."""
+    if area.query_tile and area.tile and scene.tile and scene.tile != area.tile:
+        return False
+    if max_cloud is not None and scene.cloud_cover is not None and scene.cloud_cover > max_cloud:
+        return False
+    return start <= scene.datetime.date() <= end
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]

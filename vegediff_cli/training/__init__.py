@@ -1,0 +1,1 @@
+"""Training loops and the data they read (real sequences, augmentation, checkpoints)."""

@@ -1,0 +1,87 @@
+"""Training entry points used by `vegediff train`: data selection, both stages, weights files."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import NoValidDataError, UsageError
+from ..model.presets import preset
+from ..model.weights import load_weights, save_weights
+from ..progress import ProgressFactory, no_progress
+from .diffusion_train import DiffusionTrainSettings, train_diffusion
+from .sequences import Sequence, discover, load_sequence
+from .vae_train import VAETrainSettings, train_vae
+
+log = logging.getLogger("vegediff.train")
+
+DATA_LICENCES = (
+    "Sentinel-2: Copernicus open data; E-OBS: non-commercial research and education only; "
+    "EarthNet2021 / EarthNet2021x: CC-BY-NC-SA-4.0; ESA WorldCover, Geomorpho90m: CC-BY-4.0"
+)
+
+
+def select_sequences(data: list[Path], exclude: list[str]) -> tuple[list[Sequence], list[str]]:
+    """Load every training source under `data` whose file name contains none of `exclude`."""
+    paths = discover(data)
+    kept = [p for p in paths if not any(pattern in p.name for pattern in exclude)]
+    if not kept:
+        raise NoValidDataError(f"no training data found under {', '.join(map(str, data))}",
+                               fix="pass folders with cubes, minicubes or Sentinel-2 series via --data")
+    for pattern in exclude:
+        if not any(pattern in p.name for p in paths):
+            raise UsageError(f"--exclude '{pattern}' matches no training file", fix="check the hold-out name")
+    sequences = [load_sequence(p) for p in kept]
+    log.info("training on %d sequences: %s", len(sequences), ", ".join(s.name for s in sequences))
+    return sequences, [p.name for p in kept]
+
+
+def _metadata(stage: str, files: list[str], exclude: list[str], losses: list[float], extra: dict) -> dict[str, str]:
+    return {
+        "stage": stage,
+        "trained_on": json.dumps(files),
+        "held_out": json.dumps(exclude),
+        "final_loss": f"{np.mean(losses[-100:]):.5f}" if losses else "nan",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "data_licences": DATA_LICENCES,
+        **{k: json.dumps(v) for k, v in extra.items()},
+    }
+
+
+def run_vae(
+    data: list[Path], *, exclude: list[str], preset_name: str, settings: VAETrainSettings,
+    run_dir: Path, output: Path, device: torch.device, progress: ProgressFactory = no_progress,
+) -> dict:
+    sequences, files = select_sequences(data, exclude)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model, losses = train_vae(sequences, cfg=preset(preset_name), settings=settings, run_dir=run_dir,
+                              device=device, progress=progress)
+    save_weights(model, output, metadata=_metadata("vae", files, exclude, losses, {"vae_settings": vars_of(settings)}))
+    return {"output": str(output), "stage": "vae", "steps": settings.steps, "final_loss": float(np.mean(losses[-100:])),
+            "trained_on": files}
+
+
+def run_diffusion(
+    data: list[Path], *, init: Path, exclude: list[str], settings: DiffusionTrainSettings,
+    run_dir: Path, output: Path, device: torch.device, progress: ProgressFactory = no_progress,
+) -> dict:
+    sequences, files = select_sequences(data, exclude)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model, meta = load_weights(init, device=device)
+    model, losses = train_diffusion(model, sequences, settings=settings, run_dir=run_dir, device=device,
+                                    progress=progress)
+    extra = {"diffusion_settings": vars_of(settings), "vae_trained_on": json.loads(meta.get("trained_on", "[]"))}
+    save_weights(model, output, metadata=_metadata("vae+diffusion", files, exclude, losses, extra))
+    return {"output": str(output), "stage": "diffusion", "steps": settings.steps,
+            "final_loss": float(np.mean(losses[-100:])), "trained_on": files}
+
+
+def vars_of(settings) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(settings)

@@ -1,0 +1,129 @@
+"""Training sequences: every accepted real source -> one in-memory `Sequence` on the 5-day grid.
+
+Sources: anything `open_cube` reads (vegediff cubes, GreenEarthNet / EarthNet2021x minicubes,
+EarthNet2021 samples: with meteorology) and plain Sentinel-2 time series in NetCDF
+(``B2/B02, B3/B03, B4/B04, B8A or B8, SCL`` digital numbers, e.g. the `nrt` package's Romanian
+forest series: no meteorology, used with the condition dropped). 10 m series are averaged to
+20 m and irregular acquisition dates are placed on the 5-day grid (latest clear view wins).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from ..config import BANDS, METEO_STATS, METEO_VARS, STEP_DAYS, VALID, meteo_name
+from ..cube.masks import clear_from_scl
+from ..cube.readers import open_cube, open_netcdf
+from ..errors import MissingVariableError
+from ..model.inputs import STATIC_ORDER
+
+
+@dataclass
+class Sequence:
+    """One real time series of frames on the 5-day grid."""
+
+    name: str  # file stem, used for hold-out selection and logs
+    frames: np.ndarray  # (T, 4, H, W) float32 reflectance, NaN where missing
+    valid: np.ndarray  # (T, H, W) bool clear-sky flag
+    times: pd.DatetimeIndex  # (T,) frame dates
+    meteo: np.ndarray | None  # (T, 8, 3) E-OBS units (NaN = missing) or None
+    static: dict[str, np.ndarray]  # available static layers, (H, W) each
+
+    @property
+    def has_meteo(self) -> bool:
+        return self.meteo is not None and bool(np.isfinite(self.meteo).any())
+
+
+def from_cube(ds: xr.Dataset, name: str) -> Sequence:
+    """A cube (already read by open_cube) -> Sequence; meteorology must be (time, stat)."""
+    frames = np.stack([ds[b].values for b in BANDS], axis=1).astype("float32")
+    valid = ds[VALID].values.astype(bool) & np.isfinite(frames).all(axis=1)
+    meteo = None
+    names = [meteo_name(v) for v in METEO_VARS]
+    if any(n in ds and ds[n].dims == ("time", "stat") for n in names):
+        meteo = np.full((ds.sizes["time"], len(METEO_VARS), len(METEO_STATS)), np.nan, dtype="float32")
+        for i, n in enumerate(names):
+            if n in ds and ds[n].dims == ("time", "stat"):
+                meteo[:, i] = ds[n].sel(stat=list(METEO_STATS)).values
+    static = {n: ds[n].values.astype("float32") for n in STATIC_ORDER if n in ds}
+    return Sequence(name, frames, valid, pd.DatetimeIndex(ds["time"].values), meteo, static)
+
+
+def _band(ds: xr.Dataset, *names: str) -> np.ndarray:
+    for n in names:
+        if n in ds:
+            return ds[n].transpose("time", "y", "x").values.astype("float32")
+    raise MissingVariableError(f"Sentinel-2 series lacks band {names[0]}", fix="provide B02, B03, B04, B8A/B8 and SCL")
+
+
+def from_s2_series(path: Path) -> Sequence:
+    """A NetCDF of Sentinel-2 digital numbers (x 1e-4 = reflectance) with SCL, any revisit."""
+    ds = open_netcdf(path, load=True)
+    dn = np.stack([_band(ds, "B02", "B2"), _band(ds, "B03", "B3"), _band(ds, "B04", "B4"), _band(ds, "B8A", "B8")], 1)
+    scl = _band(ds, "SCL")
+    resolution = abs(float(ds["x"].values[1] - ds["x"].values[0]))
+    if resolution < 15:  # 10 m -> 20 m by 2 x 2 means (SCL: any cloudy sub-pixel makes it unclear)
+        t, c, h, w = dn.shape
+        h2, w2 = h // 2, w // 2
+        dn = dn[:, :, : 2 * h2, : 2 * w2].reshape(t, c, h2, 2, w2, 2).mean(axis=(3, 5))
+        clear = clear_from_scl(scl[:, : 2 * h2, : 2 * w2]).reshape(t, h2, 2, w2, 2).all(axis=(2, 4))
+    else:
+        clear = clear_from_scl(scl)
+    reflectance = dn * 1e-4
+    valid = clear & np.isfinite(reflectance).all(axis=1) & (reflectance[:, 3] > 0)
+    frames, valid, times = to_five_day_grid(reflectance, valid, pd.DatetimeIndex(ds["time"].values))
+    return Sequence(path.stem, frames, valid, times, None, {})
+
+
+def to_five_day_grid(frames: np.ndarray, valid: np.ndarray, times: pd.DatetimeIndex):
+    """Place irregular acquisitions on a 5-day grid: per pixel the latest clear view in days t-4..t."""
+    grid = pd.date_range(times.min().normalize(), times.max().normalize() + pd.Timedelta(days=STEP_DAYS - 1),
+                         freq=f"{STEP_DAYS}D") + pd.Timedelta(days=STEP_DAYS - 1)
+    out = np.full((len(grid), *frames.shape[1:]), np.nan, dtype="float32")
+    out_valid = np.zeros((len(grid), *valid.shape[1:]), dtype=bool)
+    slot = np.searchsorted(grid.values, times.normalize().values)  # first frame date >= acquisition
+    for i in np.argsort(times.values):  # later acquisitions overwrite earlier ones in the same slot
+        k = slot[i]
+        if k < len(grid):
+            out[k] = np.where(valid[i][None], frames[i], out[k])
+            out_valid[k] |= valid[i]
+    return out, out_valid, grid
+
+
+def source_kind(path: Path) -> str | None:
+    """"cube" (open_cube reads it), "series" (plain Sentinel-2 DN series) or None (not imagery)."""
+    if path.suffix == ".npz":
+        return "cube" if path.name.startswith("context_") else None
+    if path.suffix != ".nc":
+        return None
+    with xr.open_dataset(path) as raw:
+        if "s2_B02" in raw or "vegediff_cube_version" in raw.attrs:
+            return "cube"
+        if ("B02" in raw or "B2" in raw) and "SCL" in raw:
+            return "series"
+    return None
+
+
+def load_sequence(path: Path) -> Sequence:
+    """Any supported training source -> Sequence."""
+    path = Path(path)
+    kind = source_kind(path)
+    if kind == "cube":
+        return from_cube(open_cube(path).load(), path.stem)
+    if kind == "series":
+        return from_s2_series(path)
+    raise MissingVariableError(f"{path} holds no Sentinel-2 imagery", fix="pass cubes, minicubes or S2 series")
+
+
+def discover(roots: list[Path]) -> list[Path]:
+    """Training files under the given files/folders (EarthNet2021: context files only)."""
+    found: list[Path] = []
+    for root in map(Path, roots):
+        candidates = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        found.extend(p for p in candidates if "reference_predictions" not in p.parts and source_kind(p))
+    return found
