@@ -55,8 +55,7 @@ def _root(
     debug: bool = typer.Option(False, "--debug", envvar="VEGEDIFF_DEBUG", help="Show full tracebacks on errors."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
-    if debug:
-        os.environ["VEGEDIFF_DEBUG"] = "1"
+    """Options of every command; --debug is read by main(), before Typer parses anything."""
 
 
 def _sigterm(signum, frame) -> None:  # cron and schedulers stop jobs with SIGTERM
@@ -67,6 +66,20 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     signal.signal(signal.SIGTERM, _sigterm)
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or os.environ.get("VEGEDIFF_DEBUG") == "1"
+    saved = os.environ.get("VEGEDIFF_DEBUG")
+    if debug:  # commands read it (e.g. fetch keeps GDAL's chatter behind --debug); restored below
+        os.environ["VEGEDIFF_DEBUG"] = "1"
+    try:
+        return _dispatch(argv, debug)
+    finally:
+        if saved is None:
+            os.environ.pop("VEGEDIFF_DEBUG", None)
+        else:
+            os.environ["VEGEDIFF_DEBUG"] = saved
+
+
+def _dispatch(argv: list[str] | None, debug: bool) -> int:
+    """Run the Typer app; map every exception to one line on stderr and an exit code."""
     try:
         result = app(args=argv, standalone_mode=False)
         if result == RunInterrupted.exit_code:  # Typer turns Ctrl-C into a bare exit code 130
