@@ -98,6 +98,22 @@ def test_all_cloud_cube(cli, jas_cube: Path, tmp_path: Path):
     _assert_clean_failure(result, NoValidDataError.exit_code, out, "no clear observation")
 
 
+@pytest.mark.parametrize(("args", "words"), [
+    (("forecast", "--horizon", "abc"), ["'--horizon'", "valid integer", "vegediff forecast --help"]),
+    (("forecast", "--no-such-option"), ["--no-such-option", "vegediff forecast --help"]),
+    (("no-such-command",), ["no-such-command", "vegediff --help"]),
+])
+def test_bad_option_is_one_line_with_exit_code_2(cli, tmp_path: Path, args, words):
+    result = cli(*args)
+    _assert_clean_failure(result, 2, tmp_path / "never-written", *words)
+
+
+def test_debug_is_not_kept_for_the_next_run(cli, tmp_path: Path):
+    cli("--debug", "prepare", "--input", tmp_path / "nope.nc", "--output", tmp_path / "x.nc")
+    result = cli("prepare", "--input", tmp_path / "nope.nc", "--output", tmp_path / "x.nc")
+    assert "Traceback" not in result.err and len(result.err.strip().splitlines()) == 1
+
+
 def test_debug_shows_traceback(cli, tmp_path: Path):
     result = cli("--debug", "prepare", "--input", tmp_path / "nope.nc", "--output", tmp_path / "x.nc")
     assert result.code == InputNotFoundError.exit_code

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,18 @@ def test_ensemble_runs_the_forecast_it_needs_in_the_workdir(tmp_path, tiny_weigh
     stamp = (tile / "forecast.nc").stat().st_mtime_ns
     assert cli("ensemble", "--tile", "32UQD", "--workdir", tmp_path, "--members", "3", "--no-cogs", "--quiet").code == 0
     assert (tile / "forecast.nc").stat().st_mtime_ns == stamp
+    # an option given explicitly that the forecast was not made with re-runs it, and so does a newer cube
+    args = ("ensemble", "--tile", "32UQD", "--workdir", tmp_path, "--members", "3", "--weights", tiny_weights,
+            "--horizon", "2", "--steps", "1", "--no-cogs", "--quiet")
+    assert cli(*args, "--seed", "5").code == 0
+    with xr.open_dataset(tile / "forecast.nc") as fc:
+        assert int(fc.attrs["seed"]) == 5
+    stamp = (tile / "forecast.nc").stat().st_mtime_ns
+    assert cli(*args, "--seed", "5").code == 0
+    assert (tile / "forecast.nc").stat().st_mtime_ns == stamp
+    os.utime(tile / "cube.nc", ns=(stamp + 10**9, stamp + 10**9))
+    assert cli(*args, "--seed", "5").code == 0
+    assert (tile / "forecast.nc").stat().st_mtime_ns > stamp
 
 
 def test_ensemble_refuses_a_single_member_forecast(tmp_path, tiny_weights, cli):

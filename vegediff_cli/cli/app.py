@@ -31,6 +31,20 @@ Typical run for one Sentinel-2 tile, each step reading the previous step's files
 Every step also takes explicit --input/--output paths. Outputs are NetCDF (CF, with CRS) and Cloud-Optimized GeoTIFFs that open directly in QGIS. Exit codes: `vegediff info --exit-codes`.
 """
 
+def _vendored_click_errors() -> tuple[type, ...]:
+    """Typer >= 0.2x parses with its own copy of click, whose exceptions are not click's."""
+    try:
+        from typer._click import exceptions as vendored
+    except ImportError:
+        return ()
+    return (vendored.ClickException,)
+
+
+# Exceptions of the parser, from click and from the click copy inside newer Typer releases.
+ABORTS = tuple({click.exceptions.Abort, typer.Abort})
+EXITS = tuple({click.exceptions.Exit, typer.Exit})
+USAGE_ERRORS = (click.ClickException, *_vendored_click_errors())
+
 app = typer.Typer(
     name="vegediff",
     help=HELP,
@@ -81,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(argv: list[str] | None, debug: bool) -> int:
     """Run the Typer app; map every exception to one line on stderr and an exit code."""
     try:
-        result = app(args=argv, standalone_mode=False)
+        result = app(args=argv, standalone_mode=False, prog_name="vegediff")
         if result == RunInterrupted.exit_code:  # Typer turns Ctrl-C into a bare exit code 130
             typer.echo(f"vegediff: error: {RunInterrupted.summary}", err=True)
         return result if isinstance(result, int) else 0
@@ -93,13 +107,17 @@ def _dispatch(argv: list[str] | None, debug: bool) -> int:
     except KeyboardInterrupt:
         typer.echo(f"vegediff: error: {RunInterrupted.summary}", err=True)
         return RunInterrupted.exit_code
-    except click.exceptions.Abort:
+    except ABORTS:
         typer.echo(f"vegediff: error: {RunInterrupted.summary}", err=True)
         return RunInterrupted.exit_code
-    except click.exceptions.Exit as done:
+    except EXITS as done:
         return done.exit_code
-    except click.ClickException as error:
-        error.show()
+    except USAGE_ERRORS as error:  # bad option or value: click's message in one line, exit code 2
+        if type(error).__name__ == "NoArgsIsHelpError":  # a bare group: its help is the answer
+            error.show()
+            return error.exit_code
+        command = getattr(getattr(error, "ctx", None), "command_path", "vegediff")
+        typer.echo(f"vegediff: error: {error.format_message().rstrip('.')}; see `{command} --help`", err=True)
         return error.exit_code
     except Exception as error:  # a bug: say so in one line, keep the traceback behind --debug
         if debug:

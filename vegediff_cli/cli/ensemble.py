@@ -12,6 +12,7 @@ from ..errors import InputNotFoundError, UsageError
 from ..pipeline.ensemble import DEFAULT_BELOW, DEFAULT_DROP
 from ..pipeline.ensemble_run import EnsembleSettings, forecast_members, summarise_forecast
 from ..pipeline.forecast import ForecastJob, run_forecasts
+from ..pipeline.forecast_plan import ForecastSettings
 from ..workdir import TileFiles, resolve_input, resolve_output
 from .forecast import (
     BatchOpt,
@@ -53,6 +54,7 @@ def _is_forecast(path: Path) -> bool:
 
 
 def ensemble(
+    ctx: typer.Context,
     tile: TileOpt = None,
     input: InputOpt = None,
     output: OutputOpt = None,
@@ -100,14 +102,20 @@ def ensemble(
     folder = (cogs_beside(target) if output is not None else TileFiles.of(root, tile).ensemble_cogs) if cogs else None
     forecast_file, cube = _sources(input, tile, root, target, forecast_output)
     ran = None
+    count = members if members is not None else DEFAULT_MEMBERS
+    if count < 2:
+        raise UsageError(f"--members {count} cannot make an ensemble", fix="use --members 2 or more (16 is typical)")
+    settings = build_settings(horizon=horizon, members=count, sampler=sampler, steps=steps, guidance=guidance,
+                              seed=seed, start=start, overlap=overlap, batch_size=batch_size,
+                              min_clear_context=min_clear_context, memory_mb=memory_mb)
+    if cube is None and input is None and forecast_file.exists():
+        cube_file = resolve_input(None, tile, root, "cube", made_by="prepare")
+        reason = stale_reason(forecast_file, cube_file, settings, asked=_given_options(ctx))
+        if reason is not None:
+            log.info("re-running the forecast: %s", reason)
+            cube = cube_file
     if cube is not None or _needs_run(forecast_file, members, from_input=input is not None):
         cube = cube or resolve_input(None, tile, root, "cube", made_by="prepare")
-        count = members if members is not None else DEFAULT_MEMBERS
-        if count < 2:
-            raise UsageError(f"--members {count} cannot make an ensemble", fix="use --members 2 or more (16 is typical)")
-        settings = build_settings(horizon=horizon, members=count, sampler=sampler, steps=steps, guidance=guidance,
-                                  seed=seed, start=start, overlap=overlap, batch_size=batch_size,
-                                  min_clear_context=min_clear_context, memory_mb=memory_mb)
         forecast_cogs = None
         if cogs:
             forecast_cogs = TileFiles.of(root, tile).forecast_cogs if input is None else cogs_beside(forecast_file)
@@ -119,6 +127,52 @@ def ensemble(
     if json_out:
         emit_json({**summary.as_dict(), "forecast": str(forecast_file),
                    "forecast_run": ran.as_dict() if ran is not None else None})
+
+
+def _given_options(ctx: typer.Context) -> set[str]:
+    """Forecast options given on the command line (not left at their defaults)."""
+    names = ("seed", "horizon", "sampler", "steps", "guidance", "start")
+    # compared by name: Typer may bring its own copy of click, with its own ParameterSource enum
+    return {n for n in names if getattr(ctx.get_parameter_source(n), "name", "DEFAULT") != "DEFAULT"}
+
+
+def stale_reason(forecast_file: Path, cube_file: Path, settings: ForecastSettings, *,
+                 asked: set[str]) -> str | None:
+    """Why the tile's existing forecast does not answer this request (None: it does).
+
+    It is stale when the cube is newer, or when an option in `asked` differs from what the
+    forecast was made with (options left at their defaults accept whatever it was made with).
+    """
+    from ..cube.readers import open_netcdf
+
+    if cube_file.stat().st_mtime > forecast_file.stat().st_mtime:
+        return f"{cube_file} is newer than {forecast_file}"
+    ds = open_netcdf(forecast_file)
+    try:
+        attrs = dict(ds.attrs)
+    finally:
+        ds.close()
+    wanted = {"seed": settings.seed, "horizon": settings.horizon, "sampler": settings.sampler.sampler,
+              "steps": settings.sampler.steps,
+              "guidance_scale": settings.sampler.guidance_scale,
+              "forecast_start": f"{settings.start:%Y-%m-%d}" if settings.start is not None else None}
+    option = {"guidance_scale": "guidance", "forecast_start": "start"}
+    if str(attrs.get("conditioned", "")).lower() not in ("1", "true"):
+        wanted.pop("guidance_scale")  # an unconditioned forecast records guidance 1
+    for key, value in wanted.items():
+        if option.get(key, key) not in asked or value is None:
+            continue
+        have = attrs.get(key)
+        if have is not None and str(have) != str(value) and not _same_number(have, value):
+            return f"it was made with {key}={have}, this run asks for {value}"
+    return None
+
+
+def _same_number(a: object, b: object) -> bool:
+    try:
+        return abs(float(a) - float(b)) < 1e-9
+    except (TypeError, ValueError):
+        return False
 
 
 def _needs_run(forecast_file: Path, members: int | None, *, from_input: bool) -> bool:

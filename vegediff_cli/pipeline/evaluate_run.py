@@ -43,6 +43,9 @@ class CubeJob:
 
     @property
     def cube(self) -> str:
+        """Name in reports: the file stem, or the tile for a working directory's <TILE>/cube.nc."""
+        if self.target.name == "cube.nc" and self.target.parent.name:
+            return self.target.parent.name
         return self.target.stem
 
 
