@@ -35,12 +35,13 @@ DEFAULT_CUBE = SHARED / "JAS2021_minicube_0_29SND_39.29_-8.56.nc"
 METRICS = ("rmse", "nse", "r2", "abs_bias")
 
 
-def forecast_cube(cube: Path, folder: Path, *, weights: Path | None, members: int, steps: int, seed: int) -> Path:
+def forecast_cube(cube: Path, folder: Path, *, weights: Path | None, members: int, steps: int, seed: int,
+                  guidance: float = 2.0, sampler: str = "euler") -> Path:
     """Forecast the frames after the cube's first CONTEXT_FRAMES frames; returns forecast.nc."""
     target = open_cube(cube)
     start = pd.Timestamp(target["time"].values[CONTEXT_FRAMES])
     settings = ForecastSettings(members=members, seed=seed, start=start, horizon=target.sizes["time"] - CONTEXT_FRAMES,
-                                sampler=SamplerSettings(steps=steps))
+                                sampler=SamplerSettings(sampler=sampler, steps=steps, guidance_scale=guidance))
     output = folder / f"{cube.stem}_forecast.nc"
     run_forecasts([ForecastJob(cube, output)], weights=weights, settings=settings, device="cpu")
     return output
@@ -86,6 +87,8 @@ def main() -> int:
     parser.add_argument("--members", type=int, default=8)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale (paper: 2)")
+    parser.add_argument("--sampler", default="euler", help="euler (paper) or dpmpp2m")
     parser.add_argument("--json", action="store_true", help="full scores as JSON on stdout")
     args = parser.parse_args()
     cubes = args.cube or [DEFAULT_CUBE]
@@ -94,14 +97,15 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for cube in cubes:
             forecast = forecast_cube(cube, Path(tmp), weights=args.weights, members=args.members, steps=args.steps,
-                                     seed=args.seed)
+                                     seed=args.seed, guidance=args.guidance, sampler=args.sampler)
             cube_rows, details[cube.stem] = skill_rows(cube, forecast)
             rows += cube_rows
     if args.json:
         print(json.dumps({"rows": rows, "details": details}, default=float))
     else:
         print(markdown(rows, {c: d["probabilistic"] for c, d in details.items()}))
-        print(f"\n{len(cubes)} cube(s), {args.members} members, {args.steps} sampler steps, seed {args.seed}, "
+        print(f"\n{len(cubes)} cube(s), {args.members} members, {args.sampler} {args.steps} steps, guidance "
+              f"{args.guidance}, seed {args.seed}, "
               f"{time.perf_counter() - began:.0f} s", file=sys.stderr)
     return 0
 

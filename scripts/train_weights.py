@@ -1,7 +1,11 @@
-"""Reproduce the shipped weights: both training stages on ../shared/data, one cube held out.
+"""Reproduce the shipped weights: both training stages on ../shared/data, two cubes held out.
 
     python scripts/train_weights.py                       # VAE, then denoiser (resumes if interrupted)
     python scripts/train_weights.py --stage diffusion     # only stage 2 (needs the stage-1 file)
+    python scripts/select_weights.py                      # then: checkpoint and guidance on the validation cube
+
+The test cube (HOLDOUT) is seen by neither stage; the validation cube (VALIDATION) is seen by the
+VAE only (autoencoding its frames), never by the denoiser, and picks the shipped checkpoint.
 
 Equivalent to `vegediff train vae ...` followed by `vegediff train diffusion ...` with the
 arguments below; the run folder keeps resumable checkpoints and logs.
@@ -25,17 +29,21 @@ from vegediff_cli.training.vae_train import VAETrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-HOLDOUT = "JAS2021_minicube_0_29SND"  # leave-one-cube-out: scored in weights/MODEL_CARD.md
+HOLDOUT = "JAS2021_minicube_0_29SND"  # leave-one-cube-out test cube: scored in weights/MODEL_CARD.md
+# Validation cube, also never trained on: picks the checkpoint and the guidance scale, so the test
+# cube above is used for the final figures only.
+VALIDATION = "minicube_29SND_39.17_-8.05_2017"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage", choices=["vae", "diffusion", "all"], default="all")
-    parser.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "holdout-jas")
+    parser.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "holdout-jas-val")
     parser.add_argument("--preset", default="small")
     parser.add_argument("--vae-steps", type=int, default=4000)
     parser.add_argument("--diffusion-steps", type=int, default=4000)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--keep-every", type=int, default=250, help="keep a denoiser checkpoint every N steps")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--output", type=Path, default=ROOT / "weights" / "vegediff-small.safetensors")
     args = parser.parse_args()
@@ -51,8 +59,9 @@ def main() -> int:
                          output=vae_file, device=device, progress=progress)
         print(json.dumps(result))
     if args.stage in ("diffusion", "all"):
-        result = run_diffusion([SHARED], init=vae_file, exclude=[HOLDOUT],
-                               settings=DiffusionTrainSettings(steps=args.diffusion_steps, batch=args.batch),
+        result = run_diffusion([SHARED], init=vae_file, exclude=[HOLDOUT, VALIDATION],
+                               settings=DiffusionTrainSettings(steps=args.diffusion_steps, batch=args.batch,
+                                                               keep_every=args.keep_every),
                                run_dir=args.run_dir / "diffusion", output=args.output, device=device,
                                progress=progress)
         print(json.dumps(result))

@@ -166,3 +166,22 @@ def test_pixels_with_too_few_clear_frames_are_left_empty(cube, tiny_weights, tmp
         pred = ds["ndvi_pred"].values
     assert set(np.unique(count)) == {8, 10}
     assert np.isnan(pred[:, count < 9]).all() and np.isfinite(pred[:, count >= 9]).all()
+
+
+def test_guidance_defaults_to_the_scale_recorded_in_the_weights(cli, cube, tmp_path):
+    import torch
+
+    from vegediff_cli.model.vegediff import VegeDiff
+    from vegediff_cli.model.weights import save_weights
+
+    torch.manual_seed(0)
+    weights = save_weights(VegeDiff(PRESETS["tiny"]), tmp_path / "w.safetensors",
+                           metadata={"recommended_guidance": "1.5"})
+    plain = write_weights(tmp_path / "plain.safetensors")
+    start = f"{pd.Timestamp(open_cube(cube)['time'].values[10]):%Y-%m-%d}"  # hindcast: meteorology in the cube
+    for chosen, extra, expected in ((weights, (), 1.5), (weights, ("--guidance", "3"), 3.0), (plain, (), 2.0)):
+        out = tmp_path / f"f{expected}.nc"
+        result = _run(cli, cube, chosen, out, "--horizon", "1", "--no-cogs", "--start", start, *extra)
+        assert result.code == 0, result
+        with xr.open_dataset(out) as ds:
+            assert ds.attrs["conditioned"] and float(ds.attrs["guidance_scale"]) == expected

@@ -12,6 +12,7 @@ from ..errors import InputNotFoundError, UsageError
 from ..pipeline.ensemble import DEFAULT_BELOW, DEFAULT_DROP
 from ..pipeline.ensemble_run import EnsembleSettings, forecast_members, summarise_forecast
 from ..pipeline.forecast import ForecastJob, run_forecasts
+from ..pipeline.forecast_model import default_guidance
 from ..pipeline.forecast_plan import ForecastSettings
 from ..workdir import TileFiles, resolve_input, resolve_output
 from .forecast import (
@@ -76,7 +77,7 @@ def ensemble(
     horizon: HorizonOpt = 20,
     sampler: SamplerOpt = "euler",
     steps: StepsOpt = 10,
-    guidance: GuidanceOpt = 2.0,
+    guidance: GuidanceOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     batch_size: BatchOpt = None,
@@ -105,6 +106,8 @@ def ensemble(
     count = members if members is not None else DEFAULT_MEMBERS
     if count < 2:
         raise UsageError(f"--members {count} cannot make an ensemble", fix="use --members 2 or more (16 is typical)")
+    if guidance is None:
+        guidance = default_guidance(weights)
     settings = build_settings(horizon=horizon, members=count, sampler=sampler, steps=steps, guidance=guidance,
                               seed=seed, start=start, overlap=overlap, batch_size=batch_size,
                               min_clear_context=min_clear_context, memory_mb=memory_mb)

@@ -12,6 +12,7 @@ import typer
 from ..config import SamplerSettings
 from ..errors import UsageError
 from ..pipeline.forecast import ForecastJob, run_forecasts
+from ..pipeline.forecast_model import PAPER_GUIDANCE, default_guidance
 from ..pipeline.forecast_plan import ForecastSettings
 from ..workdir import TileFiles, resolve_input, resolve_output
 from .options import JsonOpt, OutputOpt, QuietOpt, WorkdirOpt, emit_json, setup, workdir_of
@@ -26,7 +27,10 @@ StartOpt = Annotated[str | None, typer.Option(
 HorizonOpt = Annotated[int, typer.Option(help="Forecast steps of 5 days (at most the model's horizon, 20).")]
 SamplerOpt = Annotated[str, typer.Option(help="euler (paper) or dpmpp2m (DPM-Solver++(2M), second order: fewer steps for the same error).")]
 StepsOpt = Annotated[int, typer.Option(help="Denoising steps per sample.")]
-GuidanceOpt = Annotated[float, typer.Option(help="Classifier-free guidance weight on meteorology and static layers.")]
+GuidanceOpt = Annotated[float | None, typer.Option(
+    help="Classifier-free guidance weight on meteorology and static layers. Default: the scale recorded in the "
+         "weights (chosen on validation data; 1.0 for the shipped weights), else the paper's 2.",
+    show_default=False)]
 SeedOpt = Annotated[int, typer.Option(help="Run seed: the same seed gives the same forecast, whatever the batching.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto (GPU when present), cpu, cuda or cuda:N.")]
 BatchOpt = Annotated[int | None, typer.Option(
@@ -55,7 +59,7 @@ def parse_start(text: str | None) -> pd.Timestamp | None:
         raise UsageError(f"--start '{text}' is not a date", fix="write it as YYYY-MM-DD") from exc
 
 
-def build_settings(*, horizon: int, members: int, sampler: str, steps: int, guidance: float, seed: int,
+def build_settings(*, horizon: int, members: int, sampler: str, steps: int, guidance: float | None, seed: int,
                    start: str | None, overlap: int, batch_size: int | None, min_clear_context: int,
                    memory_mb: int) -> ForecastSettings:
     if memory_mb < 64:
@@ -63,7 +67,8 @@ def build_settings(*, horizon: int, members: int, sampler: str, steps: int, guid
     return ForecastSettings(
         horizon=horizon, members=members, seed=seed, start=parse_start(start), overlap=overlap,
         batch_size=batch_size, min_clear_context=min_clear_context, memory_mb=memory_mb,
-        sampler=SamplerSettings(sampler=sampler, steps=steps, guidance_scale=guidance))
+        sampler=SamplerSettings(sampler=sampler, steps=steps,
+                                guidance_scale=guidance if guidance is not None else PAPER_GUIDANCE))
 
 
 def cogs_beside(output: Path) -> Path:
@@ -111,7 +116,7 @@ def forecast(
     members: Annotated[int, typer.Option(help="Ensemble members (samples) per pixel.")] = 1,
     sampler: SamplerOpt = "euler",
     steps: StepsOpt = 10,
-    guidance: GuidanceOpt = 2.0,
+    guidance: GuidanceOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     batch_size: BatchOpt = None,
@@ -132,6 +137,8 @@ def forecast(
     """
     progress = setup(quiet)
     root = workdir_of(workdir)
+    if guidance is None:
+        guidance = default_guidance(weights)
     settings = build_settings(horizon=horizon, members=members, sampler=sampler, steps=steps, guidance=guidance,
                               seed=seed, start=start, overlap=overlap, batch_size=batch_size,
                               min_clear_context=min_clear_context, memory_mb=memory_mb)

@@ -43,6 +43,20 @@ def resolve_weights(path: str | os.PathLike | None) -> Path:
     return chosen
 
 
+PAPER_GUIDANCE = 2.0  # classifier-free guidance scale of the paper (Sec. III-D)
+
+
+def default_guidance(weights: str | os.PathLike | None) -> float:
+    """The guidance scale recorded in the weights (`recommended_guidance`, chosen on validation data
+    by scripts/select_weights.py), else the paper's. Unreadable or missing weights: the paper's
+    (the run itself then reports the weights problem)."""
+    try:
+        value = read_metadata(resolve_weights(weights)).get("recommended_guidance")
+        return float(value) if value is not None else PAPER_GUIDANCE
+    except Exception:  # noqa: BLE001 - a missing or foreign file is reported by the forecast itself
+        return PAPER_GUIDANCE
+
+
 def model_config(path: str | os.PathLike) -> ModelConfig:
     """The config stored in a weights file, read without loading its tensors, checked against the cube format."""
     try:

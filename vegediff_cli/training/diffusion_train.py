@@ -38,6 +38,7 @@ class DiffusionTrainSettings:
     series_fraction: float = 0.25  # share of batches drawn from other spatial sizes (e.g. 20 m series)
     seed: int = 0
     checkpoint_every: int = 200  # steps between resumable checkpoints
+    keep_every: int = 0  # also keep a copy of the checkpoint every this many steps (0: none), for model selection
 
 
 def learning_rate(step: int, settings: DiffusionTrainSettings) -> float:
@@ -117,9 +118,11 @@ def train_diffusion(
             losses.append(float(loss.detach()))
             bar.update(1)
             if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.steps:
-                save_checkpoint(checkpoint_path, {"vegenet": net.state_dict(), "ema": ema.state_dict(),
-                                                  "optimiser": optimiser.state_dict(), "rng": rng_state(rng),
-                                                  "step": step + 1, "losses": losses})
+                state = {"vegenet": net.state_dict(), "ema": ema.state_dict(), "optimiser": optimiser.state_dict(),
+                         "rng": rng_state(rng), "step": step + 1, "losses": losses}
+                save_checkpoint(checkpoint_path, state)
+                if settings.keep_every and (step + 1) % settings.keep_every == 0:
+                    save_checkpoint(run_dir / f"diffusion-step{step + 1:06d}.ckpt", state)
                 log.info("diffusion step %d: loss %.4f (mean of last 100)", step + 1, float(np.mean(losses[-100:])))
     net.load_state_dict(ema.state_dict())
     return model.eval(), losses
