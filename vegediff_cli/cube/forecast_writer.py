@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +23,7 @@ import xarray as xr
 from affine import Affine
 
 from ..atomic import atomic_file
-from .netcdf import CHUNK_XY
+from .netcdf import CHUNK_XY, chunk_cache
 
 TIME_UNITS = "days since 1970-01-01 00:00:00"
 INT16_FILL = -32768
@@ -42,19 +42,9 @@ class VariableSpec:
     scale: float | None = None  # i2 only: stored = round(value / scale), INT16_FILL where NaN
 
 
-@contextmanager
-def small_chunk_cache(size: int = READ_CACHE_BYTES) -> Iterator[None]:
-    """Files opened inside get a `size`-byte HDF5 chunk cache per variable instead of 64 MiB.
-
-    Blocks read each window once and write whole chunks once, so large caches only hold memory:
-    with the default, the ~15 variables read and written by a forecast would keep ~1 GiB.
-    """
-    previous = netCDF4.get_chunk_cache()
-    netCDF4.set_chunk_cache(size, previous[1], previous[2])
-    try:
-        yield
-    finally:
-        netCDF4.set_chunk_cache(*previous)
+def small_chunk_cache(size: int = READ_CACHE_BYTES) -> AbstractContextManager[None]:
+    """A `size`-byte HDF5 chunk cache per variable for the files opened inside (cube/netcdf.py)."""
+    return chunk_cache(size)
 
 
 def float_var(name: str, dims: tuple[str, ...], long_name: str, units: str = "1") -> VariableSpec:

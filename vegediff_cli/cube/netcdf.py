@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,23 @@ _CLASS_UINT8 = {"dtype": "uint8", "_FillValue": 0}  # class 0 is "no data" in SC
 _MASK_UINT8 = {"dtype": "uint8", "_FillValue": 255}
 _TIME_UNITS = "days since 1970-01-01 00:00:00"
 CHUNK_XY = 256
+
+
+@contextmanager
+def chunk_cache(size: int) -> Iterator[None]:
+    """Files opened or created inside get a `size`-byte HDF5 chunk cache per variable (default 64 MiB).
+
+    Steps that stream a file block by block read or write each chunk once, so large caches
+    only hold memory (about 15 variables x 64 MiB would be ~1 GiB).
+    """
+    import netCDF4
+
+    previous = netCDF4.get_chunk_cache()
+    netCDF4.set_chunk_cache(size, previous[1], previous[2])
+    try:
+        yield
+    finally:
+        netCDF4.set_chunk_cache(*previous)
 
 
 def _chunks(da: xr.DataArray) -> tuple[int, ...]:

@@ -16,21 +16,18 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import dask
-import netCDF4
 import rasterio
 import xarray as xr
 
 from ..config import BANDS, SCL, VALID
-from ..cube.netcdf import write_netcdf
+from ..cube.netcdf import chunk_cache, write_netcdf
 from ..cube.readers import open_netcdf
 from ..cube.schema import finalise, grid_coords
 from ..errors import CorruptInputError, NoValidDataError, UsageError
@@ -204,7 +201,7 @@ def _fetch_locked(request: FetchRequest, output: Path, store: PartStore, *, sett
                                                  stop))
         # Assembly is local decoding and compression: more threads than cores only add memory.
         with dask.config.set(scheduler="threads", num_workers=min(settings.workers, os.cpu_count() or 1)), \
-                _netcdf_chunk_cache(NETCDF_CACHE_BYTES):
+                chunk_cache(NETCDF_CACHE_BYTES):
             _assemble(plan, output, store, reusable, settings)
     store.remove()
     return result
@@ -294,17 +291,6 @@ def _assemble(plan: FetchPlan, output: Path, store: PartStore, reusable: dict[st
     finally:
         if old is not None:
             old.close()
-
-
-@contextmanager
-def _netcdf_chunk_cache(size: int) -> Iterator[None]:
-    """Smaller HDF5 chunk caches for files opened inside: the output is written block by block."""
-    previous = netCDF4.get_chunk_cache()
-    netCDF4.set_chunk_cache(size, previous[1], previous[2])
-    try:
-        yield
-    finally:
-        netCDF4.set_chunk_cache(*previous)
 
 
 def _provenance(plan: FetchPlan) -> dict[str, Any]:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import dask
@@ -14,7 +13,7 @@ from dask.callbacks import Callback
 
 from ...config import NIR, RED, VALID
 from ...cube.masks import ndvi
-from ...cube.netcdf import write_netcdf
+from ...cube.netcdf import chunk_cache, write_netcdf
 from ...progress import ProgressBar, ProgressFactory, no_progress
 
 # HDF5 keeps a chunk cache per open variable: netCDF4's default of 64 MiB each, over the ~12
@@ -23,17 +22,9 @@ from ...progress import ProgressBar, ProgressFactory, no_progress
 NETCDF_CHUNK_CACHE_BYTES = 8 * 2**20
 
 
-@contextmanager
-def small_netcdf_cache(size: int = NETCDF_CHUNK_CACHE_BYTES) -> Iterator[None]:
-    """Files opened or created inside get a `size`-byte chunk cache per variable."""
-    import netCDF4
-
-    previous = netCDF4.get_chunk_cache()
-    netCDF4.set_chunk_cache(size, previous[1], previous[2])
-    try:
-        yield
-    finally:
-        netCDF4.set_chunk_cache(*previous)
+def small_netcdf_cache(size: int = NETCDF_CHUNK_CACHE_BYTES) -> AbstractContextManager[None]:
+    """Files opened or created inside get a `size`-byte chunk cache per variable (cube/netcdf.py)."""
+    return chunk_cache(size)
 
 
 class DaskProgress(Callback):
