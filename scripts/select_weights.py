@@ -1,9 +1,10 @@
 """Pick the shipped denoiser checkpoint and guidance scale on the validation cube (never the test cube).
 
-Every checkpoint that `scripts/train_weights.py --keep-every N` kept (EMA weights) is turned into
-a weights file and forecast on the validation cube for each guidance scale; the pair with the
-lowest GreenEarthNet RMSE (NSE breaking ties) wins and is written, with the choice recorded in
-its metadata (`recommended_guidance`, `selected_step`, `validation_*`).
+Every checkpoint that `scripts/train_weights.py --keep-every N` kept (its EMA and its raw
+weights) is turned into a weights file and forecast on the validation cube for each guidance
+scale; the combination with the lowest GreenEarthNet RMSE (NSE breaking ties) wins and is
+written, with the choice recorded in its metadata (`recommended_guidance`, `selected_step`,
+`selected_weights`, `validation_*`).
 
     python scripts/train_weights.py && python scripts/select_weights.py   # train, then select in place
     python scripts/select_weights.py --guidance 0 1 2 --members 8
@@ -24,13 +25,16 @@ from scripts.train_weights import ROOT, SHARED, VALIDATION  # noqa: E402
 from vegediff_cli.model.weights import load_weights, read_metadata, save_weights  # noqa: E402
 from vegediff_cli.training.checkpoint import load_checkpoint  # noqa: E402
 
+KINDS = {"ema": "ema", "raw": "vegenet"}  # weights kind -> key in the training checkpoint
 
-def export(vae_or_full: Path, checkpoint: Path, output: Path, *, extra: dict[str, str]) -> Path:
-    """VAE (and config) from `vae_or_full` + EMA denoiser of `checkpoint` -> weights file."""
+
+def export(vae_or_full: Path, checkpoint: Path, output: Path, *, kind: str, extra: dict[str, str]) -> Path:
+    """VAE (and config) from `vae_or_full` + the `kind` denoiser weights of `checkpoint` -> weights file."""
     model, metadata = load_weights(vae_or_full)
     state = load_checkpoint(checkpoint)
-    model.vegenet.load_state_dict(state["ema"])
-    return save_weights(model, output, metadata={**metadata, **extra, "selected_step": str(state["step"])})
+    model.vegenet.load_state_dict(state[KINDS[kind]])
+    return save_weights(model, output, metadata={**metadata, **extra, "selected_step": str(state["step"]),
+                                                 "selected_weights": kind})
 
 
 def main() -> int:
@@ -41,6 +45,7 @@ def main() -> int:
     parser.add_argument("--validation", type=Path, default=None, help="validation cube (default: the EarthNet2021x one)")
     parser.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0])
     parser.add_argument("--members", type=int, default=8)
+    parser.add_argument("--kinds", nargs="+", choices=list(KINDS), default=list(KINDS))
     parser.add_argument("--output", type=Path, default=ROOT / "weights" / "vegediff-small.safetensors")
     args = parser.parse_args()
     cube = args.validation or next((SHARED / "earthnet2021x").glob(f"{VALIDATION}*.nc"))
@@ -51,15 +56,15 @@ def main() -> int:
         return 2
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for checkpoint in kept:
-            weights = export(base, checkpoint, Path(tmp) / f"{checkpoint.stem}.safetensors", extra={})
+        for checkpoint, kind in ((c, k) for c in kept for k in args.kinds):
+            weights = export(base, checkpoint, Path(tmp) / f"{checkpoint.stem}-{kind}.safetensors", kind=kind, extra={})
             for guidance in args.guidance:
                 forecast = forecast_cube(cube, Path(tmp), weights=weights, members=args.members, steps=10, seed=0,
                                          guidance=guidance)
                 rows, _ = skill_rows(cube, forecast)
                 model = next(r for r in rows if r["forecast"] == "vegediff")
                 persistence = next(r for r in rows if r["forecast"] == "persistence")
-                results.append({"checkpoint": checkpoint.name, "guidance": guidance, "rmse": model["rmse"],
+                results.append({"checkpoint": checkpoint.name, "kind": kind, "guidance": guidance, "rmse": model["rmse"],
                                 "nse": model["nse"], "persistence_rmse": persistence["rmse"]})
                 print(json.dumps(results[-1]), file=sys.stderr)
     best = min(results, key=lambda r: (round(r["rmse"], 4), -r["nse"]))
@@ -68,7 +73,7 @@ def main() -> int:
              "validation_rmse": f"{best['rmse']:.4f}", "validation_nse": f"{best['nse']:.4f}",
              "validation_persistence_rmse": f"{best['persistence_rmse']:.4f}",
              "validation_table": json.dumps(results)}
-    export(base, chosen, args.output, extra=extra)
+    export(base, chosen, args.output, kind=best["kind"], extra=extra)
     print(json.dumps({"chosen": best, "output": str(args.output), "metadata": {
         k: v for k, v in read_metadata(args.output).items() if k != "validation_table"}}, indent=1))
     return 0

@@ -182,3 +182,17 @@ def test_masked_cells_do_not_contribute():
     future[:, 0] += 1.0  # an unmasked frame does count
     c = diffusion_loss(predicts_clean_signal, future, generator=torch.Generator().manual_seed(0), **kwargs)
     assert not torch.isclose(a, c)
+
+
+def test_ema_warm_up_forgets_the_initial_weights():
+    from vegediff_cli.training.checkpoint import EMA
+
+    layer = torch.nn.Linear(2, 2)
+    torch.nn.init.zeros_(layer.weight)
+    ema = EMA(layer, decay=0.999)
+    torch.nn.init.ones_(layer.weight)
+    for _ in range(50):
+        ema.update(layer)
+    # a plain 0.999 average would still be 95 % initial weights after 50 updates
+    assert float(ema.state_dict()["weight"].mean()) > 0.8
+    assert ema.current_decay() < 0.999

@@ -38,13 +38,21 @@ class EMA:
 
     def __init__(self, module: torch.nn.Module, decay: float = 0.999) -> None:
         self.decay = decay
+        self.updates = 0
         self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    def current_decay(self) -> float:
+        """Warm-up (1 + n) / (10 + n), capped at `decay`: a short run's average is not dominated by
+        the initial weights, whose zero-initialised output layers predict eps = 0."""
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
 
     @torch.no_grad()
     def update(self, module: torch.nn.Module) -> None:
+        decay = self.current_decay()
+        self.updates += 1
         for key, value in module.state_dict().items():
             if value.dtype.is_floating_point:
-                self.shadow[key].mul_(self.decay).add_(value.detach(), alpha=1 - self.decay)
+                self.shadow[key].mul_(decay).add_(value.detach(), alpha=1 - decay)
             else:
                 self.shadow[key].copy_(value)
 

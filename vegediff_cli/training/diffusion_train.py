@@ -94,6 +94,7 @@ def train_diffusion(
         optimiser.load_state_dict(state["optimiser"])
         restore_rng(rng, state["rng"])
         start, losses = state["step"], state["losses"]
+        ema.updates = start
         log.info("diffusion: resuming at step %d", start)
 
     with progress(settings.steps, "train diffusion") as bar:
@@ -117,11 +118,12 @@ def train_diffusion(
             ema.update(net)
             losses.append(float(loss.detach()))
             bar.update(1)
-            if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.steps:
+            keep = bool(settings.keep_every) and (step + 1) % settings.keep_every == 0
+            if keep or (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.steps:
                 state = {"vegenet": net.state_dict(), "ema": ema.state_dict(), "optimiser": optimiser.state_dict(),
                          "rng": rng_state(rng), "step": step + 1, "losses": losses}
                 save_checkpoint(checkpoint_path, state)
-                if settings.keep_every and (step + 1) % settings.keep_every == 0:
+                if keep:
                     save_checkpoint(run_dir / f"diffusion-step{step + 1:06d}.ckpt", state)
                 log.info("diffusion step %d: loss %.4f (mean of last 100)", step + 1, float(np.mean(losses[-100:])))
     net.load_state_dict(ema.state_dict())
