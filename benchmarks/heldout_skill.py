@@ -27,6 +27,7 @@ from vegediff_cli.cube.readers import open_cube
 from vegediff_cli.pipeline.baselines import baseline_forecast
 from vegediff_cli.pipeline.evaluate import score_cube
 from vegediff_cli.pipeline.forecast import ForecastJob, run_forecasts
+from vegediff_cli.pipeline.forecast_model import default_guidance
 from vegediff_cli.pipeline.forecast_plan import ForecastSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,11 +88,14 @@ def main() -> int:
     parser.add_argument("--members", type=int, default=8)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale (paper: 2)")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="classifier-free guidance scale (default: the weights' recommended scale, else the paper's 2)")
     parser.add_argument("--sampler", default="euler", help="euler (paper) or dpmpp2m")
     parser.add_argument("--json", action="store_true", help="full scores as JSON on stdout")
     args = parser.parse_args()
     cubes = args.cube or [DEFAULT_CUBE]
+    if args.guidance is None:
+        args.guidance = default_guidance(args.weights)
     rows, details = [], {}
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
