@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 import xarray as xr
 
 from tests.forecast_fixtures import synthetic_cube, write_weights
@@ -21,8 +22,14 @@ def test_local_cluster_matches_single_process(tmp_path):
     # two stripes for cube a, two bands each: blocks of both jobs interleave on the workers
     settings = ForecastSettings(horizon=2, members=2, sampler=SamplerSettings(steps=1), stripe_cols=128,
                                 band_rows=64, batch_size=1, seed=11)
-    local = run_forecasts([ForecastJob(c, tmp_path / f"{c.stem}_local.nc") for c in cubes], weights=weights,
-                          settings=settings, device="cpu")
+    # the workers run one torch thread each; so must the local run, for bit-equal float reductions
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        local = run_forecasts([ForecastJob(c, tmp_path / f"{c.stem}_local.nc") for c in cubes], weights=weights,
+                              settings=settings, device="cpu")
+    finally:
+        torch.set_num_threads(threads)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=None, env={"OMP_NUM_THREADS": "1"}) as cluster:
         remote = run_forecasts([ForecastJob(c, tmp_path / f"{c.stem}_dask.nc") for c in cubes], weights=weights,
