@@ -111,8 +111,8 @@ def ensemble(
     settings = build_settings(horizon=horizon, members=count, sampler=sampler, steps=steps, guidance=guidance,
                               seed=seed, start=start, overlap=overlap, batch_size=batch_size,
                               min_clear_context=min_clear_context, memory_mb=memory_mb)
-    if cube is None and input is None and forecast_file.exists():
-        cube_file = resolve_input(None, tile, root, "cube", made_by="prepare")
+    cube_file = TileFiles.of(root, tile).cube if input is None else None
+    if cube is None and cube_file is not None and cube_file.exists() and forecast_file.exists():
         reason = stale_reason(forecast_file, cube_file, settings, asked=_given_options(ctx))
         if reason is not None:
             log.info("re-running the forecast: %s", reason)
