@@ -43,7 +43,7 @@ def main() -> int:
     parser.add_argument("--vae-steps", type=int, default=4000)
     parser.add_argument("--diffusion-steps", type=int, default=4000)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--keep-every", type=int, default=250, help="keep a denoiser checkpoint every N steps")
+    parser.add_argument("--keep-every", type=int, default=200, help="keep a denoiser checkpoint every N steps")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--output", type=Path, default=ROOT / "weights" / "vegediff-small.safetensors")
     args = parser.parse_args()

@@ -139,3 +139,27 @@ def test_shipped_weights_forecast_the_real_cube(jas_cube, tmp_path, cli, monkeyp
         assert np.isfinite(pred).mean() > 0.99
         # a trained model stays near the observed NDVI over the first steps (persistence-like skill)
         assert np.nanmean(np.abs(pred[0] - last)) < 0.15
+
+
+@pytest.mark.skipif(not SHIPPED.exists(), reason=f"shipped weights {SHIPPED.name} not trained yet")
+def test_shipped_weights_on_the_held_out_cube(jas_cube, tmp_path, monkeypatch):
+    """Regression guard for the model card's held-out table (weights/MODEL_CARD.md): the shipped
+    ensemble beats the context mean and its members carry information (fair CRPS below the
+    absolute error of their mean). It does not beat persistence; the card says so."""
+    from vegediff_cli.pipeline.baselines import baseline_forecast
+    from vegediff_cli.pipeline.evaluate import score_cube
+    from vegediff_cli.pipeline.forecast_model import default_guidance
+
+    monkeypatch.delenv("VEGEDIFF_WEIGHTS", raising=False)
+    settings = ForecastSettings(members=4, start=pd.Timestamp(HINDCAST_START),
+                                sampler=SamplerSettings(guidance_scale=default_guidance(None)))
+    run_forecasts([ForecastJob(jas_cube, tmp_path / "f.nc")], settings=settings, device="cpu")
+    target = open_cube(jas_cube).load()
+    forecast = read_forecast(tmp_path / "f.nc").load()
+    dates = pd.DatetimeIndex(forecast["time"].values)
+    context_mean = baseline_forecast("context-mean", target, dates, context_frames=10)
+    scores, _, _ = score_cube(target, {"vegediff": forecast, "context-mean": context_mean}, cube="jas",
+                              baseline="persistence")
+    model = scores["vegediff"]
+    assert model.headline["rmse"] < scores["context-mean"].headline["rmse"]
+    assert model.probabilistic["crps"] < model.probabilistic["mae_ensemble_mean"]
