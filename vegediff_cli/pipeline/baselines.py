@@ -87,18 +87,23 @@ def persistence(cube: xr.Dataset, forecast_times: pd.DatetimeIndex, *,
     return _as_forecast(cube, forecast_times, fill_gaps(last), name="persistence", attrs=attrs)
 
 
-def context_mean(cube: xr.Dataset, forecast_times: pd.DatetimeIndex, *,
-                 context_frames: int = CONTEXT_FRAMES) -> xr.Dataset:
-    """The mean clear context NDVI of each pixel, for every forecast date."""
-    frames, attrs = _context(cube, forecast_times, context_frames)
+def _clear_mean(cube: xr.Dataset, frames) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel mean of the clear NDVI of `frames` (NaN where none) and the clear count, (y, x) each."""
     total = np.zeros((cube.sizes["y"], cube.sizes["x"]))
     count = np.zeros_like(total)
-    for frame in frames:
+    for frame in frames:  # one frame at a time: a tile-sized cube never sits in memory whole
         values = observed_ndvi(cube, [frame])[0]
         total += np.nan_to_num(values)
         count += np.isfinite(values)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = total / count
+        return total / count, count
+
+
+def context_mean(cube: xr.Dataset, forecast_times: pd.DatetimeIndex, *,
+                 context_frames: int = CONTEXT_FRAMES) -> xr.Dataset:
+    """The mean clear context NDVI of each pixel, for every forecast date."""
+    frames, attrs = _context(cube, forecast_times, context_frames)
+    mean, _ = _clear_mean(cube, frames)
     return _as_forecast(cube, forecast_times, fill_gaps(mean), name="context-mean", attrs=attrs)
 
 
@@ -122,14 +127,7 @@ def climatology(cube: xr.Dataset, forecast_times: pd.DatetimeIndex, *, context_f
                 f"of year of {when:%Y-%m-%d} before {first:%Y-%m-%d}",
                 fix="use a cube with at least one earlier year (fetch a longer period), or --baseline persistence")
         years.update(int(y) for y in dates[matching].year)
-        total = np.zeros(out.shape[1:])
-        count = np.zeros(out.shape[1:])
-        for frame in matching:
-            values = observed_ndvi(cube, [frame])[0]
-            total += np.nan_to_num(values)
-            count += np.isfinite(values)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = total / count
+        mean, count = _clear_mean(cube, matching)
         filled += int((count == 0).sum())
         out[step] = np.where(count > 0, mean, fallback)
     attrs.update({"climatology_years": " ".join(map(str, sorted(years))), "window_days": window_days,
