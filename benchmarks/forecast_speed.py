@@ -1,13 +1,16 @@
 """Speed and memory of `vegediff forecast` on this CPU: the figures issue 5 asks for, measured in one run.
 
 Prints
-1. seconds per 128 x 128 chip (horizon 20, 1 member), split into encode / sample / decode, for the
-   paper's sampler (Euler, 10 steps, guidance on) and for DPM-Solver++(2M) with 5 steps;
+1. seconds per 128 x 128 chip (horizon 20, 1 member), split into encode / sample / decode, for
+   the defaults (Euler 10 steps, the weights' recommended guidance, `--precision auto`), the same
+   in fp32, the paper's guidance 2 (two denoiser passes per step) and DPM-Solver++(2M) with 5 steps;
 2. the denoiser's FLOPs (counted with torch.utils.flop_counter) and achieved FLOP/s as a fraction
-   of this machine's fp32 matmul throughput, measured in the same run with the same threads;
+   of this machine's matmul throughput in the same precision (fp32 or bf16), measured in the same
+   run with the same threads;
 3. the cost of 16 members relative to 1: end-to-end `vegediff forecast` runs (new process, model
    load, cube read, NetCDF and COG writes) of one chip, 1 member vs 16 members, and the cost of
-   16 separate 1-member runs (measured `--separate-runs` times, scaled to 16) vs one 16-member run;
+   16 separate 1-member runs (measured `--separate-runs` times, scaled to 16) vs one 16-member run,
+   with the CLI's defaults and with `--precision fp32`;
 4. peak resident memory of `vegediff forecast` over 1024 x 1024 and 2048 x 2048 px synthetic cubes
    (vegetation only in sparse patches, so that few chips run but every block is read, blended and
    written), with the default block budget and with a small one (--memory-mb 256);
@@ -47,16 +50,16 @@ from vegediff_cli.config import BANDS, METEO_VARS, SamplerSettings
 from vegediff_cli.cube.netcdf import write_netcdf
 from vegediff_cli.cube.schema import add_meteo, add_static, new_cube
 from vegediff_cli.geo import chip_layout
+from vegediff_cli.model.device import inference_autocast, resolve_precision
 from vegediff_cli.model.presets import PRESETS
 from vegediff_cli.model.vegediff import VegeDiff
 from vegediff_cli.model.weights import save_weights
 from vegediff_cli.pipeline.chips import ChipBatch, ChipSettings, forecast_chips
-from vegediff_cli.pipeline.forecast_model import load_model, shipped_weights
+from vegediff_cli.pipeline.forecast_model import default_guidance, load_model, shipped_weights
 from vegediff_cli.pipeline.forecast_plan import bytes_per_pixel
 from vegediff_cli.pipeline.tiling import plan_tiles, stripe_width
 
 TILE_PX = 5490
-SAMPLERS = (("euler", 10), ("dpmpp2m", 5))
 PATCH_PERIOD = 960  # vegetation patches at 40 + k * 960 px: each lies inside exactly one chip
 
 
@@ -89,9 +92,22 @@ def weights_file(folder: Path) -> tuple[Path, str]:
     return save_weights(VegeDiff(PRESETS["small"]), folder / "small.safetensors"), "random-init 'small' preset"
 
 
-def matmul_gflops(size: int = 1024, repeats: int = 20) -> tuple[float, float]:
-    """fp32 matmul throughput in GFLOP per wall second and per CPU second."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def configurations(guidance: float, precision: str) -> list[tuple[str, SamplerSettings, str]]:
+    """(label, sampler settings, resolved precision) of the per-chip timings; the first is the CLI default."""
+    default = f"guidance {guidance:g}"
+    return [
+        (f"defaults: euler 10, {default}, {precision}", SamplerSettings(steps=10, guidance_scale=guidance), precision),
+        (f"euler 10, {default}, fp32", SamplerSettings(steps=10, guidance_scale=guidance), "fp32"),
+        (f"paper: euler 10, guidance 2, {precision}", SamplerSettings(steps=10, guidance_scale=2.0), precision),
+        ("paper: euler 10, guidance 2, fp32", SamplerSettings(steps=10, guidance_scale=2.0), "fp32"),
+        (f"dpmpp2m 5, {default}, {precision}", SamplerSettings(sampler="dpmpp2m", steps=5, guidance_scale=guidance),
+         precision),
+    ]
+
+
+def matmul_gflops(size: int = 1024, repeats: int = 20, dtype: torch.dtype = torch.float32) -> tuple[float, float]:
+    """Matmul throughput in `dtype`, in GFLOP per wall second and per CPU second."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     a @ b  # warm-up
     with Clock() as clock:
         for _ in range(repeats):
@@ -107,11 +123,11 @@ def chip_inputs(chips: int, seed: int = 0) -> ChipBatch:
                      rng.normal(0, 1, (chips, 5, 128, 128)).astype("float32"), list(range(chips)))
 
 
-def stage_clocks(model, settings: SamplerSettings) -> dict[str, Clock]:
+def stage_clocks(model, settings: SamplerSettings, precision: str) -> dict[str, Clock]:
     """Encode, sample (the denoiser loop) and decode of one chip, 1 member, as forecast_chips runs them."""
     batch = chip_inputs(1)
     clocks = {name: Clock() for name in ("encode", "sample", "decode")}
-    with torch.no_grad():
+    with torch.no_grad(), inference_autocast(torch.device("cpu"), precision):
         with clocks["encode"]:
             context = model.encode_frames(torch.from_numpy(batch.context))
         with clocks["sample"]:
@@ -199,42 +215,51 @@ def main() -> None:
         model = load_model(weights, torch.device("cpu"))
         print(f"weights: {label}")
 
-        wall_gflops, cpu_gflops = matmul_gflops()
-        print(f"\n## machine\nfp32 matmul (1024^3, {args.threads} thread(s)): {wall_gflops:.1f} GFLOP/s wall, "
-              f"{cpu_gflops:.1f} GFLOP per CPU second")
+        guidance = default_guidance(weights)
+        precision = resolve_precision("auto", torch.device("cpu"))
+        print(f"defaults of these weights on this machine: guidance {guidance:g}, --precision auto -> {precision}")
+        matmul = {name: matmul_gflops(dtype=dtype) for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+        print("\n## machine\n" + "\n".join(
+            f"{name} matmul (1024^3, {args.threads} thread(s)): {wall:.1f} GFLOP/s wall, {cpu:.1f} GFLOP per CPU second"
+            for name, (wall, cpu) in matmul.items()))
 
-        print("\n## one 128 x 128 chip, horizon 20, 1 member, guidance on (wall s / CPU s)")
+        print("\n## one 128 x 128 chip, horizon 20, 1 member, with meteorology (wall s / CPU s)")
         forecast_chips(model, chip_inputs(1), conditioned=True, settings=ChipSettings(sampler=SamplerSettings(steps=1)))
         per_chip: dict[str, Clock] = {}
-        for sampler, steps in SAMPLERS:
-            settings = SamplerSettings(sampler=sampler, steps=steps)
+        for label, settings, chip_precision in configurations(guidance, precision):
             with Clock() as clock:
-                forecast_chips(model, chip_inputs(args.batch), conditioned=True, settings=ChipSettings(sampler=settings))
+                forecast_chips(model, chip_inputs(args.batch), conditioned=True,
+                               settings=ChipSettings(sampler=settings, precision=chip_precision))
             clock.wall, clock.cpu = clock.wall / args.batch, clock.cpu / args.batch
-            per_chip[sampler] = clock
-            stages = stage_clocks(model, settings)
+            per_chip[label] = clock
+            stages = stage_clocks(model, settings, chip_precision)
             flops = sample_flops(model, settings)
+            wall_gflops, cpu_gflops = matmul[chip_precision]
             per_cpu_s = flops / stages["sample"].cpu / 1e9
-            print(f"{sampler} {steps} steps: {clock.wall:.2f} / {clock.cpu:.2f} s per chip (batches of {args.batch}); "
+            print(f"{label}: {clock.wall:.2f} / {clock.cpu:.2f} s per chip (batches of {args.batch}); "
                   + ", ".join(f"{k} {v.wall:.2f} / {v.cpu:.2f}" for k, v in stages.items()))
             print(f"  denoiser: {flops / 1e9:.1f} GFLOP per chip, {per_cpu_s:.1f} GFLOP per CPU second = "
-                  f"{per_cpu_s / cpu_gflops:.0%} of the matmul throughput ({flops / stages['sample'].wall / 1e9:.1f} "
-                  f"GFLOP/s wall = {flops / stages['sample'].wall / 1e9 / wall_gflops:.0%})")
+                  f"{per_cpu_s / cpu_gflops:.0%} of the {chip_precision} matmul throughput "
+                  f"({flops / stages['sample'].wall / 1e9:.1f} GFLOP/s wall = "
+                  f"{flops / stages['sample'].wall / 1e9 / wall_gflops:.0%})")
 
         print("\n## 16 members vs 1: `vegediff forecast` of one 128 px chip, new process each, hindcast with meteorology")
         cube = synthetic_cube(folder / "chip.nc", size=128, frames=30, meteo=True)
         common = ["--input", str(cube), "--weights", str(weights), "--start", "2022-05-22", "--device", "cpu"]
-        singles = [run_cli(*common, "--output", str(folder / f"one{i}.nc"))[0] for i in range(args.separate_runs)]
-        one_wall = float(np.mean([c.wall for c in singles]))
-        one_cpu = float(np.mean([c.cpu for c in singles]))
-        sixteen, _, summary = run_cli(*common, "--members", "16", "--output", str(folder / "sixteen.nc"))
-        assert summary["meteo_source"] == "cube" and summary["members"] == 16
-        print(f"1 member: {one_wall:.1f} / {one_cpu:.1f} s per run (mean of {len(singles)} runs)")
-        print(f"16 members in one run: {sixteen.wall:.1f} / {sixteen.cpu:.1f} s = {sixteen.wall / one_wall:.1f} x / "
-              f"{sixteen.cpu / one_cpu:.1f} x the 1-member run")
-        print(f"16 separate 1-member runs: {16 * one_wall:.0f} / {16 * one_cpu:.0f} s = "
-              f"{16 * one_wall / sixteen.wall:.2f} x / {16 * one_cpu / sixteen.cpu:.2f} x the one 16-member run "
-              f"(target >= 4 x)")
+        for extra in ([], ["--precision", "fp32"]):
+            options = common + extra
+            singles = [run_cli(*options, "--output", str(folder / f"one{i}.nc"))[0] for i in range(args.separate_runs)]
+            one_wall = float(np.mean([c.wall for c in singles]))
+            one_cpu = float(np.mean([c.cpu for c in singles]))
+            sixteen, _, summary = run_cli(*options, "--members", "16", "--output", str(folder / "sixteen.nc"))
+            assert summary["meteo_source"] == "cube" and summary["members"] == 16
+            print(f"CLI defaults{' ' + ' '.join(extra) if extra else ''} (precision {summary['precision']}):")
+            print(f"  1 member: {one_wall:.1f} / {one_cpu:.1f} s per run (mean of {len(singles)} runs)")
+            print(f"  16 members in one run: {sixteen.wall:.1f} / {sixteen.cpu:.1f} s = {sixteen.wall / one_wall:.1f} x / "
+                  f"{sixteen.cpu / one_cpu:.1f} x the 1-member run")
+            print(f"  16 separate 1-member runs: {16 * one_wall:.0f} / {16 * one_cpu:.0f} s = "
+                  f"{16 * one_wall / sixteen.wall:.2f} x / {16 * one_cpu / sixteen.cpu:.2f} x the one 16-member run "
+                  f"(target >= 4 x)")
 
         io_cpu = None
         if not args.skip_memory:
@@ -248,7 +273,7 @@ def main() -> None:
                     print(f"{size} x {size} px, --memory-mb {budget}: peak RSS {peak:.0f} MiB, {clock.wall:.0f} / "
                           f"{clock.cpu:.0f} s, {summary['chips_computed']} chips computed")
                     if size == 2048 and budget == 1024:
-                        model_cpu = summary["chips_computed"] * per_chip_uncond(model)
+                        model_cpu = summary["chips_computed"] * per_chip_uncond(model, precision)
                         io_cpu = max(0.0, clock.cpu - model_cpu)
                 path.unlink()
 
@@ -264,18 +289,18 @@ def main() -> None:
             chips = len(chip_layout(TILE_PX, TILE_PX, overlap=overlap))
             overhead = plan_tiles(TILE_PX, TILE_PX, overlap=overlap, stripe_cols=stripe).recompute_overhead()
             print(f"--overlap {overlap}: {chips} chips; stripes of {stripe} px recompute {overhead:.1%} at their borders")
-            for sampler, steps in SAMPLERS:
-                cpu = chips * (1 + overhead) * per_chip[sampler].cpu + io_tile
-                wall = chips * (1 + overhead) * per_chip[sampler].wall
-                print(f"  {sampler} {steps} steps: {cpu / 60 / args.cores:.0f} min on {args.cores} free cores "
+            for label, clock in per_chip.items():
+                cpu = chips * (1 + overhead) * clock.cpu + io_tile
+                wall = chips * (1 + overhead) * clock.wall
+                print(f"  {label}: {cpu / 60 / args.cores:.0f} min on {args.cores} free cores "
                       f"({cpu / 3600:.1f} CPU hours; at this run's wall speed, one process: {wall / 3600:.1f} h) "
                       f"(target < 60 min)")
 
 
-def per_chip_uncond(model) -> float:
+def per_chip_uncond(model, precision: str) -> float:
     """CPU seconds per chip with the memory runs' settings (Euler, 2 steps, no meteorology -> no guidance)."""
     with Clock() as clock:
-        forecast_chips(model, chip_inputs(1), conditioned=False, settings=ChipSettings(sampler=SamplerSettings(steps=2)))
+        forecast_chips(model, chip_inputs(1), conditioned=False, settings=ChipSettings(sampler=SamplerSettings(steps=2), precision=precision))
     return clock.cpu
 
 

@@ -37,12 +37,13 @@ METRICS = ("rmse", "nse", "r2", "abs_bias")
 
 
 def forecast_cube(cube: Path, folder: Path, *, weights: Path | None, members: int, steps: int, seed: int,
-                  guidance: float = 2.0, sampler: str = "euler") -> Path:
+                  guidance: float = 2.0, sampler: str = "euler", precision: str = "auto") -> Path:
     """Forecast the frames after the cube's first CONTEXT_FRAMES frames; returns forecast.nc."""
     target = open_cube(cube)
     start = pd.Timestamp(target["time"].values[CONTEXT_FRAMES])
     settings = ForecastSettings(members=members, seed=seed, start=start, horizon=target.sizes["time"] - CONTEXT_FRAMES,
-                                sampler=SamplerSettings(sampler=sampler, steps=steps, guidance_scale=guidance))
+                                sampler=SamplerSettings(sampler=sampler, steps=steps, guidance_scale=guidance),
+                                precision=precision)
     output = folder / f"{cube.stem}_forecast.nc"
     run_forecasts([ForecastJob(cube, output)], weights=weights, settings=settings, device="cpu")
     return output
@@ -91,6 +92,7 @@ def main() -> int:
     parser.add_argument("--guidance", type=float, default=None,
                         help="classifier-free guidance scale (default: the weights' recommended scale, else the paper's 2)")
     parser.add_argument("--sampler", default="euler", help="euler (paper) or dpmpp2m")
+    parser.add_argument("--precision", default="auto", help="auto (bf16 where native), fp32 or bf16")
     parser.add_argument("--json", action="store_true", help="full scores as JSON on stdout")
     args = parser.parse_args()
     cubes = args.cube or [DEFAULT_CUBE]
@@ -101,7 +103,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for cube in cubes:
             forecast = forecast_cube(cube, Path(tmp), weights=args.weights, members=args.members, steps=args.steps,
-                                     seed=args.seed, guidance=args.guidance, sampler=args.sampler)
+                                     seed=args.seed, guidance=args.guidance, sampler=args.sampler,
+                                     precision=args.precision)
             cube_rows, details[cube.stem] = skill_rows(cube, forecast)
             rows += cube_rows
     if args.json:
@@ -109,7 +112,7 @@ def main() -> int:
     else:
         print(markdown(rows, {c: d["probabilistic"] for c, d in details.items()}))
         print(f"\n{len(cubes)} cube(s), {args.members} members, {args.sampler} {args.steps} steps, guidance "
-              f"{args.guidance}, seed {args.seed}, "
+              f"{args.guidance}, seed {args.seed}, precision {args.precision}, "
               f"{time.perf_counter() - began:.0f} s", file=sys.stderr)
     return 0
 

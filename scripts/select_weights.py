@@ -7,7 +7,10 @@ written, with the choice recorded in its metadata (`recommended_guidance`, `sele
 `selected_weights`, `validation_*`).
 
     python scripts/train_weights.py && python scripts/select_weights.py   # train, then select in place
-    python scripts/select_weights.py --guidance 0 1 2 --members 8
+    python scripts/select_weights.py --guidance 0.5 1 2 --members 8
+
+Candidates carry the training data's `meteo_coverage`, so they are scored as forecasts will run
+them (variables the denoiser hardly saw left at the mean).
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.heldout_skill import forecast_cube, skill_rows  # noqa: E402
-from scripts.train_weights import ROOT, SHARED, VALIDATION  # noqa: E402
+from scripts.train_weights import HOLDOUT, ROOT, SHARED, VALIDATION  # noqa: E402
 from vegediff_cli.model.weights import load_weights, read_metadata, save_weights  # noqa: E402
 from vegediff_cli.training.checkpoint import load_checkpoint  # noqa: E402
+from vegediff_cli.training.run import select_sequences  # noqa: E402
+from vegediff_cli.training.sequences import meteo_coverage  # noqa: E402
 
 KINDS = {"ema": "ema", "raw": "vegenet"}  # weights kind -> key in the training checkpoint
 
@@ -31,6 +36,9 @@ KINDS = {"ema": "ema", "raw": "vegenet"}  # weights kind -> key in the training 
 def export(vae_or_full: Path, checkpoint: Path, output: Path, *, kind: str, extra: dict[str, str]) -> Path:
     """VAE (and config) from `vae_or_full` + the `kind` denoiser weights of `checkpoint` -> weights file."""
     model, metadata = load_weights(vae_or_full)
+    if "meteo_coverage" not in metadata:  # files from runs before the trainer recorded it: same data, same numbers
+        sequences, _ = select_sequences([SHARED], [HOLDOUT, VALIDATION])
+        metadata["meteo_coverage"] = json.dumps(meteo_coverage(sequences))
     state = load_checkpoint(checkpoint)
     model.vegenet.load_state_dict(state[KINDS[kind]])
     return save_weights(model, output, metadata={**metadata, **extra, "selected_step": str(state["step"]),
@@ -43,7 +51,7 @@ def main() -> int:
     parser.add_argument("--final", type=Path, default=None,
                         help="weights file the training run wrote (its metadata is kept); default: --output")
     parser.add_argument("--validation", type=Path, default=None, help="validation cube (default: the EarthNet2021x one)")
-    parser.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0])
+    parser.add_argument("--guidance", type=float, nargs="+", default=[0.5, 1.0, 2.0])
     parser.add_argument("--members", type=int, default=8)
     parser.add_argument("--kinds", nargs="+", choices=list(KINDS), default=list(KINDS))
     parser.add_argument("--output", type=Path, default=ROOT / "weights" / "vegediff-small.safetensors")

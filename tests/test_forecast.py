@@ -163,3 +163,43 @@ def test_shipped_weights_on_the_held_out_cube(jas_cube, tmp_path, monkeypatch):
     model = scores["vegediff"]
     assert model.headline["rmse"] < scores["context-mean"].headline["rmse"]
     assert model.probabilistic["crps"] < model.probabilistic["mae_ensemble_mean"]
+
+
+@pytest.mark.skipif(not SHIPPED.exists(), reason=f"shipped weights {SHIPPED.name} not trained yet")
+def test_precision_is_recorded_and_bf16_stays_close_to_fp32(jas_cube, tmp_path, monkeypatch):
+    """--precision: the file says which one ran; with the shipped weights on the real cube, bf16
+    (autocast) moves NDVI by far less than the model's error (RMSE ~0.2)."""
+    monkeypatch.delenv("VEGEDIFF_WEIGHTS", raising=False)
+    outputs = {}
+    for precision in ("fp32", "bf16"):
+        settings = ForecastSettings(horizon=4, members=2, precision=precision, start=pd.Timestamp(HINDCAST_START),
+                                    sampler=SamplerSettings(steps=4))
+        [summary] = run_forecasts([ForecastJob(jas_cube, tmp_path / f"{precision}.nc")], settings=settings,
+                                  device="cpu")
+        assert summary.as_dict()["precision"] == precision
+        with xr.open_dataset(tmp_path / f"{precision}.nc") as ds:
+            assert ds.attrs["precision"] == precision
+            outputs[precision] = ds["ndvi_member"].values
+    difference = np.abs(outputs["bf16"] - outputs["fp32"])
+    assert 0 < np.nanmax(difference) and np.nanmean(difference) < 0.005
+    [auto] = run_forecasts([ForecastJob(jas_cube, tmp_path / "auto.nc")],
+                           settings=ForecastSettings(horizon=1, sampler=SamplerSettings(steps=1)), device="cpu")
+    assert auto.as_dict()["precision"] in ("fp32", "bf16")  # "auto" never reaches the file
+
+
+def test_precision_auto_follows_the_cpu_flags(tmp_path):
+    import torch
+
+    from vegediff_cli.errors import UsageError
+    from vegediff_cli.model.device import cpu_has_native_bf16, resolve_precision
+
+    with_bf16, without = tmp_path / "with", tmp_path / "without"
+    with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n")
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
+    assert cpu_has_native_bf16(str(with_bf16)) and not cpu_has_native_bf16(str(without))
+    assert not cpu_has_native_bf16(str(tmp_path / "missing"))
+    assert resolve_precision("auto", torch.device("cuda")) == "bf16"
+    assert resolve_precision("fp32", torch.device("cuda")) == "fp32"
+    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if cpu_has_native_bf16() else "fp32")
+    with pytest.raises(UsageError, match="--precision 'fp16'"):
+        resolve_precision("fp16", torch.device("cpu"))

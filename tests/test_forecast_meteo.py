@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import xarray as xr
 
 from tests.forecast_fixtures import synthetic_cube, weather_file, write_weights
-from vegediff_cli.config import METEO_MEAN, METEO_STD
+from vegediff_cli.config import METEO_MEAN, METEO_STD, SamplerSettings
 from vegediff_cli.cube.readers import open_cube
 from vegediff_cli.pipeline.meteo_inputs import MeteoValues, resolve_meteo
 
@@ -112,3 +114,41 @@ def test_weather_grid_in_another_crs_is_refused(tmp_path):
     with pytest.raises(GeoreferenceError, match="EPSG:32633"):
         resolve_meteo(cube, model_dates=_model_dates(f"{start:%Y-%m-%d}"), context_frames=10, requested=2,
                       weather=Path(tmp_path / "w.nc"))
+
+
+def test_variables_the_weights_hardly_saw_are_left_at_the_mean(tmp_path):
+    """Weights whose training frames rarely held hu/fg/qq (`meteo_coverage`) forecast as if the cube lacked them."""
+    from vegediff_cli.model.weights import load_weights, save_weights
+    from vegediff_cli.pipeline.forecast import ForecastJob, run_forecasts
+    from vegediff_cli.pipeline.forecast_model import ignored_meteo_variables
+    from vegediff_cli.pipeline.forecast_plan import ForecastSettings
+    from vegediff_cli.training.sequences import from_cube, meteo_coverage
+
+    path = synthetic_cube(tmp_path / "cube.nc", height=128, width=128, frames=30)
+    model, metadata = load_weights(write_weights(tmp_path / "init.safetensors"))
+    torch.manual_seed(0)
+    with torch.no_grad():  # adaLN-zero init ignores the condition: give every weight a value
+        for parameter in model.vegenet.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    full = save_weights(model, tmp_path / "full.safetensors", metadata=metadata)
+    coverage = {v: 1.0 for v in ("tg", "tn", "tx", "rr", "pp")} | {"hu": 0.14, "fg": 0.14, "qq": 0.14}
+    partial = save_weights(model, tmp_path / "partial.safetensors",
+                           metadata={**metadata, "meteo_coverage": json.dumps(coverage)})
+    assert ignored_meteo_variables(partial) == ("hu", "fg", "qq") and ignored_meteo_variables(full) == ()
+    with xr.open_dataset(path) as ds:
+        ds.drop_vars(["eobs_hu", "eobs_fg", "eobs_qq"]).to_netcdf(tmp_path / "five.nc")
+    settings = ForecastSettings(horizon=2, start=pd.Timestamp(open_cube(path)["time"].values[10]),
+                                precision="fp32", sampler=SamplerSettings(steps=2))
+    runs = {"partial": (path, partial), "five": (tmp_path / "five.nc", full), "full": (path, full)}
+    out = {}
+    for name, (cube, weights) in runs.items():
+        run_forecasts([ForecastJob(cube, tmp_path / f"{name}_f.nc")], weights=weights, settings=settings, device="cpu")
+        with xr.open_dataset(tmp_path / f"{name}_f.nc") as ds:
+            out[name] = (ds["ndvi_pred"].values, ds.attrs["meteo_ignored"])
+    np.testing.assert_array_equal(out["partial"][0], out["five"][0])
+    assert out["partial"][1] == "hu fg qq" and out["full"][1] == ""
+    assert np.nanmax(np.abs(out["full"][0] - out["partial"][0])) > 0  # the variables matter when used
+    # coverage as the trainer records it: fraction of conditioned frames with the variable
+    seq = from_cube(open_cube(tmp_path / "five.nc").load(), "five")
+    assert meteo_coverage([seq]) == {v: (1.0 if v in ("tg", "tn", "tx", "rr", "pp") else 0.0)
+                                     for v in ("tg", "tn", "tx", "rr", "pp", "hu", "fg", "qq")}

@@ -24,6 +24,7 @@ from .forecast import (
     MemoryOpt,
     MinClearOpt,
     OverlapOpt,
+    PrecisionOpt,
     SamplerOpt,
     SchedulerOpt,
     SeedOpt,
@@ -80,6 +81,7 @@ def ensemble(
     guidance: GuidanceOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
     batch_size: BatchOpt = None,
     weather: WeatherOpt = None,
     overlap: OverlapOpt = 32,
@@ -110,7 +112,7 @@ def ensemble(
         guidance = default_guidance(weights)
     settings = build_settings(horizon=horizon, members=count, sampler=sampler, steps=steps, guidance=guidance,
                               seed=seed, start=start, overlap=overlap, batch_size=batch_size,
-                              min_clear_context=min_clear_context, memory_mb=memory_mb)
+                              min_clear_context=min_clear_context, memory_mb=memory_mb, precision=precision)
     cube_file = TileFiles.of(root, tile).cube if input is None else None
     if cube is None and cube_file is not None and cube_file.exists() and forecast_file.exists():
         reason = stale_reason(forecast_file, cube_file, settings, asked=_given_options(ctx))
@@ -134,7 +136,7 @@ def ensemble(
 
 def _given_options(ctx: typer.Context) -> set[str]:
     """Forecast options given on the command line (not left at their defaults)."""
-    names = ("seed", "horizon", "sampler", "steps", "guidance", "start")
+    names = ("seed", "horizon", "sampler", "steps", "guidance", "start", "precision")
     # compared by name: Typer may bring its own copy of click, with its own ParameterSource enum
     return {n for n in names if getattr(ctx.get_parameter_source(n), "name", "DEFAULT") != "DEFAULT"}
 
@@ -158,7 +160,8 @@ def stale_reason(forecast_file: Path, cube_file: Path, settings: ForecastSetting
     wanted = {"seed": settings.seed, "horizon": settings.horizon, "sampler": settings.sampler.sampler,
               "steps": settings.sampler.steps,
               "guidance_scale": settings.sampler.guidance_scale,
-              "forecast_start": f"{settings.start:%Y-%m-%d}" if settings.start is not None else None}
+              "forecast_start": f"{settings.start:%Y-%m-%d}" if settings.start is not None else None,
+              "precision": settings.precision if settings.precision != "auto" else None}
     option = {"guidance_scale": "guidance", "forecast_start": "start"}
     if str(attrs.get("conditioned", "")).lower() not in ("1", "true"):
         wanted.pop("guidance_scale")  # an unconditioned forecast records guidance 1

@@ -33,6 +33,9 @@ GuidanceOpt = Annotated[float | None, typer.Option(
     show_default=False)]
 SeedOpt = Annotated[int, typer.Option(help="Run seed: the same seed gives the same forecast, whatever the batching.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto (GPU when present), cpu, cuda or cuda:N.")]
+PrecisionOpt = Annotated[str, typer.Option(
+    help="auto (bf16 on GPUs and on CPUs with native bf16, about 1.7 x faster there; fp32 elsewhere), fp32 or bf16. "
+         "The output records the one used.")]
 BatchOpt = Annotated[int | None, typer.Option(
     "--batch-size", help="Chips per model call (default: 4 chip-members on CPU, 64 on GPU).", show_default=False)]
 WeatherOpt = Annotated[Path | None, typer.Option(
@@ -61,12 +64,12 @@ def parse_start(text: str | None) -> pd.Timestamp | None:
 
 def build_settings(*, horizon: int, members: int, sampler: str, steps: int, guidance: float | None, seed: int,
                    start: str | None, overlap: int, batch_size: int | None, min_clear_context: int,
-                   memory_mb: int) -> ForecastSettings:
+                   memory_mb: int, precision: str = "auto") -> ForecastSettings:
     if memory_mb < 64:
         raise UsageError(f"--memory-mb {memory_mb} is too small", fix="give at least 64 MiB")
     return ForecastSettings(
         horizon=horizon, members=members, seed=seed, start=parse_start(start), overlap=overlap,
-        batch_size=batch_size, min_clear_context=min_clear_context, memory_mb=memory_mb,
+        batch_size=batch_size, min_clear_context=min_clear_context, memory_mb=memory_mb, precision=precision,
         sampler=SamplerSettings(sampler=sampler, steps=steps,
                                 guidance_scale=guidance if guidance is not None else PAPER_GUIDANCE))
 
@@ -119,6 +122,7 @@ def forecast(
     guidance: GuidanceOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
     batch_size: BatchOpt = None,
     weather: WeatherOpt = None,
     overlap: OverlapOpt = 32,
@@ -141,7 +145,7 @@ def forecast(
         guidance = default_guidance(weights)
     settings = build_settings(horizon=horizon, members=members, sampler=sampler, steps=steps, guidance=guidance,
                               seed=seed, start=start, overlap=overlap, batch_size=batch_size,
-                              min_clear_context=min_clear_context, memory_mb=memory_mb)
+                              min_clear_context=min_clear_context, memory_mb=memory_mb, precision=precision)
     jobs = plan_jobs(list(tile or []), list(input or []), output, root, cogs=cogs, weather=weather)
     summaries = run_forecasts(jobs, weights=weights, settings=settings, device=device, scheduler=scheduler,
                               workers=workers, progress=progress)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..config import SamplerSettings
-from ..model.device import autocast
+from ..model.device import inference_autocast
 from ..model.inputs import gap_fill
 from ..model.vegediff import VegeDiff
 
@@ -28,6 +28,7 @@ class ChipSettings:
     members: int = 1  # stochastic members per chip
     sampler: SamplerSettings = field(default_factory=SamplerSettings)  # sampler, steps, guidance, context mix
     detail_transfer: bool = True  # add the reference frame's VAE residual to every member
+    precision: str = "fp32"  # resolved inference precision: "fp32" or "bf16" (model/device.py)
 
 
 @dataclass
@@ -59,7 +60,7 @@ def forecast_chips(
     b, k = batch.context.shape[:2]
     filled = np.stack([gap_fill(batch.context[i], batch.valid[i]) for i in range(b)])  # (B, K, 4, H, W)
     frames = torch.from_numpy(filled).to(device)
-    with autocast(device):
+    with inference_autocast(device, settings.precision):
         context = model.encode_frames(frames).float()  # (B, K, C, h, w)
         latent_shape = (model.cfg.vegenet.horizon, *context.shape[2:])
         noise = torch.stack([chip_noise(s, settings.members, latent_shape) for s in batch.seeds], dim=1)

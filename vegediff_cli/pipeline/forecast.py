@@ -18,7 +18,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import xarray as xr
@@ -38,11 +38,11 @@ from ..cube.readers import open_cube
 from ..cube.schema import BAND_LONG_NAMES
 from ..cube.stream_cogs import export_cogs
 from ..errors import UsageError
-from ..model.device import pick_device
+from ..model.device import pick_device, resolve_precision
 from ..model.weights import file_digest
 from ..progress import ProgressFactory, no_progress
 from .forecast_blocks import BlockResult, compute_block
-from .forecast_model import load_model, model_config, resolve_weights
+from .forecast_model import ignored_meteo_variables, load_model, model_config, resolve_weights
 from .forecast_plan import ForecastPlan, ForecastSettings, plan_forecast
 
 log = logging.getLogger("vegediff.forecast")
@@ -80,6 +80,7 @@ class ForecastSummary:
             "output": str(self.output), "cogs": str(self.cogs) if self.cogs else None, "dates": self.dates,
             "members": self.members, "meteo_source": self.meteo_source, "chips_computed": self.chips,
             "chips_in_layout": self.chips_in_layout, "seconds": round(self.seconds, 2),
+            "precision": self.attrs.get("precision"),
         }
 
 
@@ -112,6 +113,7 @@ def output_attrs(job: ForecastJob, plan: ForecastPlan, *, weights: Path, model_n
         "steps": s.sampler.steps,
         "guidance_scale": s.sampler.guidance_scale if plan.conditioned else 1.0,
         "context_mix": s.sampler.context_mix,
+        "precision": s.precision,  # resolved (fp32/bf16) for local runs; "auto" on a cluster: each worker's device decides
         "seed": s.seed,
         "members": s.members,
         "horizon": s.horizon,
@@ -122,6 +124,7 @@ def output_attrs(job: ForecastJob, plan: ForecastPlan, *, weights: Path, model_n
         "static_layers": " ".join(plan.static_layers) if plan.conditioned else "",
         "meteo_source": plan.meteo.source,
         "meteo_source_per_step": " ".join(plan.meteo.per_step),
+        "meteo_ignored": " ".join(plan.meteo.ignored),  # variables the weights hardly saw: left at the E-OBS mean
         "forecast_start": f"{times.dates[0]:%Y-%m-%d}",
         "context_dates": " ".join(f"{d:%Y-%m-%d}" for d in times.context_dates),
     }
@@ -151,6 +154,7 @@ class _Prepared:
 def _prepare(jobs: list[ForecastJob], weights: Path, settings: ForecastSettings, workers: int) -> Iterator[list[_Prepared]]:
     """Open every cube and plan every job first: bad input fails before any long computation."""
     cfg = model_config(weights)
+    ignore_meteo = ignored_meteo_variables(weights)
     outputs = [job.output.resolve() for job in jobs]
     if len(set(outputs)) < len(outputs):
         raise UsageError("two forecasts would write the same output file", fix="give each input its own --output")
@@ -158,7 +162,7 @@ def _prepare(jobs: list[ForecastJob], weights: Path, settings: ForecastSettings,
         prepared = []
         for job in jobs:
             cube = stack.enter_context(contextlib.closing(open_cube(job.cube)))
-            plan = plan_forecast(cube, cfg, settings, weather=job.weather, workers=workers)
+            plan = plan_forecast(cube, cfg, settings, weather=job.weather, workers=workers, ignore_meteo=ignore_meteo)
             log.info("%s: %d chips (%d with vegetation and clear context) in %d stripe(s) x %d band(s); meteorology: %s",
                      job.cube.name, len(plan.tiles.chips), len(plan.active), len(plan.tiles.stripes),
                      len(plan.tiles.bands), plan.meteo.source)
@@ -204,6 +208,7 @@ def run_forecasts(
         stack.enter_context(small_chunk_cache())
         if scheduler is None:
             torch_device = pick_device(device)
+            settings = replace(settings, precision=resolve_precision(settings.precision, torch_device))
             prepared = stack.enter_context(_prepare(jobs, weights_path, settings, 1))
             model = load_model(weights_path, torch_device)
         else:

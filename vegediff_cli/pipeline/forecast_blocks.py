@@ -17,6 +17,7 @@ import xarray as xr
 from ..config import BANDS, NIR, RED, VALID
 from ..cube.masks import ndvi
 from ..geo import Chip
+from ..model.device import resolve_precision
 from ..model.inputs import normalise_static
 from ..model.vegediff import VegeDiff
 from .chips import ChipBatch, ChipSettings, forecast_chips
@@ -179,7 +180,8 @@ def compute_block(
     col_hi = min(width, max([block.col1, *(c.col + c.size for c in chips)]))
     window = read_window(cube, plan, (block.row0, acc.row1), (col_lo, col_hi))
     weights = blend_weights(plan.tiles.size, plan.tiles.overlap)
-    chip_settings = ChipSettings(members=members, sampler=settings.sampler, detail_transfer=settings.detail_transfer)
+    chip_settings = ChipSettings(members=members, sampler=settings.sampler, detail_transfer=settings.detail_transfer,
+                                 precision=resolve_precision(settings.precision, device))
     batch_size = plan.batch_size or default_batch(members, device.type)
     for start in range(0, len(chips), batch_size):
         group = chips[start:start + batch_size]

@@ -57,6 +57,18 @@ def default_guidance(weights: str | os.PathLike | None) -> float:
         return PAPER_GUIDANCE
 
 
+MIN_METEO_COVERAGE = 0.5  # a variable present in fewer of the training frames is left out of forecasts
+
+
+def ignored_meteo_variables(weights: str | os.PathLike) -> tuple[str, ...]:
+    """E-OBS variables the denoiser saw in fewer than MIN_METEO_COVERAGE of its conditioned training
+    frames (the file's `meteo_coverage`; none for files without it). A forecast sets them to the
+    E-OBS mean, as in training, rather than feeding values the model never learned to read: the
+    shipped weights saw humidity, wind and radiation in 1 of 7 conditioned sequences."""
+    coverage = json.loads(read_metadata(weights).get("meteo_coverage", "{}"))
+    return tuple(v for v, fraction in coverage.items() if float(fraction) < MIN_METEO_COVERAGE)
+
+
 def model_config(path: str | os.PathLike) -> ModelConfig:
     """The config stored in a weights file, read without loading its tensors, checked against the cube format."""
     try:

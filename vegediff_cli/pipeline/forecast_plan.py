@@ -20,6 +20,7 @@ from ..config import BANDS, CHIP_SIZE, LANDCOVER, STATIC_LAYERS, STEP_DAYS, VALI
 from ..cube.masks import vegetation_mask
 from ..cube.schema import grid_of
 from ..errors import NoValidDataError, UsageError
+from ..model.device import PRECISIONS
 from ..model.presets import ModelConfig
 from .meteo_inputs import MeteoInputs, resolve_meteo
 from .tiling import TilePlan, plan_tiles, split_for_workers, stripe_width
@@ -45,6 +46,7 @@ class ForecastSettings:
     memory_mb: int = 1024  # budget for one block's inputs and accumulators
     band_rows: int = 256  # rows per streamed block
     stripe_cols: int | None = None  # columns per stripe; None: the widest that fits memory_mb
+    precision: str = "auto"  # inference precision: auto (bf16 where the device has it natively), fp32, bf16
 
 
 def check_settings(settings: ForecastSettings, cfg: ModelConfig) -> None:
@@ -59,6 +61,8 @@ def check_settings(settings: ForecastSettings, cfg: ModelConfig) -> None:
         raise UsageError(f"--sampler '{settings.sampler.sampler}' is not one of {', '.join(SAMPLERS)}")
     if settings.sampler.steps < 1:
         raise UsageError(f"--steps {settings.sampler.steps} must be at least 1")
+    if settings.precision not in PRECISIONS:
+        raise UsageError(f"--precision '{settings.precision}' is not one of {', '.join(PRECISIONS)}")
     if settings.batch_size is not None and settings.batch_size < 1:
         raise UsageError(f"--batch-size {settings.batch_size} must be at least 1")
     if not 0 <= settings.overlap < CHIP_SIZE // 2:
@@ -180,6 +184,7 @@ def plan_forecast(
     *,
     weather: str | os.PathLike | None = None,
     workers: int = 1,
+    ignore_meteo: tuple[str, ...] = (),
 ) -> ForecastPlan:
     """Check the request against the cube and the weights, and plan the blocks."""
     check_settings(settings, cfg)
@@ -187,7 +192,7 @@ def plan_forecast(
     times = forecast_times(pd.DatetimeIndex(cube["time"].values), start=settings.start, horizon=settings.horizon,
                            context_frames=cfg.vegenet.context_frames, model_horizon=cfg.vegenet.horizon)
     meteo = resolve_meteo(cube, model_dates=times.model_dates, context_frames=cfg.vegenet.context_frames,
-                          requested=settings.horizon, weather=weather)
+                          requested=settings.horizon, weather=weather, ignore=ignore_meteo)
     height, width = cube.sizes["y"], cube.sizes["x"]
     stripe = settings.stripe_cols
     if stripe is None:

@@ -99,12 +99,15 @@ class MeteoInputs:
     source: str  # meteo_source attribute: "cube", "climatology", "unconditional", the weather file, joined by "+"
     per_step: tuple[str, ...]  # source of each requested forecast step
     conditioned: bool  # False: the unconditional model (no meteorology, no static layers)
+    ignored: tuple[str, ...] = ()  # variables the weights were (almost) never trained with: always the mean
 
     def at(self, y: float, x: float) -> np.ndarray:
-        """(frames, 24) standardised meteorology at a chip centre; zeros (the mean) where unknown."""
+        """(frames, 24) standardised meteorology at a chip centre; zeros (the mean) where unknown or ignored."""
         raw = np.full((self.frames, len(METEO_VARS), len(METEO_STATS)), np.nan, dtype="float32")
         for rows, values in self.parts:
             raw[rows] = values.at(y, x)
+        for var in self.ignored:
+            raw[:, METEO_VARS.index(var)] = np.nan
         return standardise_meteo(raw, self.frames)
 
 
@@ -213,8 +216,9 @@ def resolve_meteo(
     context_frames: int,
     requested: int,
     weather: str | os.PathLike | None = None,
+    ignore: tuple[str, ...] = (),
 ) -> MeteoInputs:
-    """Choose the source of every model frame (see the module docstring)."""
+    """Choose the source of every model frame (see the module docstring); `ignore`d variables stay at the mean."""
     dates = pd.DatetimeIndex(model_dates).normalize()
     future = dates[context_frames:]
     start = future[0]
@@ -250,4 +254,6 @@ def resolve_meteo(
                     len(uncovered), uncovered[0])
     parts = tuple((np.asarray(rows), values.select(dates[rows])) for values, rows in chosen.values())
     used = [label for label, _ in future_order if label in per_step]
-    return MeteoInputs(len(dates), parts, "+".join(used), per_step, True)
+    if ignore:
+        log.info("meteorology: %s left at the E-OBS mean (the weights were hardly trained with them)", " ".join(ignore))
+    return MeteoInputs(len(dates), parts, "+".join(used), per_step, True, tuple(ignore))

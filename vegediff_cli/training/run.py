@@ -15,7 +15,7 @@ from ..model.presets import preset
 from ..model.weights import load_weights, save_weights
 from ..progress import ProgressFactory, no_progress
 from .diffusion_train import DiffusionTrainSettings, train_diffusion
-from .sequences import Sequence, discover, load_sequence
+from .sequences import Sequence, discover, load_sequence, meteo_coverage
 from .vae_train import VAETrainSettings, train_vae
 
 log = logging.getLogger("vegediff.train")
@@ -75,7 +75,8 @@ def run_diffusion(
     model, meta = load_weights(init, device=device)
     model, losses = train_diffusion(model, sequences, settings=settings, run_dir=run_dir, device=device,
                                     progress=progress)
-    extra = {"diffusion_settings": vars_of(settings), "vae_trained_on": json.loads(meta.get("trained_on", "[]"))}
+    extra = {"diffusion_settings": vars_of(settings), "vae_trained_on": json.loads(meta.get("trained_on", "[]")),
+             "meteo_coverage": meteo_coverage(sequences)}
     save_weights(model, output, metadata=_metadata("vae+diffusion", files, exclude, losses, extra))
     return {"output": str(output), "stage": "diffusion", "steps": settings.steps,
             "final_loss": float(np.mean(losses[-100:])), "trained_on": files}

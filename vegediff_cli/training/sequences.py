@@ -127,3 +127,17 @@ def discover(roots: list[Path]) -> list[Path]:
         candidates = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
         found.extend(p for p in candidates if "reference_predictions" not in p.parts and source_kind(p))
     return found
+
+
+def meteo_coverage(sequences: list[Sequence]) -> dict[str, float]:
+    """Per E-OBS variable: the fraction of the conditioned sequences' frames where it has a value.
+
+    Stored in weights files (`meteo_coverage`); a forecast ignores variables the denoiser hardly
+    saw (pipeline/forecast_model.py), instead of feeding it values it never learned to read.
+    """
+    with_meteo = [s.meteo for s in sequences if s.has_meteo]
+    if not with_meteo:
+        return {v: 0.0 for v in METEO_VARS}
+    stacked = np.concatenate(with_meteo)  # (frames, vars, stats)
+    present = np.isfinite(stacked).any(axis=2)  # (frames, vars)
+    return {v: round(float(present[:, i].mean()), 4) for i, v in enumerate(METEO_VARS)}
