@@ -144,8 +144,9 @@ def test_shipped_weights_forecast_the_real_cube(jas_cube, tmp_path, cli, monkeyp
 @pytest.mark.skipif(not SHIPPED.exists(), reason=f"shipped weights {SHIPPED.name} not trained yet")
 def test_shipped_weights_on_the_held_out_cube(jas_cube, tmp_path, monkeypatch):
     """Regression guard for the model card's held-out table (weights/MODEL_CARD.md): the shipped
-    ensemble beats the context mean and its members carry information (fair CRPS below the
-    absolute error of their mean). It does not beat persistence; the card says so."""
+    ensemble beats persistence and the context mean in RMSE and NSE, and its members carry
+    information (fair CRPS below the absolute error of their mean). 4 members, seed 0: RMSE
+    0.2105 / NSE -0.470 vs persistence 0.2235 / -0.647 when this was written."""
     from vegediff_cli.pipeline.baselines import baseline_forecast
     from vegediff_cli.pipeline.evaluate import score_cube
     from vegediff_cli.pipeline.forecast_model import default_guidance
@@ -161,7 +162,9 @@ def test_shipped_weights_on_the_held_out_cube(jas_cube, tmp_path, monkeypatch):
     scores, _, _ = score_cube(target, {"vegediff": forecast, "context-mean": context_mean}, cube="jas",
                               baseline="persistence")
     model = scores["vegediff"]
-    assert model.headline["rmse"] < scores["context-mean"].headline["rmse"]
+    for baseline in (model.baseline, scores["context-mean"]):  # model.baseline: persistence
+        assert model.headline["rmse"] < baseline.headline["rmse"]
+        assert model.headline["nse"] > baseline.headline["nse"]
     assert model.probabilistic["crps"] < model.probabilistic["mae_ensemble_mean"]
 
 
