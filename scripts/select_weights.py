@@ -36,9 +36,6 @@ KINDS = {"ema": "ema", "raw": "vegenet"}  # weights kind -> key in the training 
 def export(vae_or_full: Path, checkpoint: Path, output: Path, *, kind: str, extra: dict[str, str]) -> Path:
     """VAE (and config) from `vae_or_full` + the `kind` denoiser weights of `checkpoint` -> weights file."""
     model, metadata = load_weights(vae_or_full)
-    if "meteo_coverage" not in metadata:  # files from runs before the trainer recorded it: same data, same numbers
-        sequences, _ = select_sequences([SHARED], [HOLDOUT, VALIDATION])
-        metadata["meteo_coverage"] = json.dumps(meteo_coverage(sequences))
     state = load_checkpoint(checkpoint)
     model.vegenet.load_state_dict(state[KINDS[kind]])
     return save_weights(model, output, metadata={**metadata, **extra, "selected_step": str(state["step"]),
@@ -58,6 +55,10 @@ def main() -> int:
     args = parser.parse_args()
     cube = args.validation or next((SHARED / "earthnet2021x").glob(f"{VALIDATION}*.nc"))
     base = args.final or args.output
+    coverage = {}
+    if "meteo_coverage" not in read_metadata(base):  # runs before the trainer recorded it: same data, same numbers
+        sequences, _ = select_sequences([SHARED], [HOLDOUT, VALIDATION])
+        coverage = {"meteo_coverage": json.dumps(meteo_coverage(sequences))}
     kept = sorted((args.run_dir / "diffusion").glob("diffusion-step*.ckpt"))
     if not kept:
         print(f"no kept checkpoints in {args.run_dir / 'diffusion'}", file=sys.stderr)
@@ -65,7 +66,8 @@ def main() -> int:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for checkpoint, kind in ((c, k) for c in kept for k in args.kinds):
-            weights = export(base, checkpoint, Path(tmp) / f"{checkpoint.stem}-{kind}.safetensors", kind=kind, extra={})
+            weights = export(base, checkpoint, Path(tmp) / f"{checkpoint.stem}-{kind}.safetensors", kind=kind,
+                             extra=coverage)
             for guidance in args.guidance:
                 forecast = forecast_cube(cube, Path(tmp), weights=weights, members=args.members, steps=10, seed=0,
                                          guidance=guidance)
@@ -77,7 +79,7 @@ def main() -> int:
                 print(json.dumps(results[-1]), file=sys.stderr)
     best = min(results, key=lambda r: (round(r["rmse"], 4), -r["nse"]))
     chosen = args.run_dir / "diffusion" / best["checkpoint"]
-    extra = {"recommended_guidance": str(best["guidance"]), "validation_cube": cube.name,
+    extra = {**coverage, "recommended_guidance": str(best["guidance"]), "validation_cube": cube.name,
              "validation_rmse": f"{best['rmse']:.4f}", "validation_nse": f"{best['nse']:.4f}",
              "validation_persistence_rmse": f"{best['persistence_rmse']:.4f}",
              "validation_table": json.dumps(results)}

@@ -44,10 +44,15 @@ def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return bool(_BF16_CPU_FLAGS & set(flags))
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' -> 'bf16' on CUDA and on CPUs with native bf16, else 'fp32'; 'fp32'/'bf16' as given (checked)."""
+def check_precision(precision: str) -> None:
+    """UsageError unless `precision` is one of PRECISIONS."""
     if precision not in PRECISIONS:
         raise UsageError(f"--precision '{precision}' is not one of {', '.join(PRECISIONS)}")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> 'bf16' on CUDA and on CPUs with native bf16, else 'fp32'; 'fp32'/'bf16' as given (checked)."""
+    check_precision(precision)
     if precision != "auto":
         return precision
     return "bf16" if device.type == "cuda" or cpu_has_native_bf16() else "fp32"

@@ -20,7 +20,7 @@ from ..config import BANDS, CHIP_SIZE, LANDCOVER, STATIC_LAYERS, STEP_DAYS, VALI
 from ..cube.masks import vegetation_mask
 from ..cube.schema import grid_of
 from ..errors import NoValidDataError, UsageError
-from ..model.device import PRECISIONS
+from ..model.device import check_precision
 from ..model.presets import ModelConfig
 from .meteo_inputs import MeteoInputs, resolve_meteo
 from .tiling import TilePlan, plan_tiles, split_for_workers, stripe_width
@@ -61,8 +61,7 @@ def check_settings(settings: ForecastSettings, cfg: ModelConfig) -> None:
         raise UsageError(f"--sampler '{settings.sampler.sampler}' is not one of {', '.join(SAMPLERS)}")
     if settings.sampler.steps < 1:
         raise UsageError(f"--steps {settings.sampler.steps} must be at least 1")
-    if settings.precision not in PRECISIONS:
-        raise UsageError(f"--precision '{settings.precision}' is not one of {', '.join(PRECISIONS)}")
+    check_precision(settings.precision)
     if settings.batch_size is not None and settings.batch_size < 1:
         raise UsageError(f"--batch-size {settings.batch_size} must be at least 1")
     if not 0 <= settings.overlap < CHIP_SIZE // 2:
