@@ -28,6 +28,7 @@ from .forecast import (
     SamplerOpt,
     SchedulerOpt,
     SeedOpt,
+    SpreadOpt,
     StartOpt,
     StepsOpt,
     WeatherOpt,
@@ -90,6 +91,7 @@ def ensemble(
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
     cogs: CogsOpt = True,
+    calibrated_spread: SpreadOpt = True,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -112,7 +114,8 @@ def ensemble(
         guidance = default_guidance(weights)
     settings = build_settings(horizon=horizon, members=count, sampler=sampler, steps=steps, guidance=guidance,
                               seed=seed, start=start, overlap=overlap, batch_size=batch_size,
-                              min_clear_context=min_clear_context, memory_mb=memory_mb, precision=precision)
+                              min_clear_context=min_clear_context, memory_mb=memory_mb, precision=precision,
+                              calibrate_spread=calibrated_spread)
     cube_file = TileFiles.of(root, tile).cube if input is None else None
     if cube is None and cube_file is not None and cube_file.exists() and forecast_file.exists():
         reason = stale_reason(forecast_file, cube_file, settings, asked=_given_options(ctx))

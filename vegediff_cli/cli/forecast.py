@@ -51,6 +51,10 @@ SchedulerOpt = Annotated[str | None, typer.Option(
 WorkersOpt = Annotated[int | None, typer.Option(
     help="Workers of --scheduler local (default: one per GPU, else one per two cores).", show_default=False)]
 CogsOpt = Annotated[bool, typer.Option("--cogs/--no-cogs", help="Also write Cloud-Optimized GeoTIFFs.")]
+SpreadOpt = Annotated[bool, typer.Option(
+    "--calibrated-spread/--raw-spread",
+    help="Widen the members about their mean by the factors the weights carry (fitted on validation data, "
+         "so that the spread matches the error); --raw-spread keeps the diffusion samples as drawn.")]
 
 
 def parse_start(text: str | None) -> pd.Timestamp | None:
@@ -64,13 +68,13 @@ def parse_start(text: str | None) -> pd.Timestamp | None:
 
 def build_settings(*, horizon: int, members: int, sampler: str, steps: int, guidance: float | None, seed: int,
                    start: str | None, overlap: int, batch_size: int | None, min_clear_context: int,
-                   memory_mb: int, precision: str = "auto") -> ForecastSettings:
+                   memory_mb: int, precision: str = "auto", calibrate_spread: bool = True) -> ForecastSettings:
     if memory_mb < 64:
         raise UsageError(f"--memory-mb {memory_mb} is too small", fix="give at least 64 MiB")
     return ForecastSettings(
         horizon=horizon, members=members, seed=seed, start=parse_start(start), overlap=overlap,
         batch_size=batch_size, min_clear_context=min_clear_context, memory_mb=memory_mb, precision=precision,
-        sampler=SamplerSettings(sampler=sampler, steps=steps,
+        calibrate_spread=calibrate_spread, sampler=SamplerSettings(sampler=sampler, steps=steps,
                                 guidance_scale=guidance if guidance is not None else PAPER_GUIDANCE))
 
 
@@ -131,6 +135,7 @@ def forecast(
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
     cogs: CogsOpt = True,
+    calibrated_spread: SpreadOpt = True,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -145,7 +150,8 @@ def forecast(
         guidance = default_guidance(weights)
     settings = build_settings(horizon=horizon, members=members, sampler=sampler, steps=steps, guidance=guidance,
                               seed=seed, start=start, overlap=overlap, batch_size=batch_size,
-                              min_clear_context=min_clear_context, memory_mb=memory_mb, precision=precision)
+                              min_clear_context=min_clear_context, memory_mb=memory_mb, precision=precision,
+                              calibrate_spread=calibrated_spread)
     jobs = plan_jobs(list(tile or []), list(input or []), output, root, cogs=cogs, weather=weather)
     summaries = run_forecasts(jobs, weights=weights, settings=settings, device=device, scheduler=scheduler,
                               workers=workers, progress=progress)

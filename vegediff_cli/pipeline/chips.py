@@ -40,6 +40,7 @@ class ChipBatch:
     meteo: np.ndarray  # (B, K+F, 24) standardised meteorology (zeros where unknown)
     static: np.ndarray  # (B, 5, H, W) normalised static layers
     seeds: list[int]  # one seed per chip: its noise does not depend on the batch it is in
+    dates: np.ndarray | None = None  # (B, K+F, 3) date features (model/inputs.py), for models that read them
 
 
 def chip_noise(seed: int, members: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -72,6 +73,7 @@ def forecast_chips(
             members=settings.members,
             settings=settings.sampler,
             noise=noise.to(device=device, dtype=context.dtype),
+            dates=None if batch.dates is None or not model.cfg.vegenet.date_channels else torch.from_numpy(batch.dates).to(device),
         ).float()  # (M, B, F, C, h, w)
         m, _, f = future.shape[:3]
         decoded = model.decode_frames(future.reshape(m * b, f, *future.shape[3:])).float()

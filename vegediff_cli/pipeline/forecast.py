@@ -39,10 +39,12 @@ from ..cube.schema import BAND_LONG_NAMES
 from ..cube.stream_cogs import export_cogs
 from ..errors import UsageError
 from ..model.device import pick_device, resolve_precision
+from ..model.presets import ModelConfig
+from ..model.vegediff import resolve_context_mix
 from ..model.weights import file_digest
 from ..progress import ProgressFactory, no_progress
 from .forecast_blocks import BlockResult, compute_block
-from .forecast_model import ignored_meteo_variables, load_model, model_config, resolve_weights
+from .forecast_model import ignored_meteo_variables, load_model, model_config, resolve_weights, spread_inflation
 from .forecast_plan import ForecastPlan, ForecastSettings, plan_forecast
 
 log = logging.getLogger("vegediff.forecast")
@@ -97,7 +99,7 @@ def output_variables(members: int) -> list[VariableSpec]:
     return specs
 
 
-def output_attrs(job: ForecastJob, plan: ForecastPlan, *, weights: Path, model_name: str) -> dict:
+def output_attrs(job: ForecastJob, plan: ForecastPlan, *, weights: Path, cfg: ModelConfig) -> dict:
     s, times = plan.settings, plan.times
     return {
         "Conventions": "CF-1.8",
@@ -108,11 +110,11 @@ def output_attrs(job: ForecastJob, plan: ForecastPlan, *, weights: Path, model_n
         "input": job.cube.name,
         "weights": weights.name,
         "weights_sha256": file_digest(weights),
-        "model": model_name,
+        "model": cfg.name,
         "sampler": s.sampler.sampler,
         "steps": s.sampler.steps,
         "guidance_scale": s.sampler.guidance_scale if plan.conditioned else 1.0,
-        "context_mix": s.sampler.context_mix,
+        "context_mix": resolve_context_mix(s.sampler, cfg),
         "precision": s.precision,  # resolved (fp32/bf16) for local runs; "auto" on a cluster: each worker's device decides
         "seed": s.seed,
         "members": s.members,
@@ -125,6 +127,7 @@ def output_attrs(job: ForecastJob, plan: ForecastPlan, *, weights: Path, model_n
         "meteo_source": plan.meteo.source,
         "meteo_source_per_step": " ".join(plan.meteo.per_step),
         "meteo_ignored": " ".join(plan.meteo.ignored),  # variables the weights hardly saw: left at the E-OBS mean
+        "spread_inflation": " ".join(f"{f:.3f}" for f in plan.spread_inflation) if plan.spread_inflation else "none",
         "forecast_start": f"{times.dates[0]:%Y-%m-%d}",
         "context_dates": " ".join(f"{d:%Y-%m-%d}" for d in times.context_dates),
     }
@@ -162,11 +165,12 @@ def _prepare(jobs: list[ForecastJob], weights: Path, settings: ForecastSettings,
         prepared = []
         for job in jobs:
             cube = stack.enter_context(contextlib.closing(open_cube(job.cube)))
-            plan = plan_forecast(cube, cfg, settings, weather=job.weather, workers=workers, ignore_meteo=ignore_meteo)
+            plan = plan_forecast(cube, cfg, settings, weather=job.weather, workers=workers, ignore_meteo=ignore_meteo,
+                                 spread_inflation=spread_inflation(weights, settings.horizon))
             log.info("%s: %d chips (%d with vegetation and clear context) in %d stripe(s) x %d band(s); meteorology: %s",
                      job.cube.name, len(plan.tiles.chips), len(plan.active), len(plan.tiles.stripes),
                      len(plan.tiles.bands), plan.meteo.source)
-            prepared.append(_Prepared(job, cube, plan, output_attrs(job, plan, weights=weights, model_name=cfg.name)))
+            prepared.append(_Prepared(job, cube, plan, output_attrs(job, plan, weights=weights, cfg=cfg)))
         yield prepared
 
 

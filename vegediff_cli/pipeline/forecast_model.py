@@ -69,6 +69,15 @@ def ignored_meteo_variables(weights: str | os.PathLike) -> tuple[str, ...]:
     return tuple(v for v, fraction in coverage.items() if float(fraction) < MIN_METEO_COVERAGE)
 
 
+def spread_inflation(weights: str | os.PathLike, horizon: int) -> tuple[float, ...] | None:
+    """The member spread factors per forecast step the weights carry (fitted on validation data by
+    scripts/select_weights.py, pipeline/calibration.py); None for files without them."""
+    from .calibration import factors_from_metadata
+
+    factors = factors_from_metadata(read_metadata(weights), horizon)
+    return None if factors is None else tuple(float(f) for f in factors)
+
+
 def model_config(path: str | os.PathLike) -> ModelConfig:
     """The config stored in a weights file, read without loading its tensors, checked against the cube format."""
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from datetime import UTC, datetime
@@ -11,7 +12,8 @@ import numpy as np
 import torch
 
 from ..errors import NoValidDataError, UsageError
-from ..model.presets import preset
+from ..model.presets import ModelConfig, preset
+from ..model.vegediff import VegeDiff
 from ..model.weights import load_weights, save_weights
 from ..progress import ProgressFactory, no_progress
 from .diffusion_train import DiffusionTrainSettings, train_diffusion
@@ -69,10 +71,16 @@ def run_vae(
 def run_diffusion(
     data: list[Path], *, init: Path, exclude: list[str], settings: DiffusionTrainSettings,
     run_dir: Path, output: Path, device: torch.device, progress: ProgressFactory = no_progress,
+    denoiser: ModelConfig | None = None,
 ) -> dict:
+    """Train the denoiser on the VAE of `init`. The denoiser starts from `init`'s own, or, with
+    `denoiser`, from scratch with that config's VegeNet and diffusion settings (its VAE part is
+    ignored: the VAE and its latent statistics are `init`'s)."""
     sequences, files = select_sequences(data, exclude)
     run_dir.mkdir(parents=True, exist_ok=True)
     model, meta = load_weights(init, device=device)
+    if denoiser is not None:
+        model = with_new_denoiser(model, denoiser).to(device)
     model, losses = train_diffusion(model, sequences, settings=settings, run_dir=run_dir, device=device,
                                     progress=progress)
     extra = {"diffusion_settings": vars_of(settings), "vae_trained_on": json.loads(meta.get("trained_on", "[]")),
@@ -80,6 +88,14 @@ def run_diffusion(
     save_weights(model, output, metadata=_metadata("vae+diffusion", files, exclude, losses, extra))
     return {"output": str(output), "stage": "diffusion", "steps": settings.steps,
             "final_loss": float(np.mean(losses[-100:])), "trained_on": files}
+
+
+def with_new_denoiser(model: VegeDiff, denoiser: ModelConfig) -> VegeDiff:
+    """`model`'s trained VAE with a freshly initialised denoiser of `denoiser`'s VegeNet and diffusion config."""
+    cfg = dataclasses.replace(model.cfg, name=denoiser.name, vegenet=denoiser.vegenet, diffusion=denoiser.diffusion)
+    fresh = VegeDiff(cfg)
+    fresh.vae.load_state_dict(model.vae.state_dict())
+    return fresh
 
 
 def vars_of(settings) -> dict:
