@@ -29,7 +29,7 @@ from scripts.train_weights import SHARED, VALIDATION  # noqa: E402
 from vegediff_cli.config import CONTEXT_FRAMES  # noqa: E402
 from vegediff_cli.cube.predictions import read_forecast  # noqa: E402
 from vegediff_cli.cube.readers import open_cube  # noqa: E402
-from vegediff_cli.model.weights import load_weights, read_metadata, save_weights  # noqa: E402
+from vegediff_cli.model.weights import load_weights, save_weights  # noqa: E402
 from vegediff_cli.pipeline.calibration import METADATA_KEY, fit_inflation, spread_and_error  # noqa: E402
 from vegediff_cli.training.checkpoint import load_checkpoint  # noqa: E402
 
