@@ -119,6 +119,7 @@ def raw_cube(path: Path, *, lon: float, lat: float, dates: list[str], size: int 
 
 def test_tile_sized_cube_gets_the_grid_layout_matching_the_era5_file(cli, jas_cube, monkeypatch, tmp_path):
     """64 km cube: Open-Meteo is asked for the ERA5 cells around the grid nodes; the nodes match --era5 FILE."""
+    monkeypatch.delenv("VEGEDIFF_METEO")  # the default: --meteo auto
     archive = archive_from_minicubes([jas_cube], lat_gradient=2.0)  # 2 degC per degree north: interpolation shows
     era5 = era5_cf_file(archive, tmp_path / "era5.nc", start="2021-05-10", end="2021-10-06")
     raw = raw_cube(tmp_path / "raw.nc", lon=-8.56, lat=39.29, dates=["2021-06-28", "2021-07-03", "2021-07-08"])
@@ -196,8 +197,9 @@ def test_resume_reuses_the_requests_already_answered(jas_cube, monkeypatch, tmp_
         assert client.transfer.cached == 1 and len(server.requests()) == first_run + 1
 
 
-def test_prepare_offline_is_exit_8_with_the_fix_and_no_cube(cli, shared_data, tmp_path):
+def test_prepare_offline_is_exit_8_with_the_fix_and_no_cube(cli, shared_data, monkeypatch, tmp_path):
     """--meteo auto with the service out of reach (the suite's default: a closed port): exit 8, nothing written."""
+    monkeypatch.delenv("VEGEDIFF_METEO")  # the default: --meteo auto
     raw = raw_cube(tmp_path / "raw.nc", lon=-8.56, lat=39.29, dates=["2021-06-28", "2021-07-03"], size=4, pixel=20.0)
     out = tmp_path / "cube.nc"
     result = cli("prepare", "--input", raw, "--output", out, "--quiet")
@@ -211,6 +213,7 @@ def test_prepare_offline_is_exit_8_with_the_fix_and_no_cube(cli, shared_data, tm
 
 
 def test_dates_outside_the_archive_are_a_clear_error(cli, jas_cube, monkeypatch, tmp_path):
+    monkeypatch.delenv("VEGEDIFF_METEO")  # the default: --meteo auto
     archive = archive_from_minicubes([jas_cube])
     archive.last = pd.Timestamp("2021-06-30")  # the archive's lag: later days are not served yet
     raw = raw_cube(tmp_path / "raw.nc", lon=-8.56, lat=39.29, dates=["2021-06-28", "2021-07-03"], size=4, pixel=20.0)

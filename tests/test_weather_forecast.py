@@ -105,8 +105,9 @@ def test_cli_scenario_ensemble_records_the_weather_of_every_member(cli, cube_pat
     assert not np.allclose(members[0], members[1], equal_nan=True)
 
 
-def test_cli_offline_forecast_is_exit_8_naming_weather_none(cli, tmp_path):
+def test_cli_offline_forecast_is_exit_8_naming_weather_none(cli, monkeypatch, tmp_path):
     """A forecast past the cube's end needs downloaded weather; offline that is exit 8, and --weather none runs."""
+    monkeypatch.delenv("VEGEDIFF_WEATHER")  # the default: --weather auto
     cube = synthetic_cube(tmp_path / "cube.nc", height=128, width=128, frames=12)
     weights = write_weights(tmp_path / "tiny.safetensors")
     args = ["forecast", "--input", cube, "--weights", weights, "--steps", "1", "--horizon", "2", "--no-cogs", "--quiet"]

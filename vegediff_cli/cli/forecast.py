@@ -39,6 +39,7 @@ PrecisionOpt = Annotated[str, typer.Option(
 BatchOpt = Annotated[int | None, typer.Option(
     "--batch-size", help="Chips per model call (default: 4 chip-members on CPU, 64 on GPU).", show_default=False)]
 WeatherOpt = Annotated[str, typer.Option(
+    envvar="VEGEDIFF_WEATHER",
     help="Weather for forecast dates the cube does not cover. auto: Open-Meteo (no account): ERA5 and its "
          "16-day forecast, then one past year's weather per member (scenarios); open-meteo: the same, ignoring the "
          "cube's future; scenarios: past years only (hindcast experiments); none: no network (the cube's climatology, "

@@ -68,6 +68,7 @@ def prepare(
         help="E-OBS NetCDF files (tg tn tx rr pp hu fg qq); repeat for several files.", show_default=False)] = None,
     meteo_from: Annotated[Path | None, typer.Option(help="Use the daily eobs_* series of this GreenEarthNet minicube.")] = None,
     meteo: Annotated[str, typer.Option(
+        envvar="VEGEDIFF_METEO",
         help="auto: download ERA5 from Open-Meteo (no account) when no file is given and the input has no "
              "meteorology; open-meteo: always; none: never touch the network (no file: a cube without meteorology).")] = "auto",
     meteo_layout: Annotated[str, typer.Option(

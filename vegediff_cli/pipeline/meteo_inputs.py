@@ -277,7 +277,7 @@ def resolve_meteo(
     attribution = ""
     if mode in ("auto", "open-meteo", "scenarios"):
         known, scenario_set = _online(cube, dates, context_frames, requested, mode=mode, from_cube=from_cube,
-                                      members=members, client=client)
+                                      members=members, client=client, weather=weather)
         attribution = online.openmeteo.ATTRIBUTION
     use_cube_future = mode in ("none", "auto") or mode is None
     known_label = known[0] if known else ""
@@ -328,7 +328,7 @@ def _series_values(series) -> MeteoValues:
 
 
 def _online(cube: xr.Dataset, dates: pd.DatetimeIndex, context_frames: int, requested: int, *, mode: str,
-            from_cube: MeteoValues | None, members: int, client):
+            from_cube: MeteoValues | None, members: int, client, weather: object = None):
     """Known weather (label, MeteoValues) and scenarios [(label, MeteoValues)] for the frames that need them."""
     from ..sources.openmeteo import OpenMeteo
     from . import weather as online
@@ -353,7 +353,9 @@ def _online(cube: xr.Dataset, dates: pd.DatetimeIndex, context_frames: int, requ
                              and not (mode == "auto" and covered_by_cube[context_frames + i])])
     scenario_set = []
     if len(rest):
-        scenario_set = [(s.label, _series_values(s)) for s in online.scenarios(client, lon, lat, rest, members=members, now=now)]
+        picked = online.chosen_years(weather)
+        scenario_set = [(s.label, _series_values(s))
+                        for s in online.scenarios(client, lon, lat, rest, members=members, now=now, years=picked)]
     return known, scenario_set
 
 

@@ -79,7 +79,7 @@ def _site_daily(client: openmeteo.OpenMeteo, lon: float, lat: float, days: pd.Da
     answers = openmeteo.fetch_daily(client, grid_lat.ravel().tolist(), grid_lon.ravel().tolist(), days[0], days[-1],
                                     forecast=forecast)
     source = "Open-Meteo forecast API" if forecast else "Open-Meteo ERA5 archive"
-    daily = openmeteo.to_daily(answers, days, source=source, notes=[])
+    daily = openmeteo.to_daily(answers, days, source=source, notes=[], allow_empty=True)
     if forecast:  # the forecast model's grid is not ERA5's: take the cell nearest the site
         point = daily.sel(latitude=lat, longitude=lon, method="nearest")
     else:
@@ -117,10 +117,14 @@ def scenario_years(frames: pd.DatetimeIndex, count: int, *, now: pd.Timestamp) -
 
 
 def scenarios(client: openmeteo.OpenMeteo, lon: float, lat: float, frames: pd.DatetimeIndex, *, members: int,
-              now: pd.Timestamp) -> list[Series]:
-    """One Series per member (a different past year each), or one multi-year mean for a single member."""
+              now: pd.Timestamp, years: list[int] | None = None) -> list[Series]:
+    """One Series per member (a different past year each), or one multi-year mean for a single member.
+
+    `years` picks the years (the calendar window of the first frame moved to each), instead of
+    the most recent ones.
+    """
     count = min(members, MAX_SCENARIO_YEARS) if members > 1 else CLIMATOLOGY_YEARS
-    offsets = scenario_years(frames, count, now=now)
+    offsets = [frames.min().year - y for y in years] if years else scenario_years(frames, count, now=now)
     if not offsets:
         raise UsageError(f"no past year of ERA5 covers the calendar window of {frames.min():%Y-%m-%d}..{frames.max():%Y-%m-%d}",
                          fix="pass --weather FILE or --weather none")
@@ -144,6 +148,22 @@ def scenarios(client: openmeteo.OpenMeteo, lon: float, lat: float, frames: pd.Da
 
 
 def check_mode(weather: object) -> str | None:
-    """The mode named by --weather (auto, open-meteo, scenarios, none), or None when it is a file path."""
+    """The mode named by --weather (auto, open-meteo, scenarios[:YEARS], none), or None when it is a file path."""
     text = str(weather).lower()
+    if text.startswith("scenarios:"):
+        return "scenarios"
     return text if text in WEATHER_MODES else None
+
+
+def chosen_years(weather: object) -> list[int] | None:
+    """The years of ``--weather scenarios:2017,2019`` (None: the most recent past years)."""
+    text = str(weather).lower()
+    if not text.startswith("scenarios:"):
+        return None
+    try:
+        years = [int(y) for y in text.split(":", 1)[1].split(",") if y.strip()]
+    except ValueError:
+        years = []
+    if not years or any(not 1940 <= y <= 2100 for y in years):
+        raise UsageError(f"--weather {weather} does not list years", fix="write e.g. --weather scenarios:2017,2018,2019")
+    return years

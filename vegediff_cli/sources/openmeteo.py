@@ -206,6 +206,8 @@ def _send(client: OpenMeteo, url: str, params: dict[str, str], *, what: str, sho
                     raise RemoteError(f"{what} ({urlparse(url).netloc}) refused the request: {client.redact(last)}",
                                       fix="check the dates (the archive starts 1940 and lags ~5 days) and the area")
                 retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+                if response.status_code == 429 and retry_after is None:
+                    retry_after = policy.max_wait  # Open-Meteo's quotas are per minute, hour and day: wait the longest
         if attempt == policy.attempts:
             break
         delay = policy.wait(attempt, retry_after)
@@ -265,8 +267,13 @@ def _series(answer: dict, var: str, days: pd.DatetimeIndex, *, source: str) -> n
     return values.reindex(days).to_numpy()
 
 
-def to_daily(answers: list[dict], days: pd.DatetimeIndex, *, source: str, notes: list[str]) -> xr.Dataset:
-    """Answers for the cells of a lattice (or for points) -> E-OBS daily dataset (time, latitude, longitude)."""
+def to_daily(answers: list[dict], days: pd.DatetimeIndex, *, source: str, notes: list[str],
+             allow_empty: bool = False) -> xr.Dataset:
+    """Answers for the cells of a lattice (or for points) -> E-OBS daily dataset (time, latitude, longitude).
+
+    A variable without any value is an error unless `allow_empty` (forecast weather: it then
+    stays NaN, and the forecast sets it to the E-OBS mean).
+    """
     lats = np.unique(np.round([a["latitude"] for a in answers], 4))
     lons = np.unique(np.round([a["longitude"] for a in answers], 4))
     if len(lats) * len(lons) != len(answers):
@@ -286,6 +293,11 @@ def to_daily(answers: list[dict], days: pd.DatetimeIndex, *, source: str, notes:
             declared = "W m-2"
         else:
             declared = {"°C": "degC", "m/s": "m s-1"}.get(DAILY_VARIABLES[var][1], DAILY_VARIABLES[var][1])
+        if allow_empty and not np.isfinite(values.values).any():
+            log.warning("%s has no %s for %s..%s: left at the E-OBS mean", source, DAILY_VARIABLES[var][0],
+                        f"{days[0]:%Y-%m-%d}", f"{days[-1]:%Y-%m-%d}")
+            ds[var] = values
+            continue
         ds[var] = to_eobs_units(values.assign_attrs(units=declared), eobs.QUANTITY_OF[var],
                                 name=DAILY_VARIABLES[var][0], source=source, notes=notes)
     return ds
