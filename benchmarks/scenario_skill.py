@@ -113,12 +113,15 @@ def main() -> int:
         return 0
     print("| cube | steps | forecast | RMSE | NSE | fair CRPS | spread | spread/skill |\n|---|---|---|---|---|---|---|---|")
     for r in rows:
-        fmt = (lambda v, d=4: "" if v is None else f"{v:.{d}f}")
         print(f"| {r['cube'][:24]} | {r['steps']} | {r['forecast']} | {fmt(r['rmse'])} | {fmt(r['nse'])} | {fmt(r['crps'])} | "
               f"{fmt(r['spread'])} | {fmt(r['spread_skill'], 3)} |")
     print(f"\n{args.members} members, euler {args.steps} steps, guidance {guidance}, seed {args.seed}; "
           f"{requests} archive request(s), {sent / 1e3:.0f} kB served; {time.perf_counter() - began:.0f} s", file=sys.stderr)
     return 0
+
+
+def fmt(value: float | None, digits: int = 4) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
 
 
 if __name__ == "__main__":
