@@ -159,7 +159,8 @@ def place(cube: xr.Dataset, daily: xr.Dataset, target: TargetGrid, *, layout: st
     days = pd.DatetimeIndex(daily["time"].values)
     cube = cube.drop_vars([meteo_name(v) for v in METEO_VARS if meteo_name(v) in cube] +
                           [c for c in ("meteo_y", "meteo_x") if c in cube.coords])
-    lon, lat, node_y, node_x = sample_positions(target, chosen, eobs.grid_spacing(daily))
+    spacing = eobs.grid_spacing(daily) if eobs.is_gridded(daily) else 0.25  # unused for series
+    lon, lat, node_y, node_x = sample_positions(target, chosen, spacing)
     if chosen == "series":
         dims: tuple[str, ...] = ("time", "stat")
         shape: tuple[int, ...] = ()
