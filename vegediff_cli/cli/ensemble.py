@@ -84,7 +84,7 @@ def ensemble(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     batch_size: BatchOpt = None,
-    weather: WeatherOpt = None,
+    weather: WeatherOpt = "auto",
     overlap: OverlapOpt = 32,
     min_clear_context: MinClearOpt = 1,
     memory_mb: MemoryOpt = 1024,

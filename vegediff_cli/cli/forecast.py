@@ -38,9 +38,12 @@ PrecisionOpt = Annotated[str, typer.Option(
          "The output records the one used.")]
 BatchOpt = Annotated[int | None, typer.Option(
     "--batch-size", help="Chips per model call (default: 4 chip-members on CPU, 64 on GPU).", show_default=False)]
-WeatherOpt = Annotated[Path | None, typer.Option(
-    help="NetCDF with eobs_* series (daily or per frame) for the forecast period: a weather forecast or a scenario.",
-    show_default=False)]
+WeatherOpt = Annotated[str, typer.Option(
+    envvar="VEGEDIFF_WEATHER",
+    help="Weather for forecast dates the cube does not cover. auto: Open-Meteo (no account): ERA5 and its "
+         "16-day forecast, then one past year's weather per member (scenarios); open-meteo: the same, ignoring the "
+         "cube's future; scenarios: past years only (hindcast experiments); none: no network (the cube's climatology, "
+         "else the unconditional model); or a NetCDF file with eobs_* series.")]
 OverlapOpt = Annotated[int, typer.Option(help="Minimum overlap of neighbouring 128 px chips, blended smoothly.")]
 MinClearOpt = Annotated[int, typer.Option(
     help="Pixels with fewer clear context frames are left empty (NaN); see context_clear_count.")]
@@ -128,7 +131,7 @@ def forecast(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     batch_size: BatchOpt = None,
-    weather: WeatherOpt = None,
+    weather: WeatherOpt = "auto",
     overlap: OverlapOpt = 32,
     min_clear_context: MinClearOpt = 1,
     memory_mb: MemoryOpt = 1024,

@@ -62,7 +62,7 @@ class ForecastJob:
     cube: Path  # prepared cube, GreenEarthNet / EarthNet2021x minicube or EarthNet2021 sample
     output: Path  # forecast.nc to write
     cogs: Path | None = None  # folder for one NDVI COG per step; None: no COGs
-    weather: Path | None = None  # --weather file for the future meteorology
+    weather: str | Path | None = None  # --weather: a NetCDF file, or auto / open-meteo / scenarios / none (pipeline/weather.py)
 
 
 @dataclass
@@ -83,7 +83,17 @@ class ForecastSummary:
             "members": self.members, "meteo_source": self.meteo_source, "chips_computed": self.chips,
             "chips_in_layout": self.chips_in_layout, "seconds": round(self.seconds, 2),
             "precision": self.attrs.get("precision"),
+            "meteo_source_per_step": self.attrs.get("meteo_source_per_step", "").split(),
+            "weather_per_member_step": self.weather_per_member_step(),
         }
+
+    def weather_per_member_step(self) -> list[list[str]] | None:
+        """(members, steps) the weather each member used at each step; None without scenarios."""
+        members = [m for m in str(self.attrs.get("weather_per_member", "")).split("|") if m]
+        if not members:
+            return None
+        steps = str(self.attrs.get("meteo_source_per_step", "")).split()
+        return [[label if step == "scenario" else step for step in steps] for label in members]
 
 
 def output_variables(members: int) -> list[VariableSpec]:
@@ -128,6 +138,10 @@ def output_attrs(job: ForecastJob, plan: ForecastPlan, *, weights: Path, cfg: Mo
         "meteo_source_per_step": " ".join(plan.meteo.per_step),
         "meteo_ignored": " ".join(plan.meteo.ignored),  # variables the weights hardly saw: left at the E-OBS mean
         "spread_inflation": " ".join(f"{f:.3f}" for f in plan.spread_inflation) if plan.spread_inflation else "none",
+        # Weather scenarios: member m used weather_per_member[m] at the steps marked "scenario" above.
+        "weather_per_member": "|".join(plan.meteo.scenario_labels[m % len(plan.meteo.scenario_labels)]
+                                       for m in range(s.members)) if plan.meteo.per_member else "",
+        "meteo_attribution": plan.meteo.attribution,
         "forecast_start": f"{times.dates[0]:%Y-%m-%d}",
         "context_dates": " ".join(f"{d:%Y-%m-%d}" for d in times.context_dates),
     }

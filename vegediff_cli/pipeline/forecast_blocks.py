@@ -126,8 +126,11 @@ def chip_batch(window: Window, chips: list[Chip], plan: ForecastPlan) -> ChipBat
         centre_x = 0.5 * (plan.x[chip.col] + plan.x[col1 - 1])
         meteo.append(plan.meteo.at(centre_y, centre_x))
         seeds.append(chip_seed(plan.settings.seed, chip))
+    meteo_batch = np.stack(meteo).astype("float32")  # (B, K+F, 24), or (B, M, K+F, 24) with weather scenarios
+    if meteo_batch.ndim == 4:
+        meteo_batch = np.ascontiguousarray(meteo_batch.transpose(1, 0, 2, 3))  # (M, B, K+F, 24)
     dates = np.repeat(date_features(plan.times.model_dates, plan.latitude)[None], len(chips), axis=0)  # (B, K+F, 3)
-    return ChipBatch(np.stack(context), np.stack(valid), np.stack(meteo).astype("float32"), np.stack(static), seeds, dates)
+    return ChipBatch(np.stack(context), np.stack(valid), meteo_batch, np.stack(static), seeds, dates)
 
 
 def _blend(acc: Accumulator, col0: int, col1: int, chip: Chip, members: np.ndarray, weights: np.ndarray,

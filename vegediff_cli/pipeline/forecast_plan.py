@@ -195,7 +195,7 @@ def plan_forecast(
     times = forecast_times(pd.DatetimeIndex(cube["time"].values), start=settings.start, horizon=settings.horizon,
                            context_frames=cfg.vegenet.context_frames, model_horizon=cfg.vegenet.horizon)
     meteo = resolve_meteo(cube, model_dates=times.model_dates, context_frames=cfg.vegenet.context_frames,
-                          requested=settings.horizon, weather=weather, ignore=ignore_meteo)
+                          requested=settings.horizon, weather=weather, ignore=ignore_meteo, members=settings.members)
     height, width = cube.sizes["y"], cube.sizes["x"]
     stripe = settings.stripe_cols
     if stripe is None:
