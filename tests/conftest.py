@@ -81,13 +81,19 @@ def cli(capsys):
     return run
 
 
-@pytest.fixture(autouse=True)
-def no_internet_weather(monkeypatch, tmp_path_factory):
+@pytest.fixture(autouse=True, scope="session")
+def no_internet_weather(tmp_path_factory):
     """Nothing in the suite may reach the real Open-Meteo: its URLs point at a closed loopback port.
 
-    A test that wants weather starts tests/openmeteo_server.py and points these variables at it;
-    the download cache lives in a fresh folder per test.
+    Session-wide, so that module-scoped fixtures that run the CLI see it too. A test that wants
+    weather starts tests/openmeteo_server.py and points these variables at it (its own monkeypatch).
     """
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _offline_weather(monkeypatch, tmp_path_factory)
+        yield
+
+
+def _offline_weather(monkeypatch, tmp_path_factory) -> None:
     monkeypatch.setenv("VEGEDIFF_OPEN_METEO_ARCHIVE_URL", "http://127.0.0.1:9/v1/archive")
     monkeypatch.setenv("VEGEDIFF_OPEN_METEO_FORECAST_URL", "http://127.0.0.1:9/v1/forecast")
     monkeypatch.setenv("VEGEDIFF_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
@@ -96,3 +102,9 @@ def no_internet_weather(monkeypatch, tmp_path_factory):
     # (the variables set those options' defaults); the weather tests delete them to test `auto`.
     monkeypatch.setenv("VEGEDIFF_METEO", "none")
     monkeypatch.setenv("VEGEDIFF_WEATHER", "none")
+
+
+@pytest.fixture(autouse=True)
+def fresh_download_cache(monkeypatch, tmp_path_factory):
+    """Each test starts with an empty download cache (a test's downloads never serve another's)."""
+    monkeypatch.setenv("VEGEDIFF_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))

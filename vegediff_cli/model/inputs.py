@@ -99,7 +99,7 @@ def date_features(dates: pd.DatetimeIndex | np.ndarray, latitude: float) -> np.n
     the latitude scaled to [-1, 1], so that the same date can mean green-up in one place and
     senescence in another.
     """
-    day = pd.DatetimeIndex(dates).dayofyear.to_numpy(dtype="float64") - 1.0
+    day = pd.DatetimeIndex(dates).day_of_year.to_numpy(dtype="float64") - 1.0
     angle = 2.0 * np.pi * day / YEAR_DAYS
     lat = np.full_like(angle, float(np.clip(latitude, -90.0, 90.0)) / 90.0)
     return np.stack([np.sin(angle), np.cos(angle), lat], axis=-1).astype("float32")

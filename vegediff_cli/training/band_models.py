@@ -17,7 +17,7 @@ import numpy as np
 # sources with all four bands (GreenEarthNet 34VCL, EarthNet2021x 29SND 2017, the 6 EarthNet2021
 # samples, the Romanian forest at 20 m with its own 10 m B2 averaged to 20 m). Leaving each
 # source out of the fit and predicting it: RMSE 0.005-0.010 reflectance, R2 0.87-0.96.
-BLUE_FROM_GRN = (1.1404, -0.2120, -0.0592, 0.0)
+BLUE_FROM_GRN = (1.1270, -0.2043, -0.0587, 0.0001)
 
 
 def estimate_blue(green: np.ndarray, red: np.ndarray, nir: np.ndarray) -> np.ndarray:

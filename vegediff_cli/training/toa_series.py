@@ -7,6 +7,7 @@ NIR, with neither dates nor a cloud mask. Turned into a :class:`Sequence`:
 - dates: the T frames are taken as evenly spaced from 1 January to 30 November of the year (the
   data set's README gives only "2020-01..11"; an assumption, stated in the model card), then put
   on the model's 5-day grid like any irregular series;
+- pixels that are 0 in every band hold no data (the first frame is all zeros);
 - frames identical to the one before are repeats of it (the file fills dates without a new
   acquisition with the previous frame), not observations: they count as missing;
 - NIR is taken as B8A, blue as B02 (the file says NIR, not which band);
@@ -73,6 +74,7 @@ def read_toa_series(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.
                                 fix="pass R G B NIR top-of-atmosphere reflectance x 255 as (H, W, 4, T) uint8")
     toa = raw.transpose(3, 2, 0, 1)[:, RGBN_TO_BGRN].astype("float32") / 255.0  # (T, 4, H, W)
     fresh = new_acquisitions(toa)
+    toa[np.repeat((toa == 0).all(axis=1, keepdims=True), 4, axis=1)] = np.nan  # 0 in every band: no data
     candidate = fresh[:, None, None] & (toa[:, 0] < CANDIDATE_BLUE_TOA)
     reflectance = toa_to_l2a(toa, candidate)
     clear = detect_clear(reflectance, fresh)
