@@ -14,7 +14,9 @@ retrains it first. The denoiser (stage 2) starts from scratch with the `small` p
 paper's VegeNet plus the documented departures (residual, causal context, date features, erf
 GELU, noise offset in training), each of which the flags below can switch off for an ablation.
 Equivalent to `vegediff train diffusion --preset small ...`; the run folder keeps resumable
-checkpoints, kept copies for selection (`--keep-every`) and the log.
+checkpoints, kept copies for selection (`--keep-every`) and the log (diffusion-log.jsonl). The
+encoded latents and the data index are shared by every run in runs/ (runs/latent-cache, keyed
+by the VAE's weights; runs/data-index.json), so a new variant starts training at once.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ HOLDOUT = "JAS2021_minicube_0_29SND"  # test cube: scored in weights/MODEL_CARD.
 # calibration, so the test cube above is used for the final figures only.
 VALIDATION = "minicube_29SND_39.17_-8.05_2017"
 SHIPPED = ROOT / "weights" / "vegediff-small.safetensors"
+LATENT_CACHE = ROOT / "runs" / "latent-cache"  # encoded training latents, shared by runs with the same VAE
+INDEX_CACHE = ROOT / "runs" / "data-index.json"  # description of the training files, shared by runs
 
 
 def default_vae() -> Path:
@@ -79,6 +83,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for this model)")
     parser.add_argument("--precision", default="auto", help="training autocast: auto, fp32, bf16")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (0: none)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
@@ -91,15 +96,17 @@ def main() -> int:
     if args.stage in ("vae", "all"):
         vae_file = run_dir / "vae.safetensors"
         result = run_vae([SHARED], exclude=[HOLDOUT, *args.exclude], preset_name=args.preset,
-                         settings=VAETrainSettings(steps=args.vae_steps), run_dir=run_dir / "vae",
-                         output=vae_file, device=device, progress=progress)
+                         settings=VAETrainSettings(steps=args.vae_steps, workers=args.workers), run_dir=run_dir / "vae",
+                         output=vae_file, device=device, progress=progress, index_cache=INDEX_CACHE)
         print(json.dumps(result))
     if args.stage in ("diffusion", "all"):
         settings = DiffusionTrainSettings(steps=args.steps, batch=args.batch, keep_every=args.keep_every,
-                                          series_fraction=args.series_fraction, seed=args.seed, precision=args.precision)
+                                          series_fraction=args.series_fraction, seed=args.seed, precision=args.precision,
+                                          workers=args.workers)
         result = run_diffusion([SHARED], init=vae_file, exclude=held_out, settings=settings,
                                run_dir=run_dir / "diffusion", output=run_dir / "final.safetensors", device=device,
-                               progress=progress, denoiser=denoiser_config(args))
+                               progress=progress, denoiser=denoiser_config(args), latent_cache=LATENT_CACHE,
+                               index_cache=INDEX_CACHE)
         result["vae_from"] = str(vae_file)
         print(json.dumps(result))
         (run_dir / "recipe.json").write_text(json.dumps({**vars(args), "vae_from": str(vae_file),

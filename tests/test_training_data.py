@@ -13,7 +13,7 @@ from vegediff_cli.training.band_models import DARK_OBJECT_L2A, estimate_blue, to
 from vegediff_cli.training.clear_sky import detect_clear
 from vegediff_cli.training.sequences import discover, load_sequence
 from vegediff_cli.training.toa_series import frame_dates, new_acquisitions
-from vegediff_cli.training.windows import encode_sequence, sample_window, spatial_size, square
+from vegediff_cli.training.windows import spatial_size, square
 
 
 def test_date_features_tell_seasons_and_hemispheres_apart():
@@ -94,21 +94,26 @@ def test_discover_uses_every_season_and_skips_the_10m_twin(shared_data):
     assert not any("reference_predictions" in n or n.endswith(".tif") for n in names)
 
 
-def test_a_tiny_series_is_padded_and_windows_carry_dates(shared_data):
+def test_a_tiny_series_is_padded_and_windows_carry_dates(shared_data, tmp_path):
     """The Rhone valley series is 10 x 10 px: padded to 16 px with pixels that never count."""
     import torch
 
     from vegediff_cli.model.presets import PRESETS
     from vegediff_cli.model.vegediff import VegeDiff
+    from vegediff_cli.training.index import describe
+    from vegediff_cli.training.latent_cache import LatentWindows, build_latent_cache
+    from vegediff_cli.training.parallel import Runtime
 
-    seq = load_sequence(shared_data / "sentinel2_series" / "france_rhone_2017-2019_20m.nc")
+    path = shared_data / "sentinel2_series" / "france_rhone_2017-2019_20m.nc"
+    seq = load_sequence(path)
     assert seq.frames.shape[-2:] == (10, 10) and np.isfinite(seq.frames[seq.valid.any(axis=(1, 2))]).any()
     side = spatial_size(seq)
     frames, valid = square(seq, side)
     assert side == 16 and frames.shape[-2:] == (16, 16) and not valid[:, 10:, :].any() and not valid[:, :, 10:].any()
     torch.manual_seed(0)
-    encoded = encode_sequence(seq, VegeDiff(PRESETS["tiny"]).eval(), device=torch.device("cpu"))
-    window = sample_window(encoded, np.random.default_rng(0))
+    info = describe(path)
+    stems = build_latent_cache(VegeDiff(PRESETS["tiny"]).eval(), [info], tmp_path, runtime=Runtime())
+    window = LatentWindows(tmp_path, stems, seed=0, train_steps=1000)[(0, int(info.eligible_starts()[0]), 3, 0, 0)]
     assert window["dates"].shape == (30, 3)
     # each 8 x 8 latent cell weighs its share of real clear pixels: at most 100 of the 256 in a frame
     assert float(window["weights"].sum(dim=(1, 2, 3)).max()) <= 100 / 64 + 1e-6

@@ -36,9 +36,10 @@ def frame_phase(raw: xr.Dataset) -> int:
     return best if counts[best] > 0 else STEP_DAYS - 1
 
 
-def minicube_to_cube(raw: xr.Dataset, *, path: Path) -> xr.Dataset:
-    """Convert an opened minicube; the caller has checked the required variables."""
-    phase = frame_phase(raw)
+def minicube_to_cube(raw: xr.Dataset, *, path: Path, phase: int | None = None) -> xr.Dataset:
+    """Convert an opened minicube; the caller has checked the required variables. `phase` (found
+    from the data when None) lets a reader convert a few days cut out of a longer minicube."""
+    phase = frame_phase(raw) if phase is None else phase
     frames = np.arange(phase, raw.sizes["time"], STEP_DAYS)
     raw = raw.transpose("time", "lat", "lon", ...)
     bands = np.stack([raw[b].values[frames] for b in BANDS], axis=1).astype("float32")

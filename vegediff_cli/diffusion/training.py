@@ -44,6 +44,9 @@ def diffusion_loss(
     cfg: LossSettings,
     generator: torch.Generator | None = None,
     dates: torch.Tensor | None = None,
+    timesteps: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    dropout_draw: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Masked, Min-SNR-weighted eps-MSE for one batch.
 
@@ -55,16 +58,25 @@ def diffusion_loss(
 
     With ``cfg.train_context_mix`` the noise is eps + mix x mean(context), the distribution sampling
     starts from (VegeDiff.sample), and the network learns to predict that whole offset noise.
+
+    The random draws come from `generator`, or are given: timesteps (B,), noise eps like `future`
+    and dropout_draw (B,) uniform numbers (a row keeps its condition when >= cond_dropout); the
+    training loop draws them per window from the window's own seed, so that a batch split over
+    processes computes the same numbers as one process.
     """
     b = future.shape[0]
     device = future.device
-    timesteps = torch.randint(0, cfg.train_steps, (b,), device=device, generator=generator)
-    noise = torch.randn(future.shape, device=device, generator=generator)
+    if timesteps is None:
+        timesteps = torch.randint(0, cfg.train_steps, (b,), device=device, generator=generator)
+    if noise is None:
+        noise = torch.randn(future.shape, device=device, generator=generator)
     mix = getattr(cfg, "train_context_mix", None)
     if mix:
         noise = noise + mix * context.mean(dim=1, keepdim=True)  # (B, 1, C, h, w) over every future frame
     noisy = noise_latents(future, timesteps, noise, alphas_cumprod)
-    keep = conditioned & (torch.rand(b, device=device, generator=generator) >= cfg.cond_dropout)  # CFG dropout
+    if dropout_draw is None:
+        dropout_draw = torch.rand(b, device=device, generator=generator)
+    keep = conditioned & (dropout_draw >= cfg.cond_dropout)  # CFG dropout
     extra = {} if dates is None else {"dates": dates}
     eps = eps_model(torch.cat([context, noisy], dim=1), timesteps.float(), meteo=meteo, static=static, keep_cond=keep,
                     **extra)

@@ -108,10 +108,14 @@ class VegetationVAE(nn.Module):
         raw = latent * self.latent_std + self.latent_mean
         return self.decoder(raw) * self.band_std + self.band_mean
 
-    def forward(self, reflectance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Training pass: reconstruction (reflectance units), latent mean and log-variance."""
+    def forward(
+        self, reflectance: torch.Tensor, noise: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Training pass: reconstruction (reflectance units), latent mean and log-variance; `noise`
+        (like the latent) fixes the posterior sample's draw."""
         mean, logvar = self.encode_distribution(reflectance)
-        sample = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)
+        noise = torch.randn_like(mean) if noise is None else noise.to(mean.dtype)
+        sample = mean + noise * torch.exp(0.5 * logvar)
         reconstruction = self.decoder(sample) * self.band_std + self.band_mean
         return reconstruction, mean, logvar
 

@@ -1,28 +1,31 @@
 """Stage 2: train the VegeNet denoiser on VAE latents of real sequences (paper Sec. III-D).
 
 Sequences with meteorology or static layers train both branches (10 % condition dropout);
-series without either (plain Sentinel-2 time series) train the unconditional branch only.
-The VAE is frozen; latents of all augmentations are computed once up front.
+series without either (plain Sentinel-2 time series) train the unconditional branch only; the
+date features are never dropped. The VAE is frozen: every sequence is encoded once, under its
+8 dihedral transforms, into the latent cache (latent_cache.py), and the windows of each step
+(order.py) are read from it by DataLoader workers. The loop (engine.py) runs on one process or
+many (torchrun), resumable from the run folder.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from ..diffusion.training import diffusion_loss
-from ..model.device import autocast
 from ..model.vegediff import VegeDiff
 from ..progress import ProgressFactory, no_progress
-from .checkpoint import EMA, load_checkpoint, restore_rng, rng_state, save_checkpoint
-from .sequences import Sequence
-from .windows import EncodedSequence, encode_sequence, sample_batch
+from .engine import LoopResult, LoopSettings, Trainer
+from .index import SourceInfo, fingerprint
+from .latent_cache import LatentWindows, build_latent_cache
+from .order import StepBatches, WindowOrder, split_batch
+from .parallel import Runtime
 
 log = logging.getLogger("vegediff.train")
 
@@ -30,7 +33,7 @@ log = logging.getLogger("vegediff.train")
 @dataclass(frozen=True)
 class DiffusionTrainSettings:
     steps: int = 4000  # optimiser steps
-    batch: int = 8  # windows per step
+    batch: int = 8  # windows per step (the global batch, over all processes)
     lr: float = 3e-4  # peak AdamW learning rate
     warmup: int = 200  # linear warm-up steps, then cosine decay to 10 %
     weight_decay: float = 0.01
@@ -40,6 +43,12 @@ class DiffusionTrainSettings:
     checkpoint_every: int = 200  # steps between resumable checkpoints
     keep_every: int = 0  # also keep a copy of the checkpoint every this many steps (0: none), for model selection
     precision: str = "auto"  # autocast: auto (bf16 on GPUs and CPUs with native bf16), fp32, bf16
+    sampling: str = "sqrt"  # window order: "sqrt" (the shipped recipe, with replacement) or "epoch" (order.py)
+    micro_batch: int = 0  # windows per forward/backward on a process (0: its whole share); smaller accumulates
+    workers: int = 0  # DataLoader worker processes per training process (0: read in the training process)
+    budget_steps: int = 0  # stop (resumable) after this many steps in this invocation (0: no limit)
+    budget_seconds: float = 0.0  # stop (resumable) after this much wall time in this invocation (0: no limit)
+    log_every: int = 10  # steps between lines of <run_dir>/diffusion-log.jsonl
 
 
 def learning_rate(step: int, settings: DiffusionTrainSettings) -> float:
@@ -49,84 +58,63 @@ def learning_rate(step: int, settings: DiffusionTrainSettings) -> float:
     return settings.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def group_by_size(encoded: list[EncodedSequence]) -> dict[int, list[EncodedSequence]]:
-    groups: dict[int, list[EncodedSequence]] = defaultdict(list)
-    for seq in encoded:
-        groups[seq.latents.shape[-1]].append(seq)
-    return dict(groups)
+def loop_settings(settings) -> LoopSettings:
+    """The engine's part of a stage's settings."""
+    return LoopSettings(steps=settings.steps, batch=settings.batch, micro_batch=settings.micro_batch,
+                        precision=settings.precision, checkpoint_every=settings.checkpoint_every,
+                        keep_every=getattr(settings, "keep_every", 0), budget_steps=settings.budget_steps,
+                        budget_seconds=settings.budget_seconds, log_every=settings.log_every)
 
 
 def train_diffusion(
     model: VegeDiff,
-    sequences: list[Sequence],
+    sources: list[SourceInfo],
     *,
     settings: DiffusionTrainSettings,
     run_dir: Path,
-    device: torch.device,
+    runtime: Runtime,
+    latent_cache: Path | None = None,
     progress: ProgressFactory = no_progress,
-) -> tuple[VegeDiff, list[float]]:
-    """Train (or resume) the denoiser of `model` (its VAE is used frozen); EMA weights at the end."""
-    torch.manual_seed(settings.seed)
-    rng = np.random.default_rng(settings.seed)
-    model = model.to(device).eval()
+) -> tuple[VegeDiff, LoopResult]:
+    """Train (or resume) the denoiser of `model` (its VAE frozen); EMA weights at the end of the schedule."""
+    _, micro_batches = split_batch(settings.batch, settings.micro_batch, runtime.world)
+    model = model.to(runtime.device).eval()
     for p in model.vae.parameters():
         p.requires_grad_(False)
-    with progress(len(sequences), "encode sequences") as bar:
-        encoded = []
-        for seq in sequences:
-            encoded.append(encode_sequence(seq, model, device=device))
-            bar.update(1)
-    groups = group_by_size(encoded)
-    main_size = max(groups, key=lambda size: sum(s.conditioned for s in groups[size]) * 1000 + size)
-    others = [size for size in groups if size != main_size]
-    log.info("diffusion: groups %s", {size: [s.name for s in g] for size, g in groups.items()})
+    folder = latent_cache or run_dir / "latents"
+    stems = build_latent_cache(model, sources, folder, runtime=runtime, workers=settings.workers, progress=progress)
+    order = WindowOrder(sources, batch=settings.batch, steps=settings.steps, seed=settings.seed,
+                        series_fraction=settings.series_fraction, sampling=settings.sampling)
+    log.info("diffusion: %d windows of side %d (+ %s), %.0f steps per epoch, %d process(es) x %d micro-batch(es)",
+             order.windows(order.main), order.main, {s: order.windows(s) for s in order.others} or "no other size",
+             order.steps_per_epoch(), runtime.world, micro_batches)
+    data_id = fingerprint(sources)
+
+    def position(step: int) -> dict:
+        return {**order.position(step), "data": data_id}
 
     net = model.vegenet
-    net.train()
-    optimiser = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    ema = EMA(net, settings.ema_decay)
-    checkpoint_path = run_dir / "diffusion.ckpt"
-    losses: list[float] = []
-    start = 0
-    state = load_checkpoint(checkpoint_path)
-    if state is not None:
-        net.load_state_dict(state["vegenet"])
-        ema.load_state_dict(state["ema"])
-        optimiser.load_state_dict(state["optimiser"])
-        restore_rng(rng, state["rng"])
-        start, losses = state["step"], state["losses"]
-        ema.updates = start
-        log.info("diffusion: resuming at step %d", start)
+    trainer = Trainer("diffusion", net, state_key="vegenet", runtime=runtime, run_dir=run_dir,
+                      settings=loop_settings(settings), lr=lambda step: learning_rate(step, settings),
+                      weight_decay=settings.weight_decay, ema_decay=settings.ema_decay, progress=progress)
+    start = trainer.resume(position)
+    plan = StepBatches(lambda step: order.batch_of(step)[1], batch=settings.batch, micro_batch=settings.micro_batch,
+                       first=start, last=settings.steps, runtime=runtime)
+    windows = LatentWindows(folder, stems, seed=settings.seed, train_steps=model.cfg.diffusion.train_steps)
+    loader = DataLoader(windows, batch_sampler=plan, num_workers=settings.workers,
+                        pin_memory=runtime.device.type == "cuda", persistent_workers=False)
+    dates = bool(net.cfg.date_channels)
 
-    with progress(settings.steps, "train diffusion") as bar:
-        bar.update(start)
-        for step in range(start, settings.steps):
-            size = others[int(rng.integers(len(others)))] if others and rng.random() < settings.series_fraction else main_size
-            batch = {k: v.to(device) for k, v in sample_batch(groups[size], settings.batch, rng).items()}
-            context, future = model.to_diffusion_space(batch["context"], batch["future"])
-            for group in optimiser.param_groups:
-                group["lr"] = learning_rate(step, settings)
-            with autocast(device, settings.precision):
-                loss = diffusion_loss(
-                    net, future, context=context, meteo=batch["meteo"], static=batch["static"],
-                    loss_mask=batch["weights"], conditioned=batch["conditioned"],
-                    alphas_cumprod=model.alphas_cumprod, cfg=model.cfg.diffusion,
-                    dates=batch["dates"] if net.cfg.date_channels else None,
-                )
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            optimiser.step()
-            ema.update(net)
-            losses.append(float(loss.detach()))
-            bar.update(1)
-            keep = bool(settings.keep_every) and (step + 1) % settings.keep_every == 0
-            if keep or (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.steps:
-                state = {"vegenet": net.state_dict(), "ema": ema.state_dict(), "optimiser": optimiser.state_dict(),
-                         "rng": rng_state(rng), "step": step + 1, "losses": losses}
-                save_checkpoint(checkpoint_path, state)
-                if keep:
-                    save_checkpoint(run_dir / f"diffusion-step{step + 1:06d}.ckpt", state)
-                log.info("diffusion step %d: loss %.4f (mean of last 100)", step + 1, float(np.mean(losses[-100:])))
-    net.load_state_dict(ema.state_dict())
-    return model.eval(), losses
+    def loss(denoiser: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        context, future = model.to_diffusion_space(batch["context"], batch["future"])
+        return diffusion_loss(
+            denoiser, future, context=context, meteo=batch["meteo"], static=batch["static"],
+            loss_mask=batch["weights"], conditioned=batch["conditioned"], alphas_cumprod=model.alphas_cumprod,
+            cfg=model.cfg.diffusion, dates=batch["dates"] if dates else None, timesteps=batch["timestep"],
+            noise=batch["noise"], dropout_draw=batch["dropout_draw"],
+        )
+
+    result = trainer.fit(loader, loss, micro_batches=micro_batches, position=position)
+    if result.completed:
+        net.load_state_dict(trainer.ema.state_dict())
+    return model.eval(), result

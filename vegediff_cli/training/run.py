@@ -1,4 +1,9 @@
-"""Training entry points used by `vegediff train`: data selection, both stages, weights files."""
+"""Training entry points used by `vegediff train`: data selection, both stages, weights files.
+
+Each entry point runs in one process or, under `torchrun`, in every process of the run (see
+parallel.py); only rank 0 writes the weights file. A run stopped by its budget writes no weights
+file: its result says `completed: false`, and the same command resumes it.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +16,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import NoValidDataError, UsageError
 from ..model.presets import ModelConfig, preset
 from ..model.vegediff import VegeDiff
 from ..model.weights import load_weights, save_weights
 from ..progress import ProgressFactory, no_progress
 from .diffusion_train import DiffusionTrainSettings, train_diffusion
-from .sequences import Sequence, discover, load_sequence, meteo_coverage
+from .engine import LoopResult, peak_memory_mib
+from .index import meteo_coverage, select_sources
+from .order import split_batch
+from .parallel import Runtime, processes
 from .vae_train import VAETrainSettings, train_vae
 
 log = logging.getLogger("vegediff.train")
@@ -26,21 +33,6 @@ DATA_LICENCES = (
     "Sentinel-2: Copernicus open data; E-OBS: non-commercial research and education only; "
     "EarthNet2021 / EarthNet2021x: CC-BY-NC-SA-4.0; ESA WorldCover, Geomorpho90m: CC-BY-4.0"
 )
-
-
-def select_sequences(data: list[Path], exclude: list[str]) -> tuple[list[Sequence], list[str]]:
-    """Load every training source under `data` whose file name contains none of `exclude`."""
-    paths = discover(data)
-    kept = [p for p in paths if not any(pattern in p.name for pattern in exclude)]
-    if not kept:
-        raise NoValidDataError(f"no training data found under {', '.join(map(str, data))}",
-                               fix="pass folders with cubes, minicubes or Sentinel-2 series via --data")
-    for pattern in exclude:
-        if not any(pattern in p.name for p in paths):
-            raise UsageError(f"--exclude '{pattern}' matches no training file", fix="check the hold-out name")
-    sequences = [load_sequence(p) for p in kept]
-    log.info("training on %d sequences: %s", len(sequences), ", ".join(s.name for s in sequences))
-    return sequences, [p.name for p in kept]
 
 
 def _metadata(stage: str, files: list[str], exclude: list[str], losses: list[float], extra: dict) -> dict[str, str]:
@@ -55,39 +47,66 @@ def _metadata(stage: str, files: list[str], exclude: list[str], losses: list[flo
     }
 
 
+def _summary(stage: str, output: Path, result: LoopResult, settings, runtime: Runtime, files: list[str]) -> dict:
+    return {
+        "output": str(output) if result.completed else None, "stage": stage, "completed": result.completed,
+        "step": result.step, "steps": settings.steps,
+        "final_loss": float(np.mean(result.losses[-100:])) if result.losses else float("nan"),
+        "processes": runtime.world, "global_batch": settings.batch,
+        "windows_per_s": round(result.windows_per_s, 3),
+        "peak_memory_mib": {k: round(v, 1) for k, v in peak_memory_mib().items()},
+        "trained_on": files if len(files) <= 100 else files[:100] + [f"... {len(files) - 100} more"],
+        "sources": len(files),
+    }
+
+
 def run_vae(
     data: list[Path], *, exclude: list[str], preset_name: str, settings: VAETrainSettings,
-    run_dir: Path, output: Path, device: torch.device, progress: ProgressFactory = no_progress,
+    run_dir: Path, output: Path, device: torch.device | str, progress: ProgressFactory = no_progress,
+    index_cache: Path | None = None,
 ) -> dict:
-    sequences, files = select_sequences(data, exclude)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    model, losses = train_vae(sequences, cfg=preset(preset_name), settings=settings, run_dir=run_dir,
-                              device=device, progress=progress)
-    save_weights(model, output, metadata=_metadata("vae", files, exclude, losses, {"vae_settings": vars_of(settings)}))
-    return {"output": str(output), "stage": "vae", "steps": settings.steps, "final_loss": float(np.mean(losses[-100:])),
-            "trained_on": files}
+    """Stage 1 on the sources under `data`; writes `output` (VAE, its statistics, the preset's untrained denoiser)."""
+    with processes(device) as runtime:
+        split_batch(settings.batch, settings.micro_batch, runtime.world)  # a bad split fails before any reading
+        run_dir.mkdir(parents=True, exist_ok=True)
+        sources = select_sources(data, exclude, runtime=runtime, cache=index_cache or run_dir / "data-index.json",
+                                 workers=settings.workers, progress=progress)
+        files = [Path(s.path).name for s in sources]
+        model, result = train_vae(sources, cfg=preset(preset_name), settings=settings, run_dir=run_dir,
+                                  runtime=runtime, progress=progress)
+        if result.completed and runtime.main:
+            save_weights(model, output, metadata=_metadata("vae", files, exclude, result.losses,
+                                                           {"vae_settings": vars_of(settings)}))
+        return _summary("vae", output, result, settings, runtime, files)
 
 
 def run_diffusion(
     data: list[Path], *, init: Path, exclude: list[str], settings: DiffusionTrainSettings,
-    run_dir: Path, output: Path, device: torch.device, progress: ProgressFactory = no_progress,
-    denoiser: ModelConfig | None = None,
+    run_dir: Path, output: Path, device: torch.device | str, progress: ProgressFactory = no_progress,
+    denoiser: ModelConfig | None = None, latent_cache: Path | None = None, index_cache: Path | None = None,
 ) -> dict:
     """Train the denoiser on the VAE of `init`. The denoiser starts from `init`'s own, or, with
-    `denoiser`, from scratch with that config's VegeNet and diffusion settings (its VAE part is
-    ignored: the VAE and its latent statistics are `init`'s)."""
-    sequences, files = select_sequences(data, exclude)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    model, meta = load_weights(init, device=device)
-    if denoiser is not None:
-        model = with_new_denoiser(model, denoiser).to(device)
-    model, losses = train_diffusion(model, sequences, settings=settings, run_dir=run_dir, device=device,
-                                    progress=progress)
-    extra = {"diffusion_settings": vars_of(settings), "vae_trained_on": json.loads(meta.get("trained_on", "[]")),
-             "meteo_coverage": meteo_coverage(sequences)}
-    save_weights(model, output, metadata=_metadata("vae+diffusion", files, exclude, losses, extra))
-    return {"output": str(output), "stage": "diffusion", "steps": settings.steps,
-            "final_loss": float(np.mean(losses[-100:])), "trained_on": files}
+    `denoiser`, from scratch (seeded) with that config's VegeNet and diffusion settings (its VAE
+    part is ignored: the VAE and its latent statistics are `init`'s). Latents are cached in
+    `latent_cache` (default: <run_dir>/latents; a folder shared by runs with the same VAE)."""
+    with processes(device) as runtime:
+        split_batch(settings.batch, settings.micro_batch, runtime.world)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        sources = select_sources(data, exclude, runtime=runtime, cache=index_cache or run_dir / "data-index.json",
+                                 workers=settings.workers, progress=progress)
+        files = [Path(s.path).name for s in sources]
+        model, meta = load_weights(init, device=runtime.device)
+        if denoiser is not None:
+            torch.manual_seed(settings.seed)
+            model = with_new_denoiser(model, denoiser).to(runtime.device)
+        model, result = train_diffusion(model, sources, settings=settings, run_dir=run_dir, runtime=runtime,
+                                        latent_cache=latent_cache, progress=progress)
+        if result.completed and runtime.main:
+            extra = {"diffusion_settings": vars_of(settings),
+                     "vae_trained_on": json.loads(meta.get("trained_on", "[]")),
+                     "meteo_coverage": meteo_coverage(sources), "processes": runtime.world}
+            save_weights(model, output, metadata=_metadata("vae+diffusion", files, exclude, result.losses, extra))
+        return _summary("diffusion", output, result, settings, runtime, files)
 
 
 def with_new_denoiser(model: VegeDiff, denoiser: ModelConfig) -> VegeDiff:
@@ -99,6 +118,4 @@ def with_new_denoiser(model: VegeDiff, denoiser: ModelConfig) -> VegeDiff:
 
 
 def vars_of(settings) -> dict:
-    import dataclasses
-
     return dataclasses.asdict(settings)

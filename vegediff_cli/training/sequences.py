@@ -8,6 +8,10 @@ estimated from the other bands, band_models.py) and 8-bit L1C series (toa_series
 series are averaged to 20 m, and a 10 m series is skipped where the same acquisitions exist at
 20 m (true B8A). Irregular acquisition dates are placed on the 5-day grid (latest clear view wins).
 Every sequence knows its latitude, for the model's date features.
+
+:func:`load_frames` reads a range of frames only: from a GreenEarthNet minicube the days of those
+frames (and the 4 days before the first, for its meteorology), from this tool's cubes the frames
+themselves; other sources are small and read whole.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ import pandas as pd
 import xarray as xr
 
 from ..config import BANDS, METEO_STATS, METEO_VARS, STEP_DAYS, VALID, meteo_name
+from ..cube import greenearthnet
 from ..cube.masks import clear_from_scl
 from ..cube.readers import open_cube, open_netcdf
 from ..cube.schema import centre_latitude
-from ..errors import MissingVariableError
+from ..errors import CorruptInputError, MissingVariableError
 from ..model.inputs import STATIC_ORDER
 from .band_models import estimate_blue
 from .toa_series import is_toa_series, read_toa_series
@@ -150,6 +155,52 @@ def load_sequence(path: Path) -> Sequence:
     raise MissingVariableError(f"{path} holds no Sentinel-2 imagery", fix="pass cubes, minicubes or S2 series")
 
 
+def minicube_frames(path: Path) -> tuple[int, int] | None:
+    """(frames, phase) of a GreenEarthNet / EarthNet2021x minicube: its Sentinel-2 days are
+    phase, phase + 5, ...; None for any other file."""
+    if path.suffix != ".nc":
+        return None
+    with open_netcdf(path) as raw:
+        if not greenearthnet.is_minicube(raw):
+            return None
+        phase = greenearthnet.frame_phase(raw)
+        return len(range(phase, raw.sizes["time"], STEP_DAYS)), phase
+
+
+def load_frames(path: Path, start: int, stop: int, *, phase: int | None = None) -> Sequence:
+    """Frames start..stop-1 of a source as a Sequence. A minicube with its `phase` (from
+    :func:`minicube_frames`) and this tool's cubes are read partially, other sources whole."""
+    path = Path(path)
+    if phase is not None:
+        return _minicube_days(path, start, stop, phase)
+    if path.suffix == ".nc":
+        with xr.open_dataset(path) as raw:
+            own = "vegediff_cube_version" in raw.attrs
+        if own:
+            return from_cube(open_cube(path).isel(time=slice(start, stop)).load(), path.stem)
+    return _slice(load_sequence(path), start, stop)
+
+
+def _minicube_days(path: Path, start: int, stop: int, phase: int) -> Sequence:
+    first_day = phase + STEP_DAYS * start
+    day0 = max(0, first_day - (STEP_DAYS - 1))  # the first frame's meteorology covers days t-4..t
+    with open_netcdf(path) as raw:
+        day1 = min(raw.sizes["time"], phase + STEP_DAYS * (stop - 1) + 1)
+        try:
+            days = raw.isel(time=slice(day0, day1)).load()
+        except (OSError, RuntimeError) as exc:
+            raise CorruptInputError(f"{path} could not be read to the end ({str(exc).splitlines()[0][:160]})",
+                                    fix="the file may be truncated: delete it or download it again") from exc
+    cube = greenearthnet.minicube_to_cube(days, path=path, phase=first_day - day0)
+    return from_cube(cube, path.stem)
+
+
+def _slice(seq: Sequence, start: int, stop: int) -> Sequence:
+    meteo = None if seq.meteo is None else seq.meteo[start:stop]
+    return Sequence(seq.name, seq.frames[start:stop], seq.valid[start:stop], seq.times[start:stop], meteo, seq.static,
+                    seq.latitude)
+
+
 def discover(roots: list[Path]) -> list[Path]:
     """Training files under the given files/folders (EarthNet2021: context files only).
 
@@ -176,24 +227,11 @@ def _series_footprint(path: Path) -> tuple | None:
         return (str(t[0]), str(t[-1]), len(t), bounds), resolution
 
 
-def _drop_finer_duplicates(paths: list[Path]) -> list[Path]:
-    footprints = {p: _series_footprint(p) for p in paths}
+def _drop_finer_duplicates(paths: list[Path], footprint=_series_footprint) -> list[Path]:
+    """`paths` less the 10 m series that have a coarser twin; `footprint(path)` as _series_footprint's."""
+    footprints = {p: footprint(p) for p in paths}
     coarsest: dict[tuple, float] = {}
-    for footprint in filter(None, footprints.values()):
-        key, resolution = footprint
+    for found in filter(None, footprints.values()):
+        key, resolution = found
         coarsest[key] = max(resolution, coarsest.get(key, 0.0))
     return [p for p in paths if footprints[p] is None or footprints[p][1] >= coarsest[footprints[p][0]]]
-
-
-def meteo_coverage(sequences: list[Sequence]) -> dict[str, float]:
-    """Per E-OBS variable: the fraction of the conditioned sequences' frames where it has a value.
-
-    Stored in weights files (`meteo_coverage`); a forecast ignores variables the denoiser hardly
-    saw (pipeline/forecast_model.py), instead of feeding it values it never learned to read.
-    """
-    with_meteo = [s.meteo for s in sequences if s.has_meteo]
-    if not with_meteo:
-        return {v: 0.0 for v in METEO_VARS}
-    stacked = np.concatenate(with_meteo)  # (frames, vars, stats)
-    present = np.isfinite(stacked).any(axis=2)  # (frames, vars)
-    return {v: round(float(present[:, i].mean()), 4) for i, v in enumerate(METEO_VARS)}
