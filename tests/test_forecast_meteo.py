@@ -122,7 +122,7 @@ def test_variables_the_weights_hardly_saw_are_left_at_the_mean(tmp_path):
     from vegediff_cli.pipeline.forecast import ForecastJob, run_forecasts
     from vegediff_cli.pipeline.forecast_model import ignored_meteo_variables
     from vegediff_cli.pipeline.forecast_plan import ForecastSettings
-    from vegediff_cli.training.sequences import from_cube, meteo_coverage
+    from vegediff_cli.training.index import describe, meteo_coverage
 
     path = synthetic_cube(tmp_path / "cube.nc", height=128, width=128, frames=30)
     model, metadata = load_weights(write_weights(tmp_path / "init.safetensors"))
@@ -149,6 +149,5 @@ def test_variables_the_weights_hardly_saw_are_left_at_the_mean(tmp_path):
     assert out["partial"][1] == "hu fg qq" and out["full"][1] == ""
     assert np.nanmax(np.abs(out["full"][0] - out["partial"][0])) > 0  # the variables matter when used
     # coverage as the trainer records it: fraction of conditioned frames with the variable
-    seq = from_cube(open_cube(tmp_path / "five.nc").load(), "five")
-    assert meteo_coverage([seq]) == {v: (1.0 if v in ("tg", "tn", "tx", "rr", "pp") else 0.0)
+    assert meteo_coverage([describe(tmp_path / "five.nc")]) == {v: (1.0 if v in ("tg", "tn", "tx", "rr", "pp") else 0.0)
                                      for v in ("tg", "tn", "tx", "rr", "pp", "hu", "fg", "qq")}

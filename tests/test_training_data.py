@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,7 +13,7 @@ from vegediff_cli.cube.masks import clear_from_scl
 from vegediff_cli.model.inputs import date_features
 from vegediff_cli.training.band_models import DARK_OBJECT_L2A, estimate_blue, toa_to_l2a
 from vegediff_cli.training.clear_sky import detect_clear
-from vegediff_cli.training.sequences import discover, load_sequence
+from vegediff_cli.training.sequences import load_sequence
 from vegediff_cli.training.toa_series import frame_dates, new_acquisitions
 from vegediff_cli.training.windows import spatial_size, square
 
@@ -87,8 +89,11 @@ def test_the_32uqc_l1c_year_becomes_a_sequence(shared_data):
     assert np.nanmedian(np.where(seq.valid[summer][:, None], seq.frames[summer], np.nan)[:, 0]) < 0.06  # blue, after DOS
 
 
-def test_discover_uses_every_season_and_skips_the_10m_twin(shared_data):
-    names = [p.name for p in discover([shared_data])]
+def test_the_index_uses_every_season_and_skips_the_10m_twin(shared_data, tmp_path):
+    from vegediff_cli.training.index import build_index, candidates
+    from vegediff_cli.training.parallel import Runtime
+
+    names = [Path(s.path).name for s in build_index(candidates([shared_data]), cache=tmp_path / "i.json", runtime=Runtime())]
     assert "romania_forest_2015-2021_20m.nc" in names and "romania_forest_2015-2021_10m.nc" not in names
     assert "france_rhone_2017-2019_20m.nc" in names and "32UQC_2020_L1C_rgbn_uint8.npy" in names
     assert not any("reference_predictions" in n or n.endswith(".tif") for n in names)

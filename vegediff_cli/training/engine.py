@@ -13,9 +13,11 @@
   stored (a checkpoint loads with torch.load(weights_only=True)). A rerun with the same run
   folder resumes and ends where an uninterrupted run ends.
 - Budgets: `budget_steps` (steps in this invocation) and `budget_seconds` stop the run cleanly
-  with a checkpoint; SIGTERM / SIGINT (a scheduler's pre-emption, Ctrl-C) do the same, then exit 130.
+  with a checkpoint; SIGTERM / SIGINT (a scheduler's pre-emption, Ctrl-C) do the same, then exit 130
+  (a second signal stops at once).
 - Log: `<run_dir>/<name>-log.jsonl`, one line every `log_every` steps (loss, learning rate,
-  windows per second, epochs, elapsed time), and a progress bar on rank 0.
+  windows per second of wall time, CPU seconds of all processes, epochs, elapsed time), and a
+  progress bar on rank 0.
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ class Trainer:
         self.model: nn.Module = self.module
         if runtime.distributed:
             ids = [runtime.device.index] if runtime.device.type == "cuda" else None
-            self.model = DistributedDataParallel(self.module, device_ids=ids)
+            self.model = DistributedDataParallel(self.module, device_ids=ids, gradient_as_bucket_view=True)
         self.optimiser = torch.optim.AdamW(self.module.parameters(), lr=lr(0), weight_decay=weight_decay)
         self.ema = EMA(self.module, ema_decay) if ema_decay is not None else None
         self.step = 0
@@ -135,7 +137,7 @@ class Trainer:
         first, began = self.step, time.perf_counter()
         stop = _StopFlag()
         interval_losses: list[float] = []
-        interval_start, interval_step = began, first
+        interval_start, interval_step, interval_cpu = began, first, time.process_time()
         iterator = iter(batches)
         with stop.installed(), self.progress(s.steps, f"train {self.name}") as bar:
             bar.update(first)
@@ -171,13 +173,16 @@ class Trainer:
                     log.info("%s step %d: loss %.4f (mean of last 100)", self.name, self.step,
                              float(np.mean(self.losses[-100:])))
                 if halt or done or self.step % s.log_every == 0:
-                    now = time.perf_counter()
-                    rate = (self.step - interval_step) * s.batch / max(now - interval_start, 1e-9)
+                    now, cpu = time.perf_counter(), time.process_time()
+                    cpu_s = all_sum(self.runtime, [cpu - interval_cpu])[0]  # every process's CPU time
+                    windows = (self.step - interval_step) * s.batch
                     self._log({"step": self.step, "loss": round(float(np.mean(interval_losses)), 6),
-                               "lr": self.lr(self.step - 1), "windows_per_s": round(rate, 3),
+                               "lr": self.lr(self.step - 1), "windows": windows,
+                               "windows_per_s": round(windows / max(now - interval_start, 1e-9), 3),
+                               "wall_s": round(now - interval_start, 3), "cpu_s": round(cpu_s, 3),
                                "elapsed_s": round(now - began, 2), "processes": self.runtime.world,
                                **position(self.step)})
-                    interval_losses, interval_start, interval_step = [], now, self.step
+                    interval_losses, interval_start, interval_step, interval_cpu = [], now, self.step, cpu
                 if halt:
                     break
         elapsed = time.perf_counter() - began
@@ -198,13 +203,18 @@ class Trainer:
 
 
 class _StopFlag:
-    """SIGTERM and SIGINT set a flag while the loop runs: it stops at the end of the step, saved."""
+    """SIGTERM and SIGINT set a flag while the loop runs: it stops at the end of the step, saved.
+    A second signal does not wait for the step (a long paper-preset step on a CPU): it interrupts
+    at once, and the last periodic checkpoint is where a rerun resumes."""
 
     def __init__(self) -> None:
         self.raised = False
 
     def _handle(self, signum, frame) -> None:
+        if self.raised:
+            raise KeyboardInterrupt
         self.raised = True
+        log.warning("stopping at the end of this step (a second signal stops at once)")
 
     @contextlib.contextmanager
     def installed(self):

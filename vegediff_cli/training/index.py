@@ -31,11 +31,11 @@ from ..progress import ProgressFactory, no_progress
 from .parallel import Runtime, all_gather, shard
 from .sequences import (
     Sequence,
-    _drop_finer_duplicates,
-    _series_footprint,
+    drop_finer_duplicates,
     load_frames,
     load_sequence,
     minicube_frames,
+    series_footprint,
     source_kind,
 )
 from .toa_series import is_toa_series
@@ -111,7 +111,7 @@ def describe(path: Path) -> SourceInfo | None:
         return None
     minicube = minicube_frames(path) if kind == "cube" else None
     seq = load_frames(path, 0, minicube[0], phase=minicube[1]) if minicube else load_sequence(path)
-    found = _series_footprint(path) if kind == "series" else None
+    found = series_footprint(path) if kind == "series" else None
     return _info(seq, path=path, kind=kind, phase=minicube[1] if minicube else None,
                  footprint=None if found is None else json.dumps(found[0]), resolution=None if found is None else found[1])
 
@@ -196,7 +196,7 @@ def build_index(
         if entry is not None:
             infos.append(SourceInfo(**{**entry, "path": str(path), **_tuples(entry)}))
     by_path = {Path(info.path): info for info in infos}
-    kept = _drop_finer_duplicates(list(by_path), footprint=lambda p: _footprint_of(by_path[p]))
+    kept = drop_finer_duplicates(list(by_path), footprint=lambda p: _footprint_of(by_path[p]))
     return [by_path[p] for p in kept]
 
 

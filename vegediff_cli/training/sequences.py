@@ -201,21 +201,7 @@ def _slice(seq: Sequence, start: int, stop: int) -> Sequence:
                     seq.latitude)
 
 
-def discover(roots: list[Path]) -> list[Path]:
-    """Training files under the given files/folders (EarthNet2021: context files only).
-
-    A 10 m series is left out when a series at a coarser resolution has the same acquisitions
-    over the same area (the `nrt` package ships the Romanian forest at 10 m and 20 m): the model
-    reads 20 m pixels, and the 20 m file has the true B8A.
-    """
-    found: list[Path] = []
-    for root in map(Path, roots):
-        candidates = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-        found.extend(p for p in candidates if "reference_predictions" not in p.parts and source_kind(p))
-    return _drop_finer_duplicates(found)
-
-
-def _series_footprint(path: Path) -> tuple | None:
+def series_footprint(path: Path) -> tuple | None:
     """(first date, last date, count, rounded bounds) and resolution of an L2A series; None for other sources."""
     if path.suffix != ".nc" or source_kind(path) != "series":
         return None
@@ -227,8 +213,10 @@ def _series_footprint(path: Path) -> tuple | None:
         return (str(t[0]), str(t[-1]), len(t), bounds), resolution
 
 
-def _drop_finer_duplicates(paths: list[Path], footprint=_series_footprint) -> list[Path]:
-    """`paths` less the 10 m series that have a coarser twin; `footprint(path)` as _series_footprint's."""
+def drop_finer_duplicates(paths: list[Path], footprint=series_footprint) -> list[Path]:
+    """`paths` less the 10 m series that have a coarser twin: the model reads 20 m pixels, and the 20 m
+    file has the true B8A (the `nrt` package ships the Romanian forest at 10 m and 20 m).
+    `footprint(path)` as series_footprint's."""
     footprints = {p: footprint(p) for p in paths}
     coarsest: dict[tuple, float] = {}
     for found in filter(None, footprints.values()):
