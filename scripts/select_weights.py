@@ -1,9 +1,11 @@
-"""Pick a training run's checkpoint and guidance scale and calibrate its spread, on the validation cube only.
+"""Pick a training run's checkpoint and guidance scale and calibrate its spread, on validation data only.
 
-Every checkpoint that `scripts/train_weights.py --keep-every N` kept (its EMA and its raw
-weights) is turned into a weights file and forecast on the validation cube for each guidance
-scale; the combination with the lowest GreenEarthNet RMSE of the ensemble mean (NSE breaking
-ties) wins. Its members are then forecast again (--calibration-members, raw spread) to fit the
+Validation (never seen by the denoiser): the EarthNet2021x cube (GreenEarthNet's scoring) and the
+held-out last season of each long series (training/validation.py: 30-frame windows starting
+every month, unconditional, every valid pixel scored). Every checkpoint that
+`scripts/train_weights.py --keep-every N` kept (its EMA and its raw weights) is forecast on all of
+them (the cube at each guidance scale); the candidate with the best mean skill over persistence,
+1 - RMSE / RMSE(persistence), averaged over the cube and the two series, wins. Its members are then forecast again (--calibration-members, raw spread) to fit the
 spread inflation per lead (pipeline/calibration.py). The winner is written with the choice
 recorded in its metadata (`recommended_guidance`, `selected_step`, `selected_weights`,
 `spread_inflation`, `validation_*`, `validation_table`).
@@ -27,11 +29,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.heldout_skill import forecast_cube, skill_rows  # noqa: E402
 from scripts.train_weights import SHARED, VALIDATION  # noqa: E402
 from vegediff_cli.config import CONTEXT_FRAMES  # noqa: E402
+from vegediff_cli.cube.netcdf import write_netcdf  # noqa: E402
 from vegediff_cli.cube.predictions import read_forecast  # noqa: E402
 from vegediff_cli.cube.readers import open_cube  # noqa: E402
+from vegediff_cli.metrics.deterministic import ALL_VALID  # noqa: E402
 from vegediff_cli.model.weights import load_weights, save_weights  # noqa: E402
 from vegediff_cli.pipeline.calibration import METADATA_KEY, fit_inflation, spread_and_error  # noqa: E402
+from vegediff_cli.pipeline.evaluate import EvaluationSettings  # noqa: E402
+from vegediff_cli.pipeline.evaluate import score as score_forecast  # noqa: E402
 from vegediff_cli.training.checkpoint import load_checkpoint  # noqa: E402
+from vegediff_cli.training.validation import HELD_OUT_SEASONS, season_cubes  # noqa: E402
 
 KINDS = {"ema": "ema", "raw": "vegenet"}  # weights kind -> key in the training checkpoint
 
@@ -54,6 +61,38 @@ def score(cube: Path, weights: Path, folder: Path, *, members: int, guidance: fl
     persistence = next(r for r in rows if r["forecast"] == "persistence")
     return {"rmse": model["rmse"], "nse": model["nse"], "direction": model.get("direction"),
             "persistence_rmse": persistence["rmse"], "probabilistic": details["probabilistic"], "forecast": forecast}
+
+
+def season_validation_cubes(folder: Path) -> dict[str, list[Path]]:
+    """The held-out seasons as cube files in `folder`, per series."""
+    out = {}
+    for stem, cutoff in HELD_OUT_SEASONS.items():
+        out[stem] = [write_netcdf(cube, folder / f"{name}.nc") for name, cube in
+                     season_cubes(SHARED / "sentinel2_series" / f"{stem}.nc", cutoff)]
+    return out
+
+
+def score_seasons(cubes: dict[str, list[Path]], weights: Path, folder: Path, *, members: int) -> dict[str, dict]:
+    """Per series: mean RMSE of the ensemble mean and of persistence over its windows, skill, pooled direction."""
+    results = {}
+    for stem, paths in cubes.items():
+        model, persistence, direction, scored = [], [], 0.0, 0
+        for path in paths:
+            forecast = forecast_cube(path, folder, weights=weights, members=members, steps=10, seed=0, guidance=1.0,
+                                     calibrate_spread=False)
+            scores = score_forecast(open_cube(path).load(), read_forecast(forecast).load(), baseline="persistence",
+                                    cube=path.stem, name="vegediff", settings=EvaluationSettings(quality=ALL_VALID))
+            headline = scores.headline
+            if not headline:
+                continue
+            model.append(headline["rmse"])
+            persistence.append(scores.baseline.headline["rmse"])
+            direction += headline.get("direction", 0.0) * headline.get("direction_pixels", 0)
+            scored += headline.get("direction_pixels", 0)
+        rmse, base = sum(model) / len(model), sum(persistence) / len(persistence)
+        results[stem] = {"windows": len(model), "rmse": round(rmse, 4), "persistence_rmse": round(base, 4),
+                         "skill": round(1 - rmse / base, 4), "direction": round(direction / max(scored, 1), 4)}
+    return results
 
 
 def calibrate(cube: Path, weights: Path, folder: Path, *, members: int, guidance: float) -> tuple[list[float], dict]:
@@ -90,18 +129,24 @@ def main() -> int:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
+        seasons = season_validation_cubes(folder)
         for checkpoint, kind in ((c, k) for c in kept for k in args.kinds):
             weights = export(base, checkpoint, folder / f"{checkpoint.stem}-{kind}.safetensors", kind=kind, extra={})
+            series = score_seasons(seasons, weights, folder, members=args.members)
             for guidance in args.guidance:
                 scored = score(cube, weights, folder, members=args.members, guidance=guidance)
+                cube_skill = 1 - scored["rmse"] / scored["persistence_rmse"]
+                skill = (cube_skill + sum(v["skill"] for v in series.values())) / (1 + len(series))
                 results.append({"checkpoint": checkpoint.name, "kind": kind, "guidance": guidance,
+                                "skill": round(skill, 4), "cube_skill": round(cube_skill, 4), "seasons": series,
                                 **{k: v for k, v in scored.items() if k not in ("probabilistic", "forecast")}})
                 print(json.dumps(results[-1]), file=sys.stderr)
-        best = min(results, key=lambda r: (round(r["rmse"], 4), -r["nse"]))
+        best = max(results, key=lambda r: (r["skill"], -r["rmse"]))
         chosen = export(base, args.run_dir / "diffusion" / best["checkpoint"], folder / "chosen.safetensors",
                         kind=best["kind"], extra={})
         factors, per_lead = calibrate(cube, chosen, folder, members=args.calibration_members, guidance=best["guidance"])
         extra = {"recommended_guidance": str(best["guidance"]), "validation_cube": cube.name,
+                 "validation_skill": f"{best['skill']:.4f}", "validation_seasons": json.dumps(best["seasons"]),
                  "validation_rmse": f"{best['rmse']:.4f}", "validation_nse": f"{best['nse']:.4f}",
                  "validation_persistence_rmse": f"{best['persistence_rmse']:.4f}",
                  "validation_table": json.dumps(results), METADATA_KEY: json.dumps(factors),
