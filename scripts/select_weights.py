@@ -11,7 +11,7 @@ recorded in its metadata (`recommended_guidance`, `selected_step`, `selected_wei
 `spread_inflation`, `validation_*`, `validation_table`).
 
     python scripts/select_weights.py --run-dir runs/shipped --output weights/vegediff-small.safetensors
-    python scripts/select_weights.py --run-dir runs/no-dates --last --guidance 1     # quick ablation score
+    python scripts/select_weights.py --run-dir runs/no-dates --last 1 --guidance 1   # quick ablation score
 
 The test cube is never read.
 """
@@ -114,7 +114,7 @@ def main() -> int:
     parser.add_argument("--members", type=int, default=8, help="members per candidate forecast")
     parser.add_argument("--calibration-members", type=int, default=16)
     parser.add_argument("--kinds", nargs="+", choices=list(KINDS), default=list(KINDS))
-    parser.add_argument("--last", action="store_true", help="score only the last kept checkpoint")
+    parser.add_argument("--last", type=int, default=0, help="score only the last N kept checkpoints (0: all)")
     parser.add_argument("--output", type=Path, default=None, help="default: RUN_DIR/selected.safetensors")
     args = parser.parse_args()
     cube = args.validation or next((SHARED / "earthnet2021x").glob(f"{VALIDATION}*.nc"))
@@ -122,7 +122,7 @@ def main() -> int:
     output = args.output or args.run_dir / "selected.safetensors"
     kept = sorted((args.run_dir / "diffusion").glob("diffusion-step*.ckpt"))
     if args.last:
-        kept = kept[-1:]
+        kept = kept[-args.last:]
     if not kept:
         print(f"no kept checkpoints in {args.run_dir / 'diffusion'}", file=sys.stderr)
         return 2
