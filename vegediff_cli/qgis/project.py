@@ -6,10 +6,13 @@ the layers (``projectlayers/maplayer``, each with its renderer ``pipe`` from sty
 (range and step of the animation). Paths are relative to the project file (``Paths/Absolute`` is
 false), so the folder can be moved or copied to another machine as a whole.
 
-Time ranges: QGIS shows a layer when its range overlaps the controller's current frame, and both
-ends of a layer's fixed range count. A dated layer therefore covers [its date, the next date of
-its product - 1 s]: at any instant exactly one date of a product is drawn, and stepping the
-controller by the product's cadence (5 days) moves one date forward.
+Time ranges: QGIS draws a layer when its fixed range overlaps the temporal controller's current
+frame. The controller's frames are [start + k step, start + (k + 1) step), but QGIS 3.22 tests
+the overlap with both ends of both ranges included (``QgsTemporalRange::overlaps`` ignores the
+frame's open end), so a layer starting exactly at a frame's end would be drawn in that frame too,
+under its predecessor. A dated layer therefore covers [its date + 1 s, the next date of its
+product - 1 s]: in every frame of the project's time range (which starts on a date, in steps
+of the product's cadence or of whole days) exactly one date of each product is drawn.
 """
 
 from __future__ import annotations
@@ -69,18 +72,22 @@ class Project:
     time_step_days: float = 5.0  # step of the temporal controller
 
 
+MARGIN = dt.timedelta(seconds=1)  # keeps a layer's range off the frame boundaries (see the module docstring)
+
+
 def date_ranges(dates: Sequence[dt.date], *, cadence_days: float) -> list[tuple[dt.datetime, dt.datetime]]:
-    """[date, next date - 1 s] for each of the sorted `dates`; the last lasts `cadence_days`."""
+    """[date + 1 s, next date - 1 s] for each of the sorted `dates`; the last lasts `cadence_days`."""
     starts = [dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC) for d in dates]
     ends = [*starts[1:], starts[-1] + dt.timedelta(days=cadence_days)] if starts else []
-    return [(start, end - dt.timedelta(seconds=1)) for start, end in zip(starts, ends, strict=True)]
+    return [(start + MARGIN, end - MARGIN) for start, end in zip(starts, ends, strict=True)]
 
 
 def time_extent(project: Project) -> tuple[dt.datetime, dt.datetime] | None:
+    """The animation's range: from the first date to the end of the last date's range (whole seconds)."""
     ranges = [layer.time_range for group in project.groups for layer in group.layers if layer.time_range]
     if not ranges:
         return None
-    return min(r[0] for r in ranges), max(r[1] for r in ranges) + dt.timedelta(seconds=1)
+    return min(r[0] for r in ranges) - MARGIN, max(r[1] for r in ranges) + MARGIN
 
 
 def _text(parent: ET.Element, tag: str, text: str = "", **attrs: str) -> ET.Element:
