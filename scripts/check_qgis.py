@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gc
 import os
 import re
 import subprocess
@@ -297,8 +298,11 @@ def main() -> int:
         check_netcdf(tile / "forecast.nc", "ndvi_pred", dates, crs)
         check_netcdf(tile / "ensemble.nc", "ndvi_mean", dates, crs)
         render(forecast, dates[args.render_step - 1], args.png, step=args.render_step, steps=len(dates))
+        forecast.clear()  # layers must go before QGIS shuts down, or the interpreter's cleanup crashes
+    print(f"{'all checks passed' if not FAILURES else f'{len(FAILURES)} check(s) failed'}", flush=True)
+    del forecast
+    gc.collect()
     app.exitQgis()
-    print(f"{'all checks passed' if not FAILURES else f'{len(FAILURES)} check(s) failed'}")
     return 1 if FAILURES else 0
 
 
