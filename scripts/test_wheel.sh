@@ -15,7 +15,9 @@ if ! .venv/bin/python -m build --no-isolation --outdir "$work/dist" . > "$work/b
 fi
 wheel=$(ls "$work"/dist/vegediff_cli-*.whl)
 python3 -m venv "$work/venv"
-"$work/venv/bin/python" -m pip install -q "torch==2.13.0" "$wheel"
+# --no-compile: byte-compiling every installed module (torch's thousands) costs twice the install
+# itself; Python compiles the few modules a run imports when it imports them.
+"$work/venv/bin/python" -m pip install -q --no-compile "torch==2.13.0" "$wheel"
 cd "$work"  # away from the checkout: only the installed package can be imported
 vegediff="$work/venv/bin/vegediff"
 version=$(env -u VEGEDIFF_WEIGHTS "$vegediff" --version)

@@ -256,10 +256,10 @@ def write_forecast_cogs(forecast: Path, folder: Path, *, cube: Path | None = Non
         tags = {"MEMBERS": str(ds.attrs.get("members", "")), "METEO_SOURCE": str(ds.attrs.get("meteo_source", ""))}
         context_dates = str(ds.attrs.get("context_dates", "")).split()
 
-    def finish(folder: Path) -> None:
+    def finish(staging: Path) -> None:  # the COG folder before it is renamed into place
         if cube is not None:
-            write_context_cogs(cube, context_dates, folder)
-        write_folder_project(folder, name="forecast", title=run_title("forecast", forecast))
+            write_context_cogs(cube, context_dates, staging)
+        write_folder_project(staging, name="forecast", title=run_title("forecast", forecast))
 
     return export_cogs(forecast, [(PRED, {}, PRED)], folder, extra_tags=tags, finish=finish)
 
