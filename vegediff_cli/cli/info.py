@@ -14,6 +14,7 @@ from ..cube.readers import open_cube
 from ..errors import EXIT_CODES, UsageError
 from ..workdir import resolve_input
 from .options import InputOpt, JsonOpt, TileOpt, WorkdirOpt, emit_json, workdir_of
+from .version import weights_in_use, weights_lines
 
 
 def info(
@@ -23,9 +24,14 @@ def info(
     workdir: WorkdirOpt = None,
     step: Annotated[str, typer.Option(help="With --tile: which file of the tile (raw, cube, forecast, ensemble).")] = "cube",
     exit_codes: Annotated[bool, typer.Option("--exit-codes", help="List the exit codes and what they mean.")] = False,
+    weights: Annotated[bool, typer.Option(
+        "--weights", help="Describe the weights in use (or the weights file PATH): SHA-256, preset, training.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Describe a cube: grid, CRS, dates, clear-sky fraction, meteorology and static layers."""
+    """Describe a cube: grid, CRS, dates, clear-sky fraction, meteorology and static layers (or, with --weights, the model weights)."""
+    if weights:
+        _print_weights(path, json_out)
+        return
     if exit_codes:
         if json_out:
             emit_json({str(code): text for code, text in EXIT_CODES.items()})
@@ -46,6 +52,19 @@ def info(
     for key, value in summary.items():
         if key != "path":
             table.add_row(key, ", ".join(map(str, value)) if isinstance(value, list) else str(value))
+    Console(stderr=False).print(table)
+
+
+def _print_weights(path: Path | None, json_out: bool) -> None:
+    described = weights_in_use(path)
+    if json_out:
+        emit_json(described)
+        return
+    table = Table(show_header=False, title="weights")
+    table.add_column()
+    table.add_column(overflow="fold")  # a SHA-256 is copied whole, never cut to "..."
+    for label, value in weights_lines(described):
+        table.add_row(label, value)
     Console(stderr=False).print(table)
 
 

@@ -43,9 +43,11 @@ from ..model.presets import ModelConfig
 from ..model.vegediff import resolve_context_mix
 from ..model.weights import file_digest
 from ..progress import ProgressFactory, no_progress
+from ..qgis.folder import run_title, write_folder_project
 from .forecast_blocks import BlockResult, compute_block
 from .forecast_model import ignored_meteo_variables, load_model, model_config, resolve_weights, spread_inflation
 from .forecast_plan import ForecastPlan, ForecastSettings, plan_forecast
+from .observed import write_context_cogs
 
 log = logging.getLogger("vegediff.forecast")
 PRED, MEMBER, CLEAR_COUNT, LAST_CLEAR = "ndvi_pred", "ndvi_member", "context_clear_count", "ndvi_last_clear"
@@ -257,7 +259,7 @@ def run_forecasts(
     summaries = []
     for index, item in enumerate(prepared):
         if item.job.cogs is not None:
-            write_forecast_cogs(item.job.output, item.job.cogs)
+            write_forecast_cogs(item.job.output, item.job.cogs, cube=item.job.cube)
         summaries.append(ForecastSummary(
             item.job.output, item.job.cogs, [f"{d:%Y-%m-%d}" for d in item.plan.times.dates],
             item.plan.settings.members, item.plan.meteo.source, computed[index], len(item.plan.tiles.chips),
@@ -265,11 +267,19 @@ def run_forecasts(
     return summaries
 
 
-def write_forecast_cogs(forecast: Path, folder: Path) -> list[Path]:
-    """One NDVI COG per forecast step, streamed from the finished file (cube/stream_cogs.py)."""
+def write_forecast_cogs(forecast: Path, folder: Path, *, cube: Path | None = None) -> list[Path]:
+    """One NDVI COG per forecast step, streamed from the finished file (cube/stream_cogs.py); with `cube`,
+    its observed context frames too; and the QGIS project and styles of them all (qgis/folder.py)."""
     with open_grid(forecast) as ds:
         tags = {"MEMBERS": str(ds.attrs.get("members", "")), "METEO_SOURCE": str(ds.attrs.get("meteo_source", ""))}
-    return export_cogs(forecast, [(PRED, {}, PRED)], folder, extra_tags=tags)
+        context_dates = str(ds.attrs.get("context_dates", "")).split()
+
+    def finish(staging: Path) -> None:  # the COG folder before it is renamed into place
+        if cube is not None:
+            write_context_cogs(cube, context_dates, staging)
+        write_folder_project(staging, name="forecast", title=run_title("forecast", forecast))
+
+    return export_cogs(forecast, [(PRED, {}, PRED)], folder, extra_tags=tags, finish=finish)
 
 
 __all__ = ["ForecastJob", "ForecastSettings", "ForecastSummary", "run_forecasts", "write_forecast_cogs"]

@@ -11,25 +11,11 @@ import torch
 from ..config import BANDS, METEO_CHANNELS
 from ..errors import InputNotFoundError, ModelError
 from ..model.presets import ModelConfig
+from ..model.shipped import ENV_WEIGHTS, SHIPPED_WEIGHTS, default_weights, shipped_weights  # noqa: F401 (re-exported)
 from ..model.vegediff import VegeDiff
 from ..model.weights import load_weights, read_metadata
 
-ENV_WEIGHTS = "VEGEDIFF_WEIGHTS"
-SHIPPED_WEIGHTS = "vegediff-small.safetensors"
 STATIC_CHANNELS = 5  # cop_dem, nasa_dem, alos_dem, esawc_lc, geom_cls (model/inputs.py STATIC_ORDER)
-
-
-def shipped_weights() -> Path:
-    """<repo>/weights/vegediff-small.safetensors, found relative to the installed package."""
-    import vegediff_cli
-
-    return Path(vegediff_cli.__file__).resolve().parents[1] / "weights" / SHIPPED_WEIGHTS
-
-
-def default_weights() -> Path:
-    """$VEGEDIFF_WEIGHTS when set, else the shipped weights."""
-    env = os.environ.get(ENV_WEIGHTS)
-    return Path(env) if env else shipped_weights()
 
 
 def resolve_weights(path: str | os.PathLike | None) -> Path:
