@@ -5,8 +5,9 @@ held-out last season of each long series (training/validation.py: 30-frame windo
 every month, unconditional, every valid pixel scored). Every checkpoint that
 `scripts/train_weights.py --keep-every N` kept (its EMA and its raw weights) is forecast on all of
 them (the cube at each guidance scale); the candidate with the best mean skill over persistence,
-1 - RMSE / RMSE(persistence), averaged over the cube and the two series, wins. Its members are then forecast again (--calibration-members, raw spread) to fit the
-spread inflation per lead (pipeline/calibration.py). The winner is written with the choice
+1 - RMSE / RMSE(persistence), averaged over the cube and the two series, wins. Its members are
+then forecast again (--calibration-members, raw spread) on every validation unit to fit the spread
+inflation per lead (pipeline/calibration.py: one fit per unit, averaged). The winner is written with the choice
 recorded in its metadata (`recommended_guidance`, `selected_step`, `selected_weights`,
 `spread_inflation`, `validation_*`, `validation_table`).
 
@@ -24,6 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.heldout_skill import forecast_cube, skill_rows  # noqa: E402
@@ -32,7 +35,7 @@ from vegediff_cli.config import CONTEXT_FRAMES  # noqa: E402
 from vegediff_cli.cube.netcdf import write_netcdf  # noqa: E402
 from vegediff_cli.cube.predictions import read_forecast  # noqa: E402
 from vegediff_cli.cube.readers import open_cube  # noqa: E402
-from vegediff_cli.metrics.deterministic import ALL_VALID  # noqa: E402
+from vegediff_cli.metrics.deterministic import ALL_VALID, GREENEARTHNET  # noqa: E402
 from vegediff_cli.model.weights import load_weights, save_weights  # noqa: E402
 from vegediff_cli.pipeline.calibration import METADATA_KEY, fit_inflation, spread_and_error  # noqa: E402
 from vegediff_cli.pipeline.evaluate import EvaluationSettings  # noqa: E402
@@ -95,15 +98,30 @@ def score_seasons(cubes: dict[str, list[Path]], weights: Path, folder: Path, *, 
     return results
 
 
-def calibrate(cube: Path, weights: Path, folder: Path, *, members: int, guidance: float) -> tuple[list[float], dict]:
-    """Spread inflation per lead from a raw-spread forecast of the validation cube."""
-    forecast = forecast_cube(cube, folder, weights=weights, members=members, steps=10, seed=1, guidance=guidance,
-                             calibrate_spread=False)
-    rmse, spread, count = spread_and_error(open_cube(cube).load(), read_forecast(forecast).load(),
-                                           context_frames=CONTEXT_FRAMES)
-    factors = fit_inflation(rmse, spread, count)
-    return [round(float(f), 4) for f in factors], {"rmse_per_lead": [round(float(v), 4) for v in rmse],
-                                                    "spread_per_lead": [round(float(v), 4) for v in spread]}
+def calibrate(cube: Path, seasons: dict[str, list[Path]], weights: Path, folder: Path, *, members: int,
+              guidance: float) -> tuple[list[float], dict]:
+    """Spread inflation per lead from raw-spread forecasts of every validation unit (the cube, each
+    series' windows pooled): one straight-line fit per unit, averaged with equal weights, as in selection."""
+    units = {"cube": [(cube, GREENEARTHNET, guidance)],
+             **{stem: [(p, ALL_VALID, 1.0) for p in paths] for stem, paths in seasons.items()}}
+    curves, per_unit = [], {}
+    for name, members_of_unit in units.items():
+        sq_error = spread_sq = count = 0.0
+        for path, rule, scale in members_of_unit:
+            forecast = forecast_cube(path, folder, weights=weights, members=members, steps=10, seed=1, guidance=scale,
+                                     calibrate_spread=False)
+            rmse, spread, n = spread_and_error(open_cube(path).load(), read_forecast(forecast).load(),
+                                               context_frames=CONTEXT_FRAMES, rule=rule)
+            sq_error = sq_error + np.nan_to_num(rmse**2) * n
+            spread_sq = spread_sq + np.nan_to_num(spread**2) * n
+            count = count + n
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rmse, spread = np.sqrt(sq_error / count), np.sqrt(spread_sq / count)
+        curves.append(fit_inflation(rmse, spread, count))
+        per_unit[name] = {"rmse_per_lead": [round(float(v), 4) for v in rmse],
+                          "spread_per_lead": [round(float(v), 4) for v in spread]}
+    factors = np.mean(curves, axis=0)
+    return [round(float(f), 4) for f in factors], per_unit
 
 
 def main() -> int:
@@ -144,13 +162,14 @@ def main() -> int:
         best = max(results, key=lambda r: (r["skill"], -r["rmse"]))
         chosen = export(base, args.run_dir / "diffusion" / best["checkpoint"], folder / "chosen.safetensors",
                         kind=best["kind"], extra={})
-        factors, per_lead = calibrate(cube, chosen, folder, members=args.calibration_members, guidance=best["guidance"])
+        factors, per_lead = calibrate(cube, seasons, chosen, folder, members=args.calibration_members,
+                                      guidance=best["guidance"])
         extra = {"recommended_guidance": str(best["guidance"]), "validation_cube": cube.name,
                  "validation_skill": f"{best['skill']:.4f}", "validation_seasons": json.dumps(best["seasons"]),
                  "validation_rmse": f"{best['rmse']:.4f}", "validation_nse": f"{best['nse']:.4f}",
                  "validation_persistence_rmse": f"{best['persistence_rmse']:.4f}",
                  "validation_table": json.dumps(results), METADATA_KEY: json.dumps(factors),
-                 "spread_calibration": json.dumps({"members": args.calibration_members, **per_lead})}
+                 "spread_calibration": json.dumps({"members": args.calibration_members, "units": per_lead})}
         export(base, args.run_dir / "diffusion" / best["checkpoint"], output, kind=best["kind"], extra=extra)
         calibrated = score(cube, output, folder, members=args.calibration_members, guidance=best["guidance"],
                            calibrated=True)
