@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
+import traceback
 
 import click
 import typer
 
 from .. import __version__
 from ..errors import RunInterrupted, VegediffError
+from ..redact import redact
 from . import ensemble, evaluate, fetch, forecast, info, prepare, train
 
 HELP = """Forecast vegetation (NDVI and Sentinel-2 reflectance) with the VegeDiff latent diffusion model.
@@ -79,7 +80,12 @@ def _sigterm(signum, frame) -> None:  # cron and schedulers stop jobs with SIGTE
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     signal.signal(signal.SIGTERM, _sigterm)
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or os.environ.get("VEGEDIFF_DEBUG") == "1"
+    args = list(argv if argv is not None else sys.argv[1:])
+    options = args[: args.index("--")] if "--" in args else args
+    debug = "--debug" in options or os.environ.get("VEGEDIFF_DEBUG") == "1"
+    if "--debug" in options:  # accepted anywhere, also after the command (`vegediff forecast ... --debug`)
+        args = ["--debug", *[a for i, a in enumerate(args) if not (a == "--debug" and i < len(options))]]
+        argv = args
     saved = os.environ.get("VEGEDIFF_DEBUG")
     if debug:  # commands read it (e.g. fetch keeps GDAL's chatter behind --debug); restored below
         os.environ["VEGEDIFF_DEBUG"] = "1"
@@ -101,8 +107,8 @@ def _dispatch(argv: list[str] | None, debug: bool) -> int:
         return result if isinstance(result, int) else 0
     except VegediffError as error:
         if debug:
-            logging.getLogger("vegediff").exception("debug traceback")
-        typer.echo(f"vegediff: error: {error}", err=True)
+            _traceback()
+        typer.echo(f"vegediff: error: {redact(error)}", err=True)
         return error.exit_code
     except KeyboardInterrupt:
         typer.echo(f"vegediff: error: {RunInterrupted.summary}", err=True)
@@ -117,17 +123,23 @@ def _dispatch(argv: list[str] | None, debug: bool) -> int:
             error.show()
             return error.exit_code
         command = getattr(getattr(error, "ctx", None), "command_path", "vegediff")
-        typer.echo(f"vegediff: error: {error.format_message().rstrip('.')}; see `{command} --help`", err=True)
+        message = redact(error.format_message().rstrip("."))
+        typer.echo(f"vegediff: error: {message}; see `{command} --help`", err=True)
         return error.exit_code
     except Exception as error:  # a bug: say so in one line, keep the traceback behind --debug
         if debug:
-            raise
+            _traceback()
         typer.echo(
-            f"vegediff: internal error: {type(error).__name__}: {error} "
+            f"vegediff: internal error: {type(error).__name__}: {redact(error)} "
             "(re-run with --debug for the traceback and report it)",
             err=True,
         )
         return 1
+
+
+def _traceback() -> None:
+    """The traceback of the exception being handled, on stderr, credentials masked."""
+    typer.echo(redact("".join(traceback.format_exc())).rstrip("\n"), err=True)
 
 
 def run() -> None:

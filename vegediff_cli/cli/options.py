@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from ..progress import ProgressFactory, tqdm_progress
+from ..redact import RedactingFormatter, redact_json
 from ..workdir import ENV_WORKDIR, default_workdir
 
 TileOpt = Annotated[
@@ -58,13 +59,14 @@ def setup(quiet: bool) -> ProgressFactory:
     """Configure logging to stderr and return the progress-bar factory for this run."""
     level = logging.WARNING if quiet else logging.INFO
     handler = _CurrentStderr()
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(RedactingFormatter("%(message)s"))  # no credential reaches a log line
     logging.basicConfig(level=level, handlers=[handler], force=True)
     logging.getLogger().setLevel(level)
+    logging.captureWarnings(True)  # Python warnings go through the same (redacting) handler
     return tqdm_progress(quiet=quiet)
 
 
 def emit_json(result: dict[str, Any]) -> None:
-    """The machine-readable result: one JSON document on stdout, nothing else there."""
-    sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+    """The machine-readable result: one JSON document on stdout, nothing else there (credentials masked)."""
+    sys.stdout.write(json.dumps(redact_json(json.loads(json.dumps(result, default=str))), indent=2) + "\n")
     sys.stdout.flush()

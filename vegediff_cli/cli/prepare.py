@@ -14,6 +14,7 @@ from ..cube.readers import open_cube
 from ..errors import UsageError
 from ..pipeline.prepare import PrepareInputs, PrepareSettings, build_cube, lazy_ndvi, write_prepared
 from ..pipeline.prepare.compute import DaskProgress
+from ..sources.hrefs import parse_schemes
 from ..workdir import resolve_input, resolve_output
 from .options import InputOpt, JsonOpt, OutputOpt, QuietOpt, TileOpt, WorkdirOpt, emit_json, setup, workdir_of
 
@@ -77,6 +78,9 @@ def prepare(
         help="ESA WorldCover GeoTIFF (any CRS; nearest neighbour) -> esawc_lc.")] = None,
     static_stac_url: Annotated[str | None, typer.Option(
         help="STAC API with cop-dem-glo-30 and esa-worldcover collections (e.g. Planetary Computer).")] = None,
+    href_schemes: Annotated[str, typer.Option(
+        help="URL schemes the static-layer items' asset hrefs may use (add file or s3 only for STAC APIs you trust).")
+    ] = "https,http",
     clear_classes: Annotated[
         str, typer.Option(help="SCL classes counted as clear (GreenEarthNet: 1,2,4,5,6,7).")
     ] = ",".join(map(str, DEFAULT_CLEAR_SCL)),
@@ -102,7 +106,7 @@ def prepare(
     )
     settings = PrepareSettings(
         clear_classes=parse_classes(clear_classes), anchor=parse_anchor(anchor), meteo_layout=meteo_layout,
-        max_meteo_distance_km=max_meteo_distance, chunk_px=chunk_px,
+        max_meteo_distance_km=max_meteo_distance, chunk_px=chunk_px, href_schemes=parse_schemes(href_schemes),
     )
     prepared = build_cube(inputs, settings=settings, progress=progress)
     write_prepared(prepared.cube, target, progress=progress)

@@ -32,8 +32,10 @@ from ..cube.readers import open_netcdf
 from ..cube.schema import finalise, grid_coords
 from ..errors import CorruptInputError, NoValidDataError, UsageError
 from ..progress import ProgressFactory, no_progress
+from ..redact import redact
 from ..sources.area import FetchArea
 from ..sources.cogs import RetryingDriver
+from ..sources.hrefs import DEFAULT_SCHEMES
 from ..sources.http import RetryPolicy
 from ..sources.sentinel2 import BOA_ADD_OFFSET, DEFAULT_CHUNK, dn_offset, load_acquisition
 from ..sources.signing import SasSigner
@@ -68,6 +70,7 @@ class FetchSettings:
     policy: RetryPolicy = field(default_factory=RetryPolicy)  # retries, back-off, timeouts
     sas_url: str | None = None  # Planetary Computer token endpoint (None: default or $VEGEDIFF_PC_SAS_URL)
     page_size: int = 100  # STAC search page size
+    href_schemes: tuple[str, ...] = DEFAULT_SCHEMES  # URL schemes asset hrefs may use (sources/hrefs.py)
 
 
 @dataclass
@@ -112,7 +115,7 @@ def plan_fetch(request: FetchRequest, *, settings: FetchSettings = FetchSettings
     check_dates(request.start, request.end)
     found = search_scenes(request.provider, request.area, start=request.start, end=request.end,
                           max_cloud=request.max_cloud, policy=settings.policy, stop=stop,
-                          page_size=settings.page_size)
+                          page_size=settings.page_size, href_schemes=settings.href_schemes)
     if not found:
         where = f"tile {request.area.tile}" if request.area.query_tile else f"bbox {request.area.search_bbox}"
         cloud = f" with at most {request.max_cloud:g} % cloud cover" if request.max_cloud is not None else ""
@@ -300,7 +303,7 @@ def _provenance(plan: FetchPlan) -> dict[str, Any]:
     return {
         "title": f"Sentinel-2 L2A B02 B03 B04 B8A SCL at 20 m, tile {req.area.tile}",
         "tile": req.area.tile,
-        "stac_url": req.provider.url,
+        "stac_url": redact(req.provider.url),  # files are shared: no credentials in them
         "stac_provider": req.provider.name,
         "collection": req.provider.collection,
         "query_start": req.start.isoformat(),

@@ -26,6 +26,7 @@ from ...cube.masks import clear_from_scl
 from ...cube.readers import open_cube
 from ...errors import NoValidDataError, UsageError
 from ...progress import ProgressFactory, no_progress
+from ...redact import redact
 from ...sources import era5, static
 from ...sources.scenes import inspect_scenes, read_scene
 from . import frames as framing
@@ -48,6 +49,7 @@ class PrepareSettings:
     meteo_layout: str = "auto"  # auto, series or grid (see meteo.py)
     max_meteo_distance_km: float = 25.0  # farthest a point meteorology series may lie from the cube centre
     chunk_px: int = 1024  # edge of the dask chunks (pixels): bounds memory per worker thread
+    href_schemes: tuple[str, ...] = ("https", "http")  # URL schemes static-layer asset hrefs may use (sources/hrefs.py)
 
 
 @dataclass(frozen=True)
@@ -220,7 +222,7 @@ def _build(inputs: PrepareInputs, settings: PrepareSettings, progress: ProgressF
     cube = schema.finalise(cube, crs=target.grid.crs, source="prepare", attrs=attrs)
 
     cube = _attach_meteo(cube, raw, inputs, settings, target, notes, same_frames=acquisitions.equals(frame_times))
-    cube = _attach_static(cube, raw, inputs, target, notes)
+    cube = _attach_static(cube, raw, inputs, target, notes, href_schemes=settings.href_schemes)
     return PreparedCube(cube=cube, clear_fraction=clear_fraction, acquisitions=framing.observation_count(members),
                         notes=notes)
 
@@ -254,7 +256,7 @@ def _attach_meteo(cube, raw, inputs, settings, target, notes, *, same_frames: bo
     return meteo.place(cube, daily, target, layout=settings.meteo_layout)
 
 
-def _attach_static(cube, raw, inputs, target, notes) -> xr.Dataset:
+def _attach_static(cube, raw, inputs, target, notes, *, href_schemes: tuple[str, ...]) -> xr.Dataset:
     layers: dict[str, np.ndarray] = {}
     sources: list[str] = []
     for name in STATIC_LAYERS:
@@ -269,9 +271,10 @@ def _attach_static(cube, raw, inputs, target, notes) -> xr.Dataset:
     if inputs.static_stac_url:
         wanted = tuple(layer for layer in static.STAC_LAYERS
                        if not (layer is static.DEM and inputs.dem) and not (layer is static.LANDCOVER and inputs.landcover))
-        found = static.read_stac_layers(inputs.static_stac_url, target.grid, layers=wanted, notes=notes)
+        found = static.read_stac_layers(inputs.static_stac_url, target.grid, layers=wanted, notes=notes,
+                                        href_schemes=href_schemes)
         layers.update(found)
-        sources.extend(f"{name}: {inputs.static_stac_url}" for name in found)
+        sources.extend(f"{name}: {redact(inputs.static_stac_url)}" for name in found)
     cube = cube.drop_vars([n for n in STATIC_LAYERS if n in cube])
     cube = schema.add_static(cube, layers)
     cube.attrs["static_sources"] = "; ".join(sources) or "none"
