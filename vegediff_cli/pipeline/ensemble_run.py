@@ -22,6 +22,7 @@ from ..cube.readers import open_netcdf
 from ..cube.stream_cogs import export_cogs
 from ..errors import CorruptInputError, MissingVariableError, UsageError
 from ..progress import ProgressFactory, no_progress
+from ..resources import check_ensemble_memory
 from .ensemble import DEFAULT_BELOW, DEFAULT_DROP, QUANTILES, check_levels, member_statistics, prob_below, prob_drop
 from .forecast import LAST_CLEAR, MEMBER, PRED
 
@@ -110,6 +111,8 @@ def summarise_forecast(
         if not with_drop:
             log.warning("%s has no %s: %s is not computed", Path(forecast).name, LAST_CLEAR, DROP)
         height, width, steps = ds.sizes["y"], ds.sizes["x"], ds.sizes["time"]
+        check_ensemble_memory(members=members, steps=steps, width=width, levels=len(below) + len(drop),
+                              statistics=len(STATISTICS))
         rows = _rows_per_block(members, steps, width, len(below) + len(drop), settings.memory_mb)
         attrs = {
             "Conventions": "CF-1.8", "title": "vegediff NDVI ensemble statistics", "source": "ensemble",

@@ -24,7 +24,7 @@ from pathlib import Path
 import xarray as xr
 
 from .. import __version__
-from ..config import BANDS
+from ..config import BANDS, CHIP_SIZE
 from ..cube.forecast_writer import (
     GridWriter,
     VariableSpec,
@@ -38,12 +38,22 @@ from ..cube.readers import open_cube
 from ..cube.schema import BAND_LONG_NAMES
 from ..cube.stream_cogs import export_cogs
 from ..errors import UsageError
+from ..geo import chip_layout
 from ..model.device import pick_device, resolve_precision
 from ..model.weights import file_digest
 from ..progress import ProgressFactory, no_progress
+from ..resources import check_forecast_memory, forecast_memory
 from .forecast_blocks import BlockResult, compute_block
 from .forecast_model import ignored_meteo_variables, load_model, model_config, resolve_weights
-from .forecast_plan import ForecastPlan, ForecastSettings, plan_forecast
+from .forecast_plan import (
+    ForecastPlan,
+    ForecastSettings,
+    bytes_per_pixel,
+    check_settings,
+    default_batch,
+    plan_forecast,
+)
+from .tiling import ALIGN, stripe_width
 
 log = logging.getLogger("vegediff.forecast")
 PRED, MEMBER, CLEAR_COUNT, LAST_CLEAR = "ndvi_pred", "ndvi_member", "context_clear_count", "ndvi_last_clear"
@@ -150,8 +160,26 @@ class _Prepared:
     attrs: dict
 
 
+def check_memory(cube: xr.Dataset, cfg, settings: ForecastSettings, *, device_type: str) -> None:
+    """Refuse a forecast whose members, batch or model cannot fit --memory-mb and the free memory,
+    before the model is built or any block allocated (vegediff_cli/resources.py)."""
+    check_settings(settings, cfg)  # the values themselves first (--members 0 ...)
+    width, height = int(cube.sizes["x"]), int(cube.sizes["y"])
+    per_pixel = bytes_per_pixel(settings.members, settings.horizon, cfg.vegenet.context_frames)
+    overlap = settings.overlap if 0 <= settings.overlap < CHIP_SIZE // 2 else 0  # checked with the plan
+    chips = len(chip_layout(max(height, CHIP_SIZE), max(width, CHIP_SIZE), overlap=overlap))
+    stripe = settings.stripe_cols or stripe_width(width, bytes_per_pixel=per_pixel, band_rows=settings.band_rows,
+                                                  budget_bytes=settings.memory_mb * 2**20)
+    estimate = forecast_memory(cfg, members=settings.members,
+                               chips_per_call=min(chips, settings.batch_size or default_batch(settings.members, device_type)),
+                               width=width, stripe=stripe, band_rows=settings.band_rows, bytes_per_pixel=per_pixel,
+                               align=ALIGN)
+    check_forecast_memory(estimate, members=settings.members, memory_mb=settings.memory_mb)
+
+
 @contextlib.contextmanager
-def _prepare(jobs: list[ForecastJob], weights: Path, settings: ForecastSettings, workers: int) -> Iterator[list[_Prepared]]:
+def _prepare(jobs: list[ForecastJob], weights: Path, settings: ForecastSettings, workers: int,
+             device_type: str = "cpu") -> Iterator[list[_Prepared]]:
     """Open every cube and plan every job first: bad input fails before any long computation."""
     cfg = model_config(weights)
     ignore_meteo = ignored_meteo_variables(weights)
@@ -162,6 +190,7 @@ def _prepare(jobs: list[ForecastJob], weights: Path, settings: ForecastSettings,
         prepared = []
         for job in jobs:
             cube = stack.enter_context(contextlib.closing(open_cube(job.cube)))
+            check_memory(cube, cfg, settings, device_type=device_type)
             plan = plan_forecast(cube, cfg, settings, weather=job.weather, workers=workers, ignore_meteo=ignore_meteo)
             log.info("%s: %d chips (%d with vegetation and clear context) in %d stripe(s) x %d band(s); meteorology: %s",
                      job.cube.name, len(plan.tiles.chips), len(plan.active), len(plan.tiles.stripes),
@@ -209,7 +238,7 @@ def run_forecasts(
         if scheduler is None:
             torch_device = pick_device(device)
             settings = replace(settings, precision=resolve_precision(settings.precision, torch_device))
-            prepared = stack.enter_context(_prepare(jobs, weights_path, settings, 1))
+            prepared = stack.enter_context(_prepare(jobs, weights_path, settings, 1, torch_device.type))
             model = load_model(weights_path, torch_device)
         else:
             from .distributed import cluster_client, run_blocks

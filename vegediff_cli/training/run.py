@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import NoValidDataError, UsageError
+from ..errors import ModelError, NoValidDataError, UsageError
 from ..model.presets import preset
 from ..model.weights import load_weights, save_weights
 from ..progress import ProgressFactory, no_progress
@@ -72,7 +72,7 @@ def run_diffusion(
 ) -> dict:
     sequences, files = select_sequences(data, exclude)
     run_dir.mkdir(parents=True, exist_ok=True)
-    model, meta = load_weights(init, device=device)
+    model, meta = _load_init(init, device)
     model, losses = train_diffusion(model, sequences, settings=settings, run_dir=run_dir, device=device,
                                     progress=progress)
     extra = {"diffusion_settings": vars_of(settings), "vae_trained_on": json.loads(meta.get("trained_on", "[]")),
@@ -80,6 +80,26 @@ def run_diffusion(
     save_weights(model, output, metadata=_metadata("vae+diffusion", files, exclude, losses, extra))
     return {"output": str(output), "stage": "diffusion", "steps": settings.steps,
             "final_loss": float(np.mean(losses[-100:])), "trained_on": files}
+
+
+def _load_init(path: Path, device: torch.device):
+    """The --init weights, their declared model size checked before it is built (vegediff_cli/resources.py)."""
+    from ..model.presets import ModelConfig
+    from ..model.weights import read_metadata
+    from ..resources import check_model_size
+
+    try:
+        cfg = ModelConfig.from_dict(json.loads(read_metadata(path)["config"]))
+    except Exception:  # noqa: BLE001 - load_weights below names the problem (missing, unreadable, foreign)
+        cfg = None
+    if cfg is not None:
+        check_model_size(cfg, source=str(path), copies=4)  # weights, gradients and two AdamW moments
+    try:
+        return load_weights(path, device=device)
+    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path} is not usable weights ({reason})",
+                         fix="pass the weights file written by `vegediff train vae`") from exc
 
 
 def vars_of(settings) -> dict:
