@@ -27,6 +27,7 @@ import rasterio
 import xarray as xr
 
 from ..config import BANDS, SCL, VALID
+from ..cube import provenance
 from ..cube.netcdf import chunk_cache, write_netcdf
 from ..cube.readers import open_netcdf
 from ..cube.schema import finalise, grid_coords
@@ -315,4 +316,7 @@ def _provenance(plan: FetchPlan) -> dict[str, Any]:
         "harmonisation": HARMONISATION,
         "fetch_acquisitions": json.dumps(records),
         "history": f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} vegediff fetch",
+        **provenance.product_attrs(provenance.record(
+            "fetch", {"stac_url": redact(req.provider.url), "collection": req.provider.collection},
+            {"tile": req.area.tile, "grid": req.area.summary(), "acquisitions": [r["identity"] for r in records]})),
     }

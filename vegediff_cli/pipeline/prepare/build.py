@@ -177,7 +177,18 @@ def build_cube(
         return _build(inputs, settings, progress)
 
 
+def check_settings(settings: PrepareSettings) -> None:
+    """UsageError for settings no cube can be built with (checked before any file is read)."""
+    if settings.meteo_layout not in meteo.LAYOUTS:
+        raise UsageError(f"--meteo-layout '{settings.meteo_layout}' is not one of {', '.join(meteo.LAYOUTS)}",
+                         fix="use auto (default), series or grid")
+    distance = settings.max_meteo_distance_km
+    if not (isinstance(distance, int | float) and np.isfinite(distance) and distance > 0):
+        raise UsageError(f"--max-meteo-distance {distance} must be a positive number of km", fix="e.g. 25")
+
+
 def _build(inputs: PrepareInputs, settings: PrepareSettings, progress: ProgressFactory) -> PreparedCube:
+    check_settings(settings)
     if (inputs.source is None) == (not inputs.scenes):
         raise UsageError("give either an input cube or --scenes, not both or neither",
                          fix="pass --input/--tile for a fetched cube, or --scenes FILE... for GeoTIFF scenes")
