@@ -11,22 +11,21 @@ never leaves a stale lock). Under the lock, temporaries a killed run left (SIGKI
 when the run ends.
 
 :func:`write_failure` tells a full disk or a read-only folder (exit 10) from a damaged input
-(exit 4) when a NetCDF write fails with HDF5's bare "HDF error".
+(exit 4) when a NetCDF write fails with HDF5's bare "HDF error" (vegediff_cli/io_errors.py).
 """
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import shutil
-import traceback
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import CorruptInputError, OutputError, VegediffError
+from .errors import OutputError, VegediffError
+from .io_errors import classify_io_error
 
 PARTIAL_MARK = ".partial-"
 
@@ -196,47 +195,6 @@ def output_lock(*paths: str | os.PathLike, what: str = "written") -> Iterator[No
                 break
 
 
-_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
-_READ_FRAMES = ("__getitem__", "_getitem", "getitem", "_read", "read", "_cached_array", "get_duck_array")
-_WRITE_FRAMES = ("__setitem__", "_setitem", "store", "close", "sync", "createVariable", "_put", "to_netcdf",
-                 "set_variable", "prepare_variable", "write", "_write")
-
-
-def write_failure(exc: BaseException, output: str | os.PathLike, *, source: str | None = None) -> VegediffError | None:
-    """The user-facing error for `exc` raised while writing `output` (reading `source`), or None if it is
-    neither an I/O failure of the output nor of the input.
-
-    HDF5 reports a full disk, a file-size limit and a corrupt input chunk alike ("NetCDF: HDF
-    error"); the frames of the traceback tell which side failed: reading (xarray's lazy array
-    ``__getitem__``) or writing (``__setitem__``, ``sync``, ``close``).
-    """
-    final = Path(output)
-    if isinstance(exc, VegediffError | KeyboardInterrupt):
-        return None
-    number = getattr(exc, "errno", None)
-    if isinstance(exc, OSError) and number in _WRITE_ERRNOS:
-        return _output_error(final, exc.strerror or str(exc))
-    if not isinstance(exc, OSError | RuntimeError | ValueError):
-        return None
-    text = str(exc)
-    if not any(word in text for word in ("HDF", "NetCDF", "netcdf", "No space", "Errno", "errno", "Disk", "disk")):
-        return None
-    frames = [f.name for f in traceback.extract_tb(exc.__traceback__)]
-    for name in reversed(frames):
-        if name in _READ_FRAMES:
-            what = source or "the input"
-            return CorruptInputError(f"{what} could not be read ({text.splitlines()[0][:160]})",
-                                     fix="the file is damaged or truncated: re-create it with the step that made it")
-        if name in _WRITE_FRAMES:
-            break
-    return _output_error(final, text.splitlines()[0][:160] if text else type(exc).__name__)
-
-
-def _output_error(final: Path, reason: str) -> OutputError:
-    try:
-        free = shutil.disk_usage(final.parent).free
-        space = f"; {free / 2**30:.1f} GiB free there" if free < 2**30 else ""
-    except OSError:
-        space = ""
-    return OutputError(f"cannot write {final} ({reason}{space})",
-                       fix="free disk space (or check the file-size limit and permissions), then run the step again")
+def write_failure(exc: BaseException, output: str | os.PathLike) -> VegediffError | None:
+    """The user-facing error for `exc` raised while writing `output` (see vegediff_cli/io_errors.py)."""
+    return classify_io_error(exc, output=Path(output))

@@ -81,6 +81,7 @@ class TileFiles:
 def resolve_input(explicit: Path | None, tile: str | None, workdir: Path, step: str, *, made_by: str) -> Path:
     """The input of a step: `explicit` if given, else the tile's file from the previous step."""
     if explicit is not None:
+        check_encodable(explicit, role="input")
         return explicit
     if tile is None:
         raise UsageError("no input given", fix="pass --tile TILE (uses the working directory) or --input PATH")
@@ -91,6 +92,18 @@ def resolve_input(explicit: Path | None, tile: str | None, workdir: Path, step: 
             fix=f"run `vegediff {made_by} --tile {normalise_tile(tile)}` first, or pass --input PATH",
         )
     return path
+
+
+def check_encodable(path: Path | None, *, role: str = "path") -> None:
+    """UsageError for a file name that is not valid UTF-8: the NetCDF library cannot open or create it."""
+    if path is None:
+        return
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = str(path).encode("utf-8", "surrogateescape").decode("latin-1")
+        raise UsageError(f"the {role} {shown!r} is not a valid UTF-8 file name, which NetCDF cannot open or create",
+                         fix="use a UTF-8 name (rename the file or folder, e.g. with `mv` or `convmv`)") from None
 
 
 def same_file(a: Path | None, b: Path | None) -> bool:
@@ -108,6 +121,7 @@ def same_file(a: Path | None, b: Path | None) -> bool:
 def check_output(path: Path, step: str, *, inputs: tuple[Path | None, ...] = ()) -> Path:
     """An explicit --output made safe: an existing folder gets the step's usual file name inside it;
     a name that is not NetCDF, or the step's own input, is refused (it would be overwritten)."""
+    check_encodable(path, role="output")
     if path.is_dir():
         path = path / FILE_NAMES[step]
     elif path.suffix.lower() not in NETCDF_SUFFIXES:
@@ -127,4 +141,5 @@ def resolve_output(explicit: Path | None, tile: str | None, workdir: Path, step:
         return check_output(explicit, step, inputs=inputs)
     if tile is None:
         raise UsageError("no output given", fix="pass --tile TILE (uses the working directory) or --output PATH")
+    check_encodable(workdir, role="working directory")
     return getattr(TileFiles.of(workdir, tile), step)

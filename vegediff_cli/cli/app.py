@@ -13,6 +13,7 @@ import typer
 
 from .. import __version__
 from ..errors import EXIT_CODES, RunInterrupted, VegediffError
+from ..io_errors import classify_io_error
 from ..redact import redact
 from . import ensemble, evaluate, fetch, forecast, info, prepare, train
 
@@ -140,6 +141,10 @@ def _dispatch(argv: list[str] | None, debug: bool, *, json_errors: bool = False)
     except Exception as error:  # a bug: say so in one line, keep the traceback behind --debug
         if debug:
             _traceback()
+        known = classify_io_error(error)  # a damaged input read lazily, deep inside a library
+        if known is not None:
+            return _fail(known.exit_code, type(known).__name__, known.problem, known.fix,
+                         line=f"vegediff: error: {known}", json_errors=json_errors)
         problem = f"{type(error).__name__}: {error}"
         return _fail(1, "InternalError", problem, "re-run with --debug for the traceback and report it",
                      line=f"vegediff: internal error: {problem} (re-run with --debug for the traceback and report it)",

@@ -84,7 +84,8 @@ def evaluate(
     jobs: Annotated[
         int | None, typer.Option("--jobs", "-j", help="Cubes scored in parallel.", show_default="CPU count")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the random tie-breaking in rank histograms.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the random tie-breaking in rank histograms.",
+                                      min=0, max=2**63 - 1)] = 0,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:

@@ -20,7 +20,7 @@ from ..sources.hrefs import parse_schemes
 from ..sources.http import RetryPolicy
 from ..sources.stac import resolve_provider
 from ..workdir import resolve_output
-from .options import JsonOpt, OutputOpt, QuietOpt, TileOpt, WorkdirOpt, emit_json, setup, workdir_of
+from .options import JsonOpt, OutputOpt, QuietOpt, TileOpt, WorkdirOpt, emit_json, finite, setup, workdir_of
 
 log = logging.getLogger("vegediff.fetch")
 
@@ -75,6 +75,8 @@ def fetch(
     interrupted fetch and, on an existing output, reads only new acquisitions.
     """
     progress = setup(quiet)
+    for value, option in ((timeout, "--timeout"), (backoff, "--backoff"), (max_cloud, "--max-cloud")):
+        finite(value, option)
     # GDAL reports every failed HTTP try through rasterio's loggers; fetch retries and reports
     # failures itself, in one line, so that chatter stays behind --debug.
     if os.environ.get("VEGEDIFF_DEBUG") != "1":

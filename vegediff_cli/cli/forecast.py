@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -32,7 +33,9 @@ GuidanceOpt = Annotated[float | None, typer.Option(
     help="Classifier-free guidance weight on meteorology and static layers. Default: the scale recorded in the "
          "weights (chosen on validation data; 1.0 for the shipped weights), else the paper's 2.",
     show_default=False)]
-SeedOpt = Annotated[int, typer.Option(help="Run seed: the same seed gives the same forecast, whatever the batching.")]
+MAX_SEED = 2**63 - 1  # seeds are stored as 64-bit integers (NetCDF attributes, torch generators)
+SeedOpt = Annotated[int, typer.Option(help="Run seed: the same seed gives the same forecast, whatever the batching.",
+                                      min=0, max=MAX_SEED)]
 DeviceOpt = Annotated[str, typer.Option(help="auto (GPU when present), cpu, cuda or cuda:N.")]
 PrecisionOpt = Annotated[str, typer.Option(
     help="auto (bf16 on GPUs and on CPUs with native bf16, about 1.7 x faster there; fp32 elsewhere), fp32 or bf16. "
@@ -73,6 +76,9 @@ def build_settings(*, horizon: int, members: int, sampler: str, steps: int, guid
                    memory_mb: int, precision: str = "auto") -> ForecastSettings:
     if memory_mb < 64:
         raise UsageError(f"--memory-mb {memory_mb} is too small", fix="give at least 64 MiB")
+    if guidance is not None and (not math.isfinite(guidance) or guidance < 0):
+        raise UsageError(f"--guidance {guidance} must be a finite number of 0 or more",
+                         fix="use e.g. --guidance 1 (the paper uses 2), or leave it out for the weights' own")
     return ForecastSettings(
         horizon=horizon, members=members, seed=seed, start=parse_start(start), overlap=overlap,
         batch_size=batch_size, min_clear_context=min_clear_context, memory_mb=memory_mb, precision=precision,

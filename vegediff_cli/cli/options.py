@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from ..errors import UsageError
 from ..progress import ProgressFactory, tqdm_progress
 from ..redact import RedactingFormatter, redact_json
 from ..workdir import ENV_WORKDIR, default_workdir
@@ -33,6 +35,13 @@ WorkdirOpt = Annotated[
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, only warnings and errors on stderr.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
+
+
+def finite(value: float | None, option: str) -> float | None:
+    """A float option must be a real number: click's range checks let NaN through (every comparison is False)."""
+    if value is not None and not math.isfinite(value):
+        raise UsageError(f"{option} {value} is not a finite number", fix=f"pass a number, e.g. {option} 1")
+    return value
 
 
 def workdir_of(value: Path | None) -> Path:

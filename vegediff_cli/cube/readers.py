@@ -17,6 +17,7 @@ from rasterio.errors import RasterioIOError
 
 from ..config import BANDS
 from ..errors import CorruptInputError, GeoreferenceError, InputNotFoundError, MissingVariableError
+from ..workdir import check_encodable
 from . import earthnet2021, greenearthnet, schema
 
 NETCDF_SUFFIXES = {".nc", ".nc4", ".netcdf", ".cdf"}
@@ -24,6 +25,7 @@ GEOTIFF_SUFFIXES = {".tif", ".tiff"}
 
 
 def _check_exists(path: Path) -> None:
+    check_encodable(path, role="input")
     if not path.exists():
         raise InputNotFoundError(f"{path} does not exist", fix="check the path, or run the previous step first")
     if path.is_dir():

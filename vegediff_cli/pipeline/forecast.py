@@ -39,6 +39,7 @@ from ..cube.forecast_writer import (
 from ..cube.readers import open_cube
 from ..cube.schema import BAND_LONG_NAMES
 from ..cube.stream_cogs import export_cogs
+from ..cube.validate import check_reflectance
 from ..errors import UsageError
 from ..geo import chip_layout
 from ..model.device import pick_device, resolve_precision
@@ -207,6 +208,7 @@ def _prepare(jobs: list[ForecastJob], weights: Path, settings: ForecastSettings,
             cube = stack.enter_context(contextlib.closing(open_cube(job.cube)))
             check_memory(cube, cfg, settings, device_type=device_type)
             plan = plan_forecast(cube, cfg, settings, weather=job.weather, workers=workers, ignore_meteo=ignore_meteo)
+            check_reflectance(cube, source=str(job.cube), frames=plan.times.context_index, what="the context frames")
             log.info("%s: %d chips (%d with vegetation and clear context) in %d stripe(s) x %d band(s); meteorology: %s",
                      job.cube.name, len(plan.tiles.chips), len(plan.active), len(plan.tiles.stripes),
                      len(plan.tiles.bands), plan.meteo.source)

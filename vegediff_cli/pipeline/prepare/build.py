@@ -24,6 +24,7 @@ from ...config import BANDS, DEFAULT_CLEAR_SCL, DLMASK, METEO_VARS, SCL, STATIC_
 from ...cube import schema
 from ...cube.masks import clear_from_scl
 from ...cube.readers import open_cube
+from ...cube.validate import check_reflectance
 from ...errors import NoValidDataError, UsageError
 from ...progress import ProgressFactory, no_progress
 from ...redact import redact
@@ -136,6 +137,7 @@ def _raw_from_scenes(paths: Sequence[Path], target: TargetGrid | None, chunk_px:
 
 def _raw_from_cube(path: Path, target: TargetGrid | None, chunk_px: int) -> tuple[xr.Dataset, TargetGrid]:
     ds = open_cube(path)
+    check_reflectance(ds, source=str(path))
     own = TargetGrid.of_dataset(ds)
     ds = ds.drop_vars("spatial_ref", errors="ignore")
     spatial = {"time": 1, "y": chunk_px, "x": chunk_px}
