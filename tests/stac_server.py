@@ -151,14 +151,17 @@ def search_items(items: list[dict[str, Any]], params: dict[str, Any]) -> list[di
             w, s, e, n = _item_bbox(item)
             if w > bbox[2] or e < bbox[0] or s > bbox[3] or n < bbox[1]:
                 continue
-        when = _parse_dt(item["properties"]["datetime"])
-        if (start is not None and when < start) or (end is not None and when > end):
+        try:
+            when = _parse_dt(item["properties"]["datetime"])
+        except (TypeError, ValueError, AttributeError):  # a broken item: served as it is, unfiltered
+            when = None
+        if when is not None and ((start is not None and when < start) or (end is not None and when > end)):
             continue
         query = params.get("query") or {}
         if not all(_compare(item["properties"].get(k), op, ref) for k, ops in query.items() for op, ref in ops.items()):
             continue
         out.append(item)
-    return sorted(out, key=lambda it: (it["properties"]["datetime"], it["id"]), reverse=True)
+    return sorted(out, key=lambda it: (str(it["properties"]["datetime"]), it["id"]), reverse=True)
 
 
 class StacServer:

@@ -100,7 +100,9 @@ def fetch(
         else:
             _print_plan(summary)
         return
-    target = resolve_output(output, area.tile, workdir_of(workdir), "raw")
+    if output is None and not area.query_tile:  # --bbox alone: the folder is named after the items' own tile
+        request = plan_fetch(request, settings=settings).request
+    target = resolve_output(output, request.area.tile, workdir_of(workdir), "raw")
     try:
         result = fetch_cube(request, target, settings=settings, force=force, progress=progress)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (cli/app.py turns it into KeyboardInterrupt)

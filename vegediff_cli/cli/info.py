@@ -9,11 +9,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..cube.describe import describe
+from ..cube.describe import describe, describe_product
 from ..cube.readers import open_cube
 from ..errors import EXIT_CODES, UsageError
+from ..redact import redact
 from ..workdir import resolve_input
 from .options import InputOpt, JsonOpt, TileOpt, WorkdirOpt, emit_json, workdir_of
+
+MADE_BY = {"raw": "fetch", "cube": "prepare", "forecast": "forecast", "ensemble": "ensemble"}
 
 
 def info(
@@ -25,7 +28,8 @@ def info(
     exit_codes: Annotated[bool, typer.Option("--exit-codes", help="List the exit codes and what they mean.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Describe a cube: grid, CRS, dates, clear-sky fraction, meteorology and static layers."""
+    """Describe a cube (grid, CRS, dates, clear-sky fraction, meteorology, static layers), or a forecast or
+    ensemble file (dates, members, what it was made from)."""
     if exit_codes:
         if json_out:
             emit_json({str(code): text for code, text in EXIT_CODES.items()})
@@ -35,18 +39,40 @@ def info(
             table.add_row(str(code), text)
         Console().print(table)
         return
-    if step not in ("raw", "cube", "forecast", "ensemble"):
-        raise UsageError(f"--step '{step}' is not one of raw, cube, forecast, ensemble")
-    target = resolve_input(path or input, tile, workdir_of(workdir), step, made_by="prepare")
-    summary = {"path": str(target), **describe(open_cube(target))}
+    if step not in MADE_BY:
+        raise UsageError(f"--step '{step}' is not one of {', '.join(MADE_BY)}", fix="e.g. --step forecast")
+    target = resolve_input(path or input, tile, workdir_of(workdir), step, made_by=MADE_BY[step])
+    summary = {"path": str(target), **_describe(target)}
     if json_out:
         emit_json(summary)
         return
-    table = Table(show_header=False, title=str(target))
+    table = Table(show_header=False, title=redact(str(target)))
     for key, value in summary.items():
         if key != "path":
-            table.add_row(key, ", ".join(map(str, value)) if isinstance(value, list) else str(value))
+            text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+            table.add_row(key, redact(text))
     Console(stderr=False).print(table)
+
+
+def _describe(target: Path) -> dict:
+    """A cube's description, or a forecast's / ensemble's (recognised by their variables)."""
+    if target.suffix.lower() != ".npz":
+        from ..cube.forecast_writer import open_grid
+
+        if _is_product(target):
+            with open_grid(target) as ds:
+                return describe_product(ds)
+    return describe(open_cube(target))
+
+
+def _is_product(path: Path) -> bool:
+    from ..cube.readers import open_netcdf
+
+    ds = open_netcdf(path)
+    try:
+        return "ndvi_pred" in ds or "ndvi_mean" in ds
+    finally:
+        ds.close()
 
 
 def register(app: typer.Typer) -> None:

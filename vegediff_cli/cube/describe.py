@@ -63,3 +63,43 @@ def describe(ds: xr.Dataset) -> dict[str, Any]:
         "static_layers": [name for name in STATIC_LAYERS if name in ds],
         "variables": sorted(str(v) for v in ds.data_vars),
     }
+
+
+PRODUCT_ATTRS = ("source", "forecast_start", "members", "weights", "model", "sampler", "steps", "guidance_scale",
+                 "seed", "precision", "meteo_source", "input", "forecast", "created", "vegediff_version")
+
+
+def describe_product(ds: xr.Dataset) -> dict[str, Any]:
+    """A forecast.nc or ensemble.nc (read lazily; one time step of data at most)."""
+    grid = grid_of(ds)
+    times = pd.DatetimeIndex(ds["time"].values)
+    main = "ndvi_pred" if "ndvi_pred" in ds else "ndvi_mean" if "ndvi_mean" in ds else None
+    covered = None
+    if main is not None and len(times):
+        first = np.asarray(ds[main].isel(time=0).values)
+        covered = round(float(np.isfinite(first).mean()), 4) if first.size else 0.0
+    made = ds.attrs.get("vegediff_made_from")
+    return {
+        "product": "forecast" if "ndvi_pred" in ds else "ensemble" if "ndvi_mean" in ds else "unknown",
+        "crs": grid.crs,
+        "shape": {"time": int(ds.sizes["time"]), "y": grid.height, "x": grid.width,
+                  **({"member": int(ds.sizes["member"])} if "member" in ds.sizes else {})},
+        "resolution": list(grid.resolution),
+        "bounds": list(grid.bounds),
+        "first_date": times[0].strftime("%Y-%m-%d") if len(times) else None,
+        "last_date": times[-1].strftime("%Y-%m-%d") if len(times) else None,
+        "forecast_fraction_first_step": covered,
+        "variables": sorted(str(v) for v in ds.data_vars if v != "spatial_ref"),
+        **{k: ds.attrs[k] for k in PRODUCT_ATTRS if k in ds.attrs},
+        "made_from": made if made is None else _short_record(made),
+    }
+
+
+def _short_record(text: str) -> Any:
+    import json
+
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return text
+    return {"step": record.get("step"), "inputs": record.get("inputs"), "settings": record.get("settings")}

@@ -24,7 +24,7 @@ from pystac_client import Client
 from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
 
-from ..errors import MissingVariableError, RemoteError, UsageError, VegediffError
+from ..errors import CorruptInputError, MissingVariableError, RemoteError, UsageError, VegediffError
 from ..geo import normalise_tile
 from ..redact import redact
 from .area import FetchArea
@@ -416,11 +416,12 @@ def search_scenes(
         client = _open(provider, policy, stop)
         _check_collection(client, provider)
         try:
-            return list(client.search(method=method, **params).items())
+            found = list(client.search(method=method, **params).items_as_dicts())
         except RemoteError as exc:
             if method != "POST" or "HTTP 405" not in str(exc):
                 raise
-            return list(client.search(method="GET", **params).items())
+            found = list(client.search(method="GET", **params).items_as_dicts())
+        return [_parse_item(doc) for doc in found]
 
     # A page cut short mid-search restarts the search; each request retries on its own first.
     try:
@@ -431,6 +432,21 @@ def search_scenes(
                           fix="check --stac-url; it must be a STAC API root") from exc
     scenes = [scene_item(item, href_schemes=href_schemes) for item in items]
     return [s for s in scenes if _wanted(s, area, start, end, max_cloud)]
+
+
+def _parse_item(doc: Any) -> pystac.Item:
+    """A search result as a pystac Item; CorruptInputError naming the item when it is malformed."""
+    name = doc.get("id", "?") if isinstance(doc, dict) else "?"
+    try:
+        item = pystac.Item.from_dict(doc, preserve_dict=False)
+        if item.datetime is None and _parse_time(item.properties.get("start_datetime")) is None:
+            raise ValueError("no datetime")
+        return item
+    except Exception as exc:  # noqa: BLE001 - pystac raises many types for malformed documents
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise CorruptInputError(f"STAC item {name} is malformed ({reason})",
+                                fix="the STAC API answered a broken item: report it to its operator, or fetch "
+                                    "other dates (--start/--end)") from None
 
 
 def _open(provider: Provider, policy: RetryPolicy, stop: threading.Event | None) -> Client:

@@ -103,7 +103,7 @@ def read_stac_layers(
     from odc.stac import load
     from pystac_client.exceptions import APIError
 
-    from .stac import RetryingStacIO
+    from .stac import RetryingStacIO, _parse_item
 
     modifier = None
     try:  # Planetary Computer assets need short-lived SAS tokens
@@ -125,7 +125,8 @@ def read_stac_layers(
     found: dict[str, np.ndarray] = {}
     for layer in layers:
         try:
-            items = list(client.search(collections=[layer.collection], bbox=list(bbox), max_items=100).items())
+            docs = client.search(collections=[layer.collection], bbox=list(bbox), max_items=100).items_as_dicts()
+            items = [_parse_item(doc) for doc in docs]
         except RemoteError as exc:
             raise RemoteError(f"STAC search of {layer.collection} at {shown} failed ({exc.problem})",
                               fix="retry later, or pass local files with --dem / --landcover") from exc
