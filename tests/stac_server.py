@@ -178,7 +178,7 @@ class StacServer:
         self.next_loop = False  # search pages link "next" to themselves
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._httpd = _QuietServer(("127.0.0.1", 0), _handler(self))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="stac-server", daemon=True)
@@ -236,6 +236,13 @@ class StacServer:
     def _record(self, entry: Logged) -> None:
         with self._lock:
             self.log.append(entry)
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A client that hangs up mid-answer (a cancelled read) is normal here: no traceback on stderr."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        return None
 
 
 def _handler(server: StacServer) -> type[BaseHTTPRequestHandler]:
