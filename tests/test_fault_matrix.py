@@ -800,6 +800,34 @@ def _(ctx: Ctx):
     return result, Expect(2, ("would be overwritten",))
 
 
+case("ensemble: --output x.tif")(usage_case("ensemble", "--input", str(SAMPLE), "--output", "e.tif",
+                                            words=("not a NetCDF",)))
+
+
+@case("ensemble: disk full (file-size limit)")
+def _(ctx: Ctx):
+    forecast = ctx.folder / "forecast.nc"
+    assert ctx.cli("forecast", "--input", SAMPLE, "--weights", ctx.env.weights, "--output", forecast, *FORECAST,
+                   "--members", "2").code == 0
+    out = ctx.folder / "ensemble.nc"
+    limit = forecast.stat().st_size + 1  # the forecast stays readable; the ensemble cannot be written
+    result = ctx.subprocess("ensemble", "--input", forecast, "--output", out, "--no-cogs", "--json", "--quiet",
+                            fsize=limit // 4)
+    return result, Expect(10, ("cannot write",), absent=(out,))
+
+
+@case("ensemble: --output is an existing folder")
+def _(ctx: Ctx):
+    forecast = ctx.folder / "forecast.nc"
+    assert ctx.cli("forecast", "--input", SAMPLE, "--weights", ctx.env.weights, "--output", forecast, *FORECAST,
+                   "--members", "2").code == 0
+    folder = ctx.folder / "out"
+    folder.mkdir()
+    result = ctx.cli("ensemble", "--input", forecast, "--output", folder, "--no-cogs", "--json", "--quiet")
+    assert (folder / "ensemble.nc").is_file()
+    return result, Expect(0)
+
+
 @case("ensemble: rerun is up to date")
 def _(ctx: Ctx):
     work = ctx.workdir()
