@@ -21,8 +21,8 @@ import xarray as xr
 from ..config import BANDS, VALID
 from ..errors import CorruptInputError
 
-MAX_FRAMES = 12
-MAX_STRIPS = 8
+MAX_FRAMES = 6
+MAX_STRIPS = 6
 STRIP_ROWS = 128
 MAX_REFLECTANCE = 2.0  # 99th percentile of clear reflectance above this: digital numbers, not reflectance
 MIN_REFLECTANCE = -1.0
