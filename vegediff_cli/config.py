@@ -74,4 +74,6 @@ class SamplerSettings:
     sampler: str = "euler"  # "euler" (paper) or "dpmpp2m" (DPM-Solver++(2M), faster)
     steps: int = 10  # denoising steps
     guidance_scale: float = 2.0  # classifier-free guidance weight w: eps_u + w (eps_c - eps_u)
-    context_mix: float = 0.1  # initial noise += context_mix * mean(context latents)
+    # initial noise += context_mix * mean(context latents); None: what the weights were trained with
+    # (DiffusionConfig.train_context_mix), else the paper's 0.1
+    context_mix: float | None = None

@@ -11,7 +11,6 @@ import traceback
 import click
 import typer
 
-from .. import __version__
 from ..errors import EXIT_CODES, RunInterrupted, VegediffError
 from ..io_errors import classify_io_error
 from ..redact import redact
@@ -63,14 +62,16 @@ for module in (fetch, prepare, forecast, ensemble, evaluate, train, info):
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"vegediff {__version__}")
+        from .version import version_text  # reads the weights' header, no torch
+
+        typer.echo(version_text())
         raise typer.Exit()
 
 
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", envvar="VEGEDIFF_DEBUG", help="Show full tracebacks on errors."),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and the weights in use (path, SHA-256)."),
 ) -> None:
     """Options of every command; --debug is read by main(), before Typer parses anything."""
 

@@ -30,6 +30,7 @@ from .forecast import (
     SamplerOpt,
     SchedulerOpt,
     SeedOpt,
+    SpreadOpt,
     StartOpt,
     StepsOpt,
     WeatherOpt,
@@ -85,13 +86,14 @@ def ensemble(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     batch_size: BatchOpt = None,
-    weather: WeatherOpt = None,
+    weather: WeatherOpt = "auto",
     overlap: OverlapOpt = 32,
     min_clear_context: MinClearOpt = 1,
     memory_mb: MemoryOpt = 1024,
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
     cogs: CogsOpt = True,
+    calibrated_spread: SpreadOpt = True,
     force: Annotated[bool, typer.Option("--force", help="Summarise again even when ensemble.nc is up to date "
                                                         "(made from this forecast with the same levels).")] = False,
     keep_history: KeepHistoryOpt = DEFAULT_KEEP_HISTORY,
@@ -117,7 +119,8 @@ def ensemble(
         guidance = default_guidance(weights)
     settings = build_settings(horizon=horizon, members=count, sampler=sampler, steps=steps, guidance=guidance,
                               seed=seed, start=start, overlap=overlap, batch_size=batch_size,
-                              min_clear_context=min_clear_context, memory_mb=memory_mb, precision=precision)
+                              min_clear_context=min_clear_context, memory_mb=memory_mb, precision=precision,
+                              calibrate_spread=calibrated_spread)
     cube_file = TileFiles.of(root, tile).cube if input is None else None
     if cube is None and cube_file is not None and cube_file.exists() and forecast_file.exists():
         reason = stale_reason(forecast_file, cube_file, settings, asked=_given_options(ctx))

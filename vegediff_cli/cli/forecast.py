@@ -42,9 +42,12 @@ PrecisionOpt = Annotated[str, typer.Option(
          "The output records the one used.")]
 BatchOpt = Annotated[int | None, typer.Option(
     "--batch-size", help="Chips per model call (default: 4 chip-members on CPU, 64 on GPU).", show_default=False)]
-WeatherOpt = Annotated[Path | None, typer.Option(
-    help="NetCDF with eobs_* series (daily or per frame) for the forecast period: a weather forecast or a scenario.",
-    show_default=False)]
+WeatherOpt = Annotated[str, typer.Option(
+    envvar="VEGEDIFF_WEATHER",
+    help="Weather for forecast dates the cube does not cover. auto: Open-Meteo (no account): ERA5 and its "
+         "16-day forecast, then one past year's weather per member (scenarios); open-meteo: the same, ignoring the "
+         "cube's future; scenarios: past years only (hindcast experiments); none: no network (the cube's climatology, "
+         "else the unconditional model); or a NetCDF file with eobs_* series.")]
 OverlapOpt = Annotated[int, typer.Option(help="Minimum overlap of neighbouring 128 px chips, blended smoothly.")]
 MinClearOpt = Annotated[int, typer.Option(
     help="Pixels with fewer clear context frames are left empty (NaN); see context_clear_count.")]
@@ -60,6 +63,10 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Run the forecast even w
 KeepHistoryOpt = Annotated[int, typer.Option(
     help="Earlier forecasts of a tile kept in <workdir>/<TILE>/history/ for `evaluate --tile` "
          "(0: none; each holds the whole forecast.nc).", min=0, max=100)]
+SpreadOpt = Annotated[bool, typer.Option(
+    "--calibrated-spread/--raw-spread",
+    help="Widen the members about their mean by the factors the weights carry (fitted on validation data, "
+         "so that the spread matches the error); --raw-spread keeps the diffusion samples as drawn.")]
 
 
 def parse_start(text: str | None) -> pd.Timestamp | None:
@@ -73,7 +80,7 @@ def parse_start(text: str | None) -> pd.Timestamp | None:
 
 def build_settings(*, horizon: int, members: int, sampler: str, steps: int, guidance: float | None, seed: int,
                    start: str | None, overlap: int, batch_size: int | None, min_clear_context: int,
-                   memory_mb: int, precision: str = "auto") -> ForecastSettings:
+                   memory_mb: int, precision: str = "auto", calibrate_spread: bool = True) -> ForecastSettings:
     if memory_mb < 64:
         raise UsageError(f"--memory-mb {memory_mb} is too small", fix="give at least 64 MiB")
     if guidance is not None and (not math.isfinite(guidance) or guidance < 0):
@@ -82,7 +89,7 @@ def build_settings(*, horizon: int, members: int, sampler: str, steps: int, guid
     return ForecastSettings(
         horizon=horizon, members=members, seed=seed, start=parse_start(start), overlap=overlap,
         batch_size=batch_size, min_clear_context=min_clear_context, memory_mb=memory_mb, precision=precision,
-        sampler=SamplerSettings(sampler=sampler, steps=steps,
+        calibrate_spread=calibrate_spread, sampler=SamplerSettings(sampler=sampler, steps=steps,
                                 guidance_scale=guidance if guidance is not None else PAPER_GUIDANCE))
 
 
@@ -138,7 +145,7 @@ def forecast(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     batch_size: BatchOpt = None,
-    weather: WeatherOpt = None,
+    weather: WeatherOpt = "auto",
     overlap: OverlapOpt = 32,
     min_clear_context: MinClearOpt = 1,
     memory_mb: MemoryOpt = 1024,
@@ -147,6 +154,7 @@ def forecast(
     cogs: CogsOpt = True,
     force: ForceOpt = False,
     keep_history: KeepHistoryOpt = DEFAULT_KEEP_HISTORY,
+    calibrated_spread: SpreadOpt = True,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -161,7 +169,8 @@ def forecast(
         guidance = default_guidance(weights)
     settings = build_settings(horizon=horizon, members=members, sampler=sampler, steps=steps, guidance=guidance,
                               seed=seed, start=start, overlap=overlap, batch_size=batch_size,
-                              min_clear_context=min_clear_context, memory_mb=memory_mb, precision=precision)
+                              min_clear_context=min_clear_context, memory_mb=memory_mb, precision=precision,
+                              calibrate_spread=calibrated_spread)
     jobs = plan_jobs(list(tile or []), list(input or []), output, root, cogs=cogs, weather=weather)
     summaries = run_forecasts(jobs, weights=weights, settings=settings, device=device, scheduler=scheduler,
                               workers=workers, progress=progress, force=force, keep_history=keep_history)

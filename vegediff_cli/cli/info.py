@@ -15,6 +15,7 @@ from ..errors import EXIT_CODES, UsageError
 from ..redact import redact
 from ..workdir import resolve_input
 from .options import InputOpt, JsonOpt, TileOpt, WorkdirOpt, emit_json, workdir_of
+from .version import weights_in_use, weights_lines
 
 MADE_BY = {"raw": "fetch", "cube": "prepare", "forecast": "forecast", "ensemble": "ensemble"}
 
@@ -26,10 +27,15 @@ def info(
     workdir: WorkdirOpt = None,
     step: Annotated[str, typer.Option(help="With --tile: which file of the tile (raw, cube, forecast, ensemble).")] = "cube",
     exit_codes: Annotated[bool, typer.Option("--exit-codes", help="List the exit codes and what they mean.")] = False,
+    weights: Annotated[bool, typer.Option(
+        "--weights", help="Describe the weights in use (or the weights file PATH): SHA-256, preset, training.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Describe a cube (grid, CRS, dates, clear-sky fraction, meteorology, static layers), or a forecast or
-    ensemble file (dates, members, what it was made from)."""
+    """Describe a cube (grid, CRS, dates, clear-sky fraction, meteorology, static layers), a forecast or
+    ensemble file (dates, members, what it was made from), or with --weights the model weights."""
+    if weights:
+        _print_weights(path, json_out)
+        return
     if exit_codes:
         if json_out:
             emit_json({str(code): text for code, text in EXIT_CODES.items()})
@@ -73,6 +79,19 @@ def _is_product(path: Path) -> bool:
         return "ndvi_pred" in ds or "ndvi_mean" in ds
     finally:
         ds.close()
+
+
+def _print_weights(path: Path | None, json_out: bool) -> None:
+    described = weights_in_use(path)
+    if json_out:
+        emit_json(described)
+        return
+    table = Table(show_header=False, title="weights")
+    table.add_column()
+    table.add_column(overflow="fold")  # a SHA-256 is copied whole, never cut to "..."
+    for label, value in weights_lines(described):
+        table.add_row(label, value)
+    Console(stderr=False).print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -66,6 +66,10 @@ def prepare(
     eobs: Annotated[list[Path] | None, typer.Option(
         help="E-OBS NetCDF files (tg tn tx rr pp hu fg qq); repeat for several files.", show_default=False)] = None,
     meteo_from: Annotated[Path | None, typer.Option(help="Use the daily eobs_* series of this GreenEarthNet minicube.")] = None,
+    meteo: Annotated[str, typer.Option(
+        envvar="VEGEDIFF_METEO",
+        help="auto: download ERA5 from Open-Meteo (no account) when no file is given and the input has no "
+             "meteorology; open-meteo: always; none: never touch the network (no file: a cube without meteorology).")] = "auto",
     meteo_layout: Annotated[str, typer.Option(
         help="series: one (time, stat) series per variable; grid: (time, stat, meteo_y, meteo_x); "
              "auto: grid when the cube spans more than one meteorology cell.")] = "auto",
@@ -103,7 +107,7 @@ def prepare(
     target = resolve_output(output, tile, root, "cube", inputs=readers)
     inputs = PrepareInputs(
         source=source, scenes=scene_files, like=like, era5=tuple(era5 or ()), era5_download=era5_download,
-        eobs=tuple(eobs or ()), meteo_from=meteo_from, dem=dem, landcover=landcover, static_stac_url=static_stac_url,
+        eobs=tuple(eobs or ()), meteo_from=meteo_from, meteo=meteo, dem=dem, landcover=landcover, static_stac_url=static_stac_url,
     )
     settings = PrepareSettings(
         clear_classes=parse_classes(clear_classes), anchor=parse_anchor(anchor), meteo_layout=meteo_layout,

@@ -69,6 +69,17 @@ def grid_of(ds: xr.Dataset | xr.DataArray) -> GridSpec:
     return GridSpec(crs=crs.to_string(), transform=ds.rio.transform(), width=ds.sizes["x"], height=ds.sizes["y"])
 
 
+def centre_latitude(ds: xr.Dataset | xr.DataArray) -> float:
+    """Latitude (degrees north) of the grid's centre; GeoreferenceError without a CRS."""
+    from pyproj import Transformer
+
+    grid = grid_of(ds)
+    left, bottom, right, top = grid.bounds
+    to_wgs84 = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
+    _, latitude = to_wgs84.transform(0.5 * (left + right), 0.5 * (bottom + top))
+    return float(latitude)
+
+
 def new_cube(
     *,
     times: Sequence[np.datetime64] | pd.DatetimeIndex,

@@ -37,9 +37,10 @@ class ChipBatch:
 
     context: np.ndarray  # (B, K, 4, H, W) reflectance of the K context frames, NaN where missing
     valid: np.ndarray  # (B, K, H, W) clear-sky flags of the context frames
-    meteo: np.ndarray  # (B, K+F, 24) standardised meteorology (zeros where unknown)
+    meteo: np.ndarray  # (B, K+F, 24) standardised meteorology (zeros where unknown), or (M, B, K+F, 24) per member
     static: np.ndarray  # (B, 5, H, W) normalised static layers
     seeds: list[int]  # one seed per chip: its noise does not depend on the batch it is in
+    dates: np.ndarray | None = None  # (B, K+F, 3) date features (model/inputs.py), for models that read them
 
 
 def chip_noise(seed: int, members: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -64,15 +65,8 @@ def forecast_chips(
         context = model.encode_frames(frames).float()  # (B, K, C, h, w)
         latent_shape = (model.cfg.vegenet.horizon, *context.shape[2:])
         noise = torch.stack([chip_noise(s, settings.members, latent_shape) for s in batch.seeds], dim=1)
-        future = model.sample(
-            context,
-            meteo=torch.from_numpy(batch.meteo).to(device),
-            static=torch.from_numpy(batch.static).to(device),
-            conditioned=conditioned,
-            members=settings.members,
-            settings=settings.sampler,
-            noise=noise.to(device=device, dtype=context.dtype),
-        ).float()  # (M, B, F, C, h, w)
+        future = _sample_members(model, context, batch, noise, conditioned=conditioned, settings=settings,
+                                 device=device)  # (M, B, F, C, h, w)
         m, _, f = future.shape[:3]
         decoded = model.decode_frames(future.reshape(m * b, f, *future.shape[3:])).float()
         decoded = decoded.view(m, b, f, *decoded.shape[2:])  # (M, B, F, 4, H, W)
@@ -81,3 +75,32 @@ def forecast_chips(
             blurred = model.vae.decode(context[:, -1]).float()
             decoded = decoded + (reference - blurred)[None, :, None]
     return decoded.cpu().numpy()
+
+
+def _sample_members(model: VegeDiff, context: torch.Tensor, batch: ChipBatch, noise: torch.Tensor, *,
+                    conditioned: bool, settings: ChipSettings, device: torch.device) -> torch.Tensor:
+    """(M, B, F, C, h, w) latents; members with different weather (scenarios) are sampled group by group.
+
+    Members sharing one meteorology run as one batch; each keeps the noise drawn for it from its
+    chip's seed, so a member's forecast does not depend on how the members were grouped.
+    """
+    static = torch.from_numpy(batch.static).to(device)
+    noise = noise.to(device=device, dtype=context.dtype)
+    dates = None if batch.dates is None or not model.cfg.vegenet.date_channels else torch.from_numpy(batch.dates).to(device)
+    if batch.meteo.ndim == 3:
+        groups = [(list(range(settings.members)), batch.meteo)]
+    else:
+        groups = {}
+        for m in range(settings.members):
+            key = batch.meteo[m].tobytes()
+            groups.setdefault(key, ([], batch.meteo[m]))[0].append(m)
+        groups = list(groups.values())
+    out = None
+    for members, meteo in groups:
+        part = model.sample(context, meteo=torch.from_numpy(np.ascontiguousarray(meteo)).to(device), static=static,
+                            conditioned=conditioned, members=len(members), settings=settings.sampler,
+                            noise=noise[members], dates=dates).float()
+        if out is None:
+            out = part.new_empty((settings.members, *part.shape[1:]))
+        out[members] = part
+    return out

@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from ..cube.readers import open_netcdf
 from ..cube.stream_cogs import export_cogs
 from ..errors import CorruptInputError, MissingVariableError, UsageError
 from ..progress import ProgressFactory, no_progress
+from ..qgis.folder import run_title, write_folder_project
 from ..resources import check_ensemble_memory
 from .ensemble import DEFAULT_BELOW, DEFAULT_DROP, QUANTILES, check_levels, member_statistics, prob_below, prob_drop
 from .forecast import LAST_CLEAR, MEMBER, PRED
@@ -167,7 +169,9 @@ def _summarise(forecast: Path, output: Path, *, settings: EnsembleSettings, cogs
                 bar.update(r.stop - r.start)
     finally:
         ds.close()
-    written = export_cogs(output, cog_layers(below, drop if with_drop else ()), cogs) if cogs is not None else []
+    project = partial(write_folder_project, name="ensemble", title=run_title("ensemble", Path(output)))
+    written = (export_cogs(output, cog_layers(below, drop if with_drop else ()), cogs, finish=project)
+               if cogs is not None else [])
     if cogs is not None:
         provenance.write_cog_marker(cogs, output, attrs)
     return EnsembleSummary(Path(output), Path(cogs) if cogs else None, members, below, drop if with_drop else (),

@@ -6,6 +6,7 @@ Output folder (written as a whole, atomically: it appears complete or not at all
     scores.csv     the same as a tidy table: scope, forecast, landcover, metric, value, n_pixels
     figures/       per cube: NDVI maps, RMSE maps, sample time series; per forecast: rank histogram,
                    reliability diagram (member / ensemble forecasts)
+    qgis/<cube>/   per cube: observed and forecast NDVI and RMSE maps as COGs, evaluation.qgs (evaluate_maps.py)
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ from ..errors import NoValidDataError, UsageError
 from ..progress import ProgressFactory, no_progress
 from .evaluate import EvaluationSettings, Scores, merge_scores, score_cube
 from .evaluate_figures import cube_figures, safe_name
+from .evaluate_maps import write_cube_maps
 
 log = logging.getLogger("vegediff.evaluate")
+QGIS = "qgis"  # per cube: COG maps and a QGIS project (evaluate_maps.py)
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class CubeOutcome:
     cube: str
     scores: dict[str, Scores] = field(default_factory=dict)
     figures: list[str] = field(default_factory=list)
+    project: str | None = None  # QGIS project of the cube's maps, relative to the output folder
     skipped: NoValidDataError | None = None
 
 
@@ -107,6 +111,8 @@ def evaluate_job(job: CubeJob, options: RunOptions, figures: Path | None) -> Cub
     if figures is not None:
         drawn = cube_figures(target, {**forecasts, **baselines}, maps, figures, cube=job.cube)
         outcome.figures = [p.name for p in drawn]
+        project = write_cube_maps(target, forecasts, maps, figures.parent / QGIS / safe_name(job.cube), cube=job.cube)
+        outcome.project = project.relative_to(figures.parent).as_posix() if project else None
     return outcome
 
 
@@ -189,7 +195,8 @@ def evaluate_jobs(jobs: Sequence[CubeJob], output: Path, *, options: RunOptions 
         if figures is not None:
             names += [p.name for p in _pooled_figures(report, figures)]
         report.files = {"json": str(output / "scores.json"), "csv": str(output / "scores.csv"),
-                        "figures": [str(output / "figures" / n) for n in sorted(names)]}
+                        "figures": [str(output / "figures" / n) for n in sorted(names)],
+                        "qgis": [str(output / o.project) for o in scored if o.project]}
         (tmp / "scores.json").write_text(json.dumps(json_ready(report.to_dict()), indent=2, allow_nan=False) + "\n")
         write_table(report, tmp / "scores.csv")
     return report

@@ -43,12 +43,15 @@ from ..cube.validate import check_reflectance
 from ..errors import UsageError
 from ..geo import chip_layout
 from ..model.device import pick_device, resolve_precision
+from ..model.presets import ModelConfig
+from ..model.vegediff import resolve_context_mix
 from ..model.weights import file_digest
 from ..progress import ProgressFactory, no_progress
+from ..qgis.folder import run_title, write_folder_project
 from ..resources import check_forecast_memory, forecast_memory
 from ..workdir import TileFiles
 from .forecast_blocks import BlockResult, compute_block
-from .forecast_model import ignored_meteo_variables, load_model, model_config, resolve_weights
+from .forecast_model import ignored_meteo_variables, load_model, model_config, resolve_weights, spread_inflation
 from .forecast_outputs import (
     DEFAULT_KEEP_HISTORY,
     check_cube_is_fresh,
@@ -66,6 +69,7 @@ from .forecast_plan import (
     default_batch,
     plan_forecast,
 )
+from .observed import write_context_cogs
 from .tiling import ALIGN, stripe_width
 
 log = logging.getLogger("vegediff.forecast")
@@ -83,7 +87,7 @@ class ForecastJob:
     cube: Path  # prepared cube, GreenEarthNet / EarthNet2021x minicube or EarthNet2021 sample
     output: Path  # forecast.nc to write
     cogs: Path | None = None  # folder for one NDVI COG per step; None: no COGs
-    weather: Path | None = None  # --weather file for the future meteorology
+    weather: str | Path | None = None  # --weather: a NetCDF file, or auto / open-meteo / scenarios / none (pipeline/weather.py)
     tile: TileFiles | None = None  # the tile folder when the job works in a working directory (--tile)
 
 
@@ -107,7 +111,17 @@ class ForecastSummary:
             "members": self.members, "meteo_source": self.meteo_source, "chips_computed": self.chips,
             "chips_in_layout": self.chips_in_layout, "seconds": round(self.seconds, 2),
             "precision": self.attrs.get("precision"),
+            "meteo_source_per_step": self.attrs.get("meteo_source_per_step", "").split(),
+            "weather_per_member_step": self.weather_per_member_step(),
         }
+
+    def weather_per_member_step(self) -> list[list[str]] | None:
+        """(members, steps) the weather each member used at each step; None without scenarios."""
+        members = [m for m in str(self.attrs.get("weather_per_member", "")).split("|") if m]
+        if not members:
+            return None
+        steps = str(self.attrs.get("meteo_source_per_step", "")).split()
+        return [[label if step == "scenario" else step for step in steps] for label in members]
 
 
 def output_variables(members: int) -> list[VariableSpec]:
@@ -123,7 +137,7 @@ def output_variables(members: int) -> list[VariableSpec]:
     return specs
 
 
-def output_attrs(job: ForecastJob, plan: ForecastPlan, *, weights: Path, model_name: str) -> dict:
+def output_attrs(job: ForecastJob, plan: ForecastPlan, *, weights: Path, cfg: ModelConfig) -> dict:
     s, times = plan.settings, plan.times
     return {
         "Conventions": "CF-1.8",
@@ -134,11 +148,11 @@ def output_attrs(job: ForecastJob, plan: ForecastPlan, *, weights: Path, model_n
         "input": job.cube.name,
         "weights": weights.name,
         "weights_sha256": file_digest(weights),
-        "model": model_name,
+        "model": cfg.name,
         "sampler": s.sampler.sampler,
         "steps": s.sampler.steps,
         "guidance_scale": s.sampler.guidance_scale if plan.conditioned else 1.0,
-        "context_mix": s.sampler.context_mix,
+        "context_mix": resolve_context_mix(s.sampler, cfg),
         "precision": s.precision,  # resolved (fp32/bf16) for local runs; "auto" on a cluster: each worker's device decides
         "seed": s.seed,
         "members": s.members,
@@ -151,6 +165,11 @@ def output_attrs(job: ForecastJob, plan: ForecastPlan, *, weights: Path, model_n
         "meteo_source": plan.meteo.source,
         "meteo_source_per_step": " ".join(plan.meteo.per_step),
         "meteo_ignored": " ".join(plan.meteo.ignored),  # variables the weights hardly saw: left at the E-OBS mean
+        "spread_inflation": " ".join(f"{f:.3f}" for f in plan.spread_inflation) if plan.spread_inflation else "none",
+        # Weather scenarios: member m used weather_per_member[m] at the steps marked "scenario" above.
+        "weather_per_member": "|".join(plan.meteo.scenario_labels[m % len(plan.meteo.scenario_labels)]
+                                       for m in range(s.members)) if plan.meteo.per_member else "",
+        "meteo_attribution": plan.meteo.attribution,
         "forecast_start": f"{times.dates[0]:%Y-%m-%d}",
         "context_dates": " ".join(f"{d:%Y-%m-%d}" for d in times.context_dates),
     }
@@ -207,12 +226,13 @@ def _prepare(jobs: list[ForecastJob], weights: Path, settings: ForecastSettings,
         for job in jobs:
             cube = stack.enter_context(contextlib.closing(open_cube(job.cube)))
             check_memory(cube, cfg, settings, device_type=device_type)
-            plan = plan_forecast(cube, cfg, settings, weather=job.weather, workers=workers, ignore_meteo=ignore_meteo)
+            plan = plan_forecast(cube, cfg, settings, weather=job.weather, workers=workers, ignore_meteo=ignore_meteo,
+                                 spread_inflation=spread_inflation(weights, settings.horizon))
             check_reflectance(cube, source=str(job.cube), frames=plan.times.context_index, what="the context frames")
             log.info("%s: %d chips (%d with vegetation and clear context) in %d stripe(s) x %d band(s); meteorology: %s",
                      job.cube.name, len(plan.tiles.chips), len(plan.active), len(plan.tiles.stripes),
                      len(plan.tiles.bands), plan.meteo.source)
-            prepared.append(_Prepared(job, cube, plan, output_attrs(job, plan, weights=weights, model_name=cfg.name)))
+            prepared.append(_Prepared(job, cube, plan, output_attrs(job, plan, weights=weights, cfg=cfg)))
         yield prepared
 
 
@@ -325,7 +345,7 @@ def _run(jobs: list[ForecastJob], records: list[dict], weights_path: Path, setti
     for index, item in enumerate(prepared):
         job = item.job
         if job.cogs is not None:
-            write_forecast_cogs(job.output, job.cogs)
+            write_forecast_cogs(job.output, job.cogs, cube=job.cube)
             provenance.write_cog_marker(job.cogs, job.output, item.attrs)
         in_tile = job.tile is not None and job.output == job.tile.forecast
         stale = job.tile.forecast_cogs if in_tile else default_cogs_folder(job.output)
@@ -352,11 +372,19 @@ def _retire(prepared: list[_Prepared], keep_history: int) -> None:
             retire_previous(item.job.tile, new_start=f"{item.plan.times.dates[0]:%Y-%m-%d}", keep=keep_history)
 
 
-def write_forecast_cogs(forecast: Path, folder: Path) -> list[Path]:
-    """One NDVI COG per forecast step, streamed from the finished file (cube/stream_cogs.py)."""
+def write_forecast_cogs(forecast: Path, folder: Path, *, cube: Path | None = None) -> list[Path]:
+    """One NDVI COG per forecast step, streamed from the finished file (cube/stream_cogs.py); with `cube`,
+    its observed context frames too; and the QGIS project and styles of them all (qgis/folder.py)."""
     with open_grid(forecast) as ds:
         tags = {"MEMBERS": str(ds.attrs.get("members", "")), "METEO_SOURCE": str(ds.attrs.get("meteo_source", ""))}
-    return export_cogs(forecast, [(PRED, {}, PRED)], folder, extra_tags=tags)
+        context_dates = str(ds.attrs.get("context_dates", "")).split()
+
+    def finish(staging: Path) -> None:  # the COG folder before it is renamed into place
+        if cube is not None:
+            write_context_cogs(cube, context_dates, staging)
+        write_folder_project(staging, name="forecast", title=run_title("forecast", forecast))
+
+    return export_cogs(forecast, [(PRED, {}, PRED)], folder, extra_tags=tags, finish=finish)
 
 
 __all__ = ["ForecastJob", "ForecastSettings", "ForecastSummary", "run_forecasts", "write_forecast_cogs"]

@@ -18,8 +18,9 @@ from ..config import BANDS, NIR, RED, VALID
 from ..cube.masks import ndvi
 from ..geo import Chip
 from ..model.device import resolve_precision
-from ..model.inputs import normalise_static
+from ..model.inputs import date_features, normalise_static
 from ..model.vegediff import VegeDiff
+from .calibration import inflate
 from .chips import ChipBatch, ChipSettings, forecast_chips
 from .forecast_plan import ForecastPlan, default_batch
 from .tiling import Block, blend_weights, chip_seed
@@ -129,7 +130,11 @@ def chip_batch(window: Window, chips: list[Chip], plan: ForecastPlan) -> ChipBat
         centre_x = 0.5 * (plan.x[chip.col] + plan.x[col1 - 1])
         meteo.append(plan.meteo.at(centre_y, centre_x))
         seeds.append(chip_seed(plan.settings.seed, chip))
-    return ChipBatch(np.stack(context), np.stack(valid), np.stack(meteo).astype("float32"), np.stack(static), seeds)
+    meteo_batch = np.stack(meteo).astype("float32")  # (B, K+F, 24), or (B, M, K+F, 24) with weather scenarios
+    if meteo_batch.ndim == 4:
+        meteo_batch = np.ascontiguousarray(meteo_batch.transpose(1, 0, 2, 3))  # (M, B, K+F, 24)
+    dates = np.repeat(date_features(plan.times.model_dates, plan.latitude)[None], len(chips), axis=0)  # (B, K+F, 3)
+    return ChipBatch(np.stack(context), np.stack(valid), meteo_batch, np.stack(static), seeds, dates)
 
 
 def _blend(acc: Accumulator, col0: int, col1: int, chip: Chip, members: np.ndarray, weights: np.ndarray,
@@ -198,11 +203,12 @@ def compute_block(
     next_carry = acc.rows(block.row1, acc.row1) if acc.row1 > block.row1 else None  # a copy: small
     clear_count, last_clear = _context_summary(window, block.row0, block.row1, block.col0, block.col1)
     del window
-    return _finish(block, acc, clear_count, last_clear, settings.min_clear_context, len(chips)), next_carry
+    return _finish(block, acc, clear_count, last_clear, settings.min_clear_context, len(chips),
+                   plan.spread_inflation), next_carry
 
 
 def _finish(block: Block, acc: Accumulator, clear_count: np.ndarray, last_clear: np.ndarray,
-            min_clear: int, chips: int) -> BlockResult:
+            min_clear: int, chips: int, inflation: tuple[float, ...] | None = None) -> BlockResult:
     """Divide the block's rows of the sums by the weights, in place; NaN where no chip ran or the context is too cloudy."""
     rows = slice(0, block.row1 - block.row0)
     member_ndvi, bands, weight = acc.ndvi[:, :, rows], acc.bands[:, :, rows], acc.weight[rows]
@@ -213,4 +219,6 @@ def _finish(block: Block, acc: Accumulator, clear_count: np.ndarray, last_clear:
     member_ndvi[:, :, empty] = np.nan
     bands[:, :, empty] = np.nan
     mean = member_ndvi[0] if member_ndvi.shape[0] == 1 else member_ndvi.mean(axis=0)
+    if inflation is not None:  # calibrated spread about an unchanged mean (pipeline/calibration.py)
+        member_ndvi = inflate(member_ndvi, np.asarray(inflation, dtype="float32"))
     return BlockResult(block, mean, bands, member_ndvi, clear_count, last_clear, chips)

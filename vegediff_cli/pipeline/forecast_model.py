@@ -12,26 +12,12 @@ import torch
 from ..config import BANDS, METEO_CHANNELS
 from ..errors import InputNotFoundError, ModelError
 from ..model.presets import ModelConfig
+from ..model.shipped import ENV_WEIGHTS, SHIPPED_WEIGHTS, default_weights, shipped_weights  # noqa: F401 (re-exported)
 from ..model.vegediff import VegeDiff
 from ..model.weights import load_weights, read_metadata
 from ..resources import check_model_size
 
-ENV_WEIGHTS = "VEGEDIFF_WEIGHTS"
-SHIPPED_WEIGHTS = "vegediff-small.safetensors"
 STATIC_CHANNELS = 5  # cop_dem, nasa_dem, alos_dem, esawc_lc, geom_cls (model/inputs.py STATIC_ORDER)
-
-
-def shipped_weights() -> Path:
-    """<repo>/weights/vegediff-small.safetensors, found relative to the installed package."""
-    import vegediff_cli
-
-    return Path(vegediff_cli.__file__).resolve().parents[1] / "weights" / SHIPPED_WEIGHTS
-
-
-def default_weights() -> Path:
-    """$VEGEDIFF_WEIGHTS when set, else the shipped weights."""
-    env = os.environ.get(ENV_WEIGHTS)
-    return Path(env) if env else shipped_weights()
 
 
 def resolve_weights(path: str | os.PathLike | None) -> Path:
@@ -83,6 +69,15 @@ def _metadata(path: str | os.PathLike) -> dict[str, str]:
     except Exception as exc:  # safetensors raises its own error type for files that are not safetensors
         raise ModelError(f"{path} is not a readable weights file ({str(exc)[:160]})",
                          fix="re-download or retrain it") from exc
+
+
+def spread_inflation(weights: str | os.PathLike, horizon: int) -> tuple[float, ...] | None:
+    """The member spread factors per forecast step the weights carry (fitted on validation data by
+    scripts/select_weights.py, pipeline/calibration.py); None for files without them."""
+    from .calibration import factors_from_metadata
+
+    factors = factors_from_metadata(read_metadata(weights), horizon)
+    return None if factors is None else tuple(float(f) for f in factors)
 
 
 def model_config(path: str | os.PathLike) -> ModelConfig:

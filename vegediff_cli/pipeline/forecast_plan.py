@@ -18,7 +18,7 @@ import xarray as xr
 
 from ..config import BANDS, CHIP_SIZE, LANDCOVER, STATIC_LAYERS, STEP_DAYS, VALID, SamplerSettings
 from ..cube.masks import vegetation_mask
-from ..cube.schema import grid_of
+from ..cube.schema import centre_latitude, grid_of
 from ..errors import NoValidDataError, UsageError
 from ..model.device import check_precision
 from ..model.presets import ModelConfig
@@ -47,6 +47,7 @@ class ForecastSettings:
     band_rows: int = 256  # rows per streamed block
     stripe_cols: int | None = None  # columns per stripe; None: the widest that fits memory_mb
     precision: str = "auto"  # inference precision: auto (bf16 where the device has it natively), fp32, bf16
+    calibrate_spread: bool = True  # widen members by the weights' spread_inflation (pipeline/calibration.py)
 
 
 def check_settings(settings: ForecastSettings, cfg: ModelConfig) -> None:
@@ -133,6 +134,8 @@ class ForecastPlan:
     y: np.ndarray  # (H,) cube y coordinates (chip centres for meteorology)
     x: np.ndarray  # (W,)
     batch_size: int | None  # chips per model call; None: default_batch for the device that runs it
+    latitude: float = 45.0  # degrees north of the grid's centre (the model's date features)
+    spread_inflation: tuple[float, ...] | None = None  # member spread factor per step; None: raw members
 
     @property
     def conditioned(self) -> bool:
@@ -187,6 +190,7 @@ def plan_forecast(
     weather: str | os.PathLike | None = None,
     workers: int = 1,
     ignore_meteo: tuple[str, ...] = (),
+    spread_inflation: tuple[float, ...] | None = None,
 ) -> ForecastPlan:
     """Check the request against the cube and the weights, and plan the blocks."""
     check_settings(settings, cfg)
@@ -194,7 +198,7 @@ def plan_forecast(
     times = forecast_times(pd.DatetimeIndex(cube["time"].values), start=settings.start, horizon=settings.horizon,
                            context_frames=cfg.vegenet.context_frames, model_horizon=cfg.vegenet.horizon)
     meteo = resolve_meteo(cube, model_dates=times.model_dates, context_frames=cfg.vegenet.context_frames,
-                          requested=settings.horizon, weather=weather, ignore=ignore_meteo)
+                          requested=settings.horizon, weather=weather, ignore=ignore_meteo, members=settings.members)
     height, width = cube.sizes["y"], cube.sizes["x"]
     stripe = settings.stripe_cols
     if stripe is None:
@@ -215,4 +219,6 @@ def plan_forecast(
                                fix="forecast an area with vegetation, or a cube without esawc_lc to forecast every pixel")
     static_layers = tuple(name for name in STATIC_LAYERS if name in cube)
     return ForecastPlan(settings, times, meteo, tiles, active, static_layers,
-                        np.asarray(cube["y"].values, dtype="float64"), np.asarray(cube["x"].values, dtype="float64"), settings.batch_size)
+                        np.asarray(cube["y"].values, dtype="float64"), np.asarray(cube["x"].values, dtype="float64"),
+                        settings.batch_size, centre_latitude(cube),
+                        spread_inflation if settings.calibrate_spread and settings.members > 1 else None)

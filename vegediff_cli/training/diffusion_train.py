@@ -39,6 +39,7 @@ class DiffusionTrainSettings:
     seed: int = 0
     checkpoint_every: int = 200  # steps between resumable checkpoints
     keep_every: int = 0  # also keep a copy of the checkpoint every this many steps (0: none), for model selection
+    precision: str = "auto"  # autocast: auto (bf16 on GPUs and CPUs with native bf16), fp32, bf16
 
 
 def learning_rate(step: int, settings: DiffusionTrainSettings) -> float:
@@ -105,11 +106,12 @@ def train_diffusion(
             context, future = model.to_diffusion_space(batch["context"], batch["future"])
             for group in optimiser.param_groups:
                 group["lr"] = learning_rate(step, settings)
-            with autocast(device):
+            with autocast(device, settings.precision):
                 loss = diffusion_loss(
                     net, future, context=context, meteo=batch["meteo"], static=batch["static"],
                     loss_mask=batch["weights"], conditioned=batch["conditioned"],
                     alphas_cumprod=model.alphas_cumprod, cfg=model.cfg.diffusion,
+                    dates=batch["dates"] if net.cfg.date_channels else None,
                 )
             optimiser.zero_grad(set_to_none=True)
             loss.backward()

@@ -23,7 +23,7 @@ from ..model.vegediff import VegeDiff
 from ..progress import ProgressFactory, no_progress
 from .checkpoint import load_checkpoint, restore, restore_rng, rng_state, save_checkpoint
 from .sequences import Sequence
-from .windows import FramePool, spatial_size
+from .windows import FramePool, spatial_size, square
 
 log = logging.getLogger("vegediff.train")
 
@@ -38,6 +38,7 @@ class VAETrainSettings:
     ndvi_weight: float = 1.0  # weight of the NDVI L1 term
     seed: int = 0
     checkpoint_every: int = 250  # steps between resumable checkpoints
+    precision: str = "auto"  # autocast: auto (bf16 on GPUs and CPUs with native bf16), fp32, bf16
 
 
 def _ndvi(x: torch.Tensor) -> torch.Tensor:
@@ -59,8 +60,7 @@ def latent_statistics(model: VegeDiff, sequences: list[Sequence], device: torch.
     """Per-channel mean and std of the (raw) latents of all gap-filled training frames."""
     chunks = []
     for seq in sequences:
-        side = spatial_size(seq)
-        filled = gap_fill(seq.frames[..., :side, :side], seq.valid[..., :side, :side])
+        filled = gap_fill(*square(seq, spatial_size(seq)))
         for start in range(0, filled.shape[0], 32):
             batch = torch.from_numpy(filled[start : start + 32]).to(device)
             mean, _ = model.vae.encode_distribution(batch)
@@ -102,7 +102,7 @@ def train_vae(
         bar.update(start)
         for step in range(start, settings.steps):
             frames, valid = pool.batch(settings.batch, settings.crop, rng)
-            with autocast(device):
+            with autocast(device, settings.precision):
                 loss = vae_loss(model, frames.to(device), valid.to(device), settings)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()

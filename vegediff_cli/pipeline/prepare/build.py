@@ -37,6 +37,7 @@ from .regrid import TargetGrid, reproject_dataset
 
 log = logging.getLogger("vegediff.prepare")
 MINICUBE_SOURCES = ("greenearthnet", "earthnet2021x")
+METEO_MODES = ("auto", "open-meteo", "none")
 TIME_RULE = ("one frame every 5 days; frame t covers days t-4..t; each pixel holds the latest clear observation "
              "in its window; no temporal gap filling (invalid = NaN, valid_mask 0)")
 
@@ -64,6 +65,11 @@ class PrepareInputs:
     era5_download: Path | None = None  # download hourly ERA5 for the cube with cdsapi into this file first
     eobs: tuple[Path, ...] = ()  # E-OBS NetCDF files
     meteo_from: Path | None = None  # use the daily eobs_* series of this GreenEarthNet minicube
+    # Downloaded meteorology: "none" (library default: never touch the network), "auto" (Open-Meteo's
+    # ERA5 archive when no file is given and the input has no series of its own; the CLI default),
+    # "open-meteo" (always, replacing the input's own series).
+    meteo: str = "none"
+    open_meteo: Any = None  # sources.openmeteo.OpenMeteo client; None: from the environment
     dem: Path | None = None  # local DEM GeoTIFF -> cop_dem
     landcover: Path | None = None  # local ESA WorldCover GeoTIFF -> esawc_lc
     static_stac_url: str | None = None  # STAC API with cop-dem-glo-30 and esa-worldcover collections
@@ -249,21 +255,44 @@ def _attach_meteo(cube, raw, inputs, settings, target, notes, *, same_frames: bo
     meteo_from = inputs.meteo_from
     own = [meteo_name(v) for v in METEO_VARS if meteo_name(v) in raw]
     explicit = bool(era5_files or inputs.eobs or meteo_from)
+    if inputs.meteo not in METEO_MODES:
+        raise UsageError(f"--meteo '{inputs.meteo}' is not one of {', '.join(METEO_MODES)}")
+    if explicit and inputs.meteo == "open-meteo":
+        raise UsageError("--meteo open-meteo and a meteorology file were both given", fix="pass one meteorology source per run")
+    minicube = raw.attrs.get("source") in MINICUBE_SOURCES and inputs.source is not None
+    if inputs.meteo == "open-meteo" or (inputs.meteo == "auto" and not explicit and not own and not minicube):
+        return _attach_open_meteo(cube, request, inputs, settings, target, notes)
     if not explicit and own and same_frames:
         for name in own:  # the input's own (time, stat) meteorology already sits on these frames
             cube[name] = raw[name].load()
         cube = cube.assign_coords(stat=raw["stat"].values)
         cube.attrs.update({"meteo_source": "input cube", "meteo_layout": "series"})
         return cube
-    if not explicit and raw.attrs.get("source") in MINICUBE_SOURCES and inputs.source is not None:
+    if not explicit and minicube:
         meteo_from = inputs.source  # re-aggregate the minicube's daily series onto the new frames
     daily = meteo.load_daily(request, era5_files=era5_files, eobs_files=tuple(inputs.eobs), meteo_from=meteo_from)
     if daily is None:
-        message = "no meteorology given (--era5, --eobs or --meteo-from): the cube has no eobs_* variables"
+        message = ("no meteorology (--meteo none and no --era5, --eobs or --meteo-from): the cube has no eobs_* "
+                   "variables, so forecasts from it are unconditional")
         log.warning(message)
         notes.append(message)
         cube.attrs["meteo_source"] = "none"
         return cube
+    if daily.attrs.get("meteo_unit_notes"):
+        notes.extend(daily.attrs["meteo_unit_notes"].split(" | "))
+    return meteo.place(cube, daily, target, layout=settings.meteo_layout)
+
+
+def _attach_open_meteo(cube, request, inputs, settings, target, notes) -> xr.Dataset:
+    from ...sources.openmeteo import OpenMeteo
+
+    client = inputs.open_meteo or OpenMeteo.from_env()
+    daily = meteo.load_open_meteo(request, target, layout=settings.meteo_layout, client=client)
+    transfer = client.transfer
+    message = (f"meteorology: Open-Meteo ERA5 archive, {daily.attrs['meteo_cells']} cells, {transfer.requests} request(s), "
+               f"{transfer.bytes / 1e3:.0f} kB ({transfer.cached} from cache)")
+    log.info(message)
+    notes.append(message)
     if daily.attrs.get("meteo_unit_notes"):
         notes.extend(daily.attrs["meteo_unit_notes"].split(" | "))
     return meteo.place(cube, daily, target, layout=settings.meteo_layout)
