@@ -198,6 +198,9 @@ def test_shipped_weights_on_the_held_out_cube(jas_cube, tmp_path, monkeypatch):
     run_forecasts([ForecastJob(jas_cube, tmp_path / "f.nc")], settings=settings, device="cpu")
     target = open_cube(jas_cube).load()
     forecast = read_forecast(tmp_path / "f.nc").load()
+    # issue 11: members reached exactly +-1 NDVI (2 % of values, a red band decoded to 0); the floor
+    # at the darkest observed reflectance keeps them inside the observed range (max 0.97)
+    assert np.nanmax(np.abs(forecast["ndvi_member"].values)) < 0.995
     dates = pd.DatetimeIndex(forecast["time"].values)
     context_mean = baseline_forecast("context-mean", target, dates, context_frames=10)
     scores, _, _ = score_cube(target, {"vegediff": forecast, "context-mean": context_mean}, cube="jas",

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .. import plots
-from ..atomic import atomic_dir
+from ..atomic import atomic_dir, output_lock
 from ..cube.predictions import read_ensemble, read_forecast
 from ..cube.readers import open_cube
 from ..errors import NoValidDataError, UsageError
@@ -43,6 +43,7 @@ class CubeJob:
     target: Path  # the target cube (any format open_cube reads)
     forecasts: tuple[tuple[str, Path], ...]  # (name, forecast file) pairs
     ensemble: Path | None = None  # ensemble.nc, scored for reliability with the first forecast
+    dates: tuple[str, ...] | None = None  # score only these forecast dates (YYYY-MM-DD); None: all
 
     @property
     def cube(self) -> str:
@@ -98,8 +99,9 @@ class Report:
 def evaluate_job(job: CubeJob, options: RunOptions, figures: Path | None) -> CubeOutcome:
     """Score one cube (runs in a worker process); a cube with nothing to score comes back as skipped."""
     target = open_cube(job.target)
-    forecasts = {name: read_forecast(path) for name, path in job.forecasts}
-    ensembles = {job.forecasts[0][0]: read_ensemble(job.ensemble)} if job.ensemble is not None else None
+    forecasts = {name: _dates(read_forecast(path), job.dates) for name, path in job.forecasts}
+    ensembles = ({job.forecasts[0][0]: _dates(read_ensemble(job.ensemble), job.dates)}
+                 if job.ensemble is not None else None)
     try:
         scores, maps, baselines = score_cube(target, forecasts, cube=job.cube, baseline=options.baseline,
                                              ensembles=ensembles, settings=options.settings)
@@ -112,6 +114,16 @@ def evaluate_job(job: CubeJob, options: RunOptions, figures: Path | None) -> Cub
         project = write_cube_maps(target, forecasts, maps, figures.parent / QGIS / safe_name(job.cube), cube=job.cube)
         outcome.project = project.relative_to(figures.parent).as_posix() if project else None
     return outcome
+
+
+def _dates(ds, dates: tuple[str, ...] | None):
+    """`ds` restricted to `dates` (the forecast dates already observed), or unchanged."""
+    if dates is None:
+        return ds
+    import pandas as pd
+
+    keep = pd.DatetimeIndex(ds["time"].values).normalize().isin(pd.DatetimeIndex(dates))
+    return ds.isel(time=keep.nonzero()[0])
 
 
 def _run_all(jobs: Sequence[CubeJob], options: RunOptions, figures: Path | None,
@@ -162,7 +174,10 @@ def evaluate_jobs(jobs: Sequence[CubeJob], output: Path, *, options: RunOptions 
     """Score every job and write scores.json, scores.csv and figures/ into `output` (atomically)."""
     if not jobs:
         raise UsageError("no cube to evaluate", fix="pass --input CUBE or --tile TILE")
-    with atomic_dir(output) as tmp:
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"--output {output} is a file; evaluate writes a folder (scores.json, scores.csv, figures/)",
+                         fix="pass a folder name as --output")
+    with output_lock(output, what="evaluated"), atomic_dir(output) as tmp:
         figures = tmp / "figures" if options.plots else None
         outcomes = _run_all(jobs, options, figures, progress)
         skipped = {o.cube: str(o.skipped) for o in outcomes if o.skipped is not None}

@@ -20,7 +20,7 @@ from ..diffusion.training import diffusion_loss
 from ..model.device import autocast
 from ..model.vegediff import VegeDiff
 from ..progress import ProgressFactory, no_progress
-from .checkpoint import EMA, load_checkpoint, restore_rng, rng_state, save_checkpoint
+from .checkpoint import EMA, load_checkpoint, restore, restore_rng, rng_state, save_checkpoint
 from .sequences import Sequence
 from .windows import EncodedSequence, encode_sequence, sample_batch
 
@@ -90,9 +90,9 @@ def train_diffusion(
     start = 0
     state = load_checkpoint(checkpoint_path)
     if state is not None:
-        net.load_state_dict(state["vegenet"])
-        ema.load_state_dict(state["ema"])
-        optimiser.load_state_dict(state["optimiser"])
+        restore(net, state, "vegenet", checkpoint_path)
+        restore(ema, state, "ema", checkpoint_path)
+        restore(optimiser, state, "optimiser", checkpoint_path)
         restore_rng(rng, state["rng"])
         start, losses = state["step"], state["losses"]
         ema.updates = start

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import NoValidDataError, UsageError
+from ..errors import ModelError, NoValidDataError, UsageError
 from ..model.presets import ModelConfig, preset
 from ..model.vegediff import VegeDiff
 from ..model.weights import load_weights, save_weights
@@ -83,7 +83,7 @@ def run_diffusion(
     ignored: the VAE and its latent statistics are `init`'s)."""
     sequences, files = select_sequences(data, exclude, held_out_seasons)
     run_dir.mkdir(parents=True, exist_ok=True)
-    model, meta = load_weights(init, device=device)
+    model, meta = _load_init(init, device)
     if denoiser is not None:
         model = with_new_denoiser(model, denoiser).to(device)
     model, losses = train_diffusion(model, sequences, settings=settings, run_dir=run_dir, device=device,
@@ -102,6 +102,25 @@ def with_new_denoiser(model: VegeDiff, denoiser: ModelConfig) -> VegeDiff:
     fresh = VegeDiff(cfg)
     fresh.vae.load_state_dict(model.vae.state_dict())
     return fresh
+
+
+def _load_init(path: Path, device: torch.device):
+    """The --init weights, their declared model size checked before it is built (vegediff_cli/resources.py)."""
+    from ..model.weights import read_metadata
+    from ..resources import check_model_size
+
+    try:
+        cfg = ModelConfig.from_dict(json.loads(read_metadata(path)["config"]))
+    except Exception:  # noqa: BLE001 - load_weights below names the problem (missing, unreadable, foreign)
+        cfg = None
+    if cfg is not None:
+        check_model_size(cfg, source=str(path), copies=4)  # weights, gradients and two AdamW moments
+    try:
+        return load_weights(path, device=device)
+    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path} is not usable weights ({reason})",
+                         fix="pass the weights file written by `vegediff train vae`") from exc
 
 
 def vars_of(settings) -> dict:

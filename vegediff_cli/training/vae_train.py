@@ -21,7 +21,7 @@ from ..model.presets import ModelConfig
 from ..model.vae import kl_divergence
 from ..model.vegediff import VegeDiff
 from ..progress import ProgressFactory, no_progress
-from .checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from .checkpoint import load_checkpoint, restore, restore_rng, rng_state, save_checkpoint
 from .sequences import Sequence
 from .windows import FramePool, spatial_size, square
 
@@ -92,8 +92,8 @@ def train_vae(
     start = 0
     state = load_checkpoint(checkpoint_path)
     if state is not None:
-        model.vae.load_state_dict(state["vae"])
-        optimiser.load_state_dict(state["optimiser"])
+        restore(model.vae, state, "vae", checkpoint_path)
+        restore(optimiser, state, "optimiser", checkpoint_path)
         restore_rng(rng, state["rng"])
         start, losses = state["step"], state["losses"]
         log.info("VAE: resuming at step %d", start)
