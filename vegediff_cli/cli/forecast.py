@@ -99,12 +99,15 @@ def cogs_beside(output: Path) -> Path:
 
 
 def plan_jobs(tiles: list[str], inputs: list[Path], output: Path | None, root: Path, *, cogs: bool,
-              weather: Path | None) -> list[ForecastJob]:
-    """Inputs and outputs of every forecast (one per tile / input)."""
+              weather: str | Path | None) -> list[ForecastJob]:
+    """Inputs and outputs of every forecast (one per tile / input); `weather` is a mode or a file."""
+    from ..pipeline.weather import check_mode
+
+    weather_file = Path(weather) if weather is not None and check_mode(weather) is None else None
     if len(tiles) <= 1 and len(inputs) <= 1:
         tile = tiles[0] if tiles else None
         cube = resolve_input(inputs[0] if inputs else None, tile, root, "cube", made_by="prepare")
-        target = resolve_output(output, tile, root, "forecast", inputs=(cube, weather))
+        target = resolve_output(output, tile, root, "forecast", inputs=(cube, weather_file))
         folder = cogs_beside(target) if output is not None else TileFiles.of(root, tile).forecast_cogs
         files = TileFiles.of(root, tile) if tile is not None and not inputs else None
         return [ForecastJob(cube, target, folder if cogs else None, weather, tile=files)]

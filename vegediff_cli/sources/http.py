@@ -152,7 +152,7 @@ class _TooSlow(Exception):
     """The answer did not finish within `request_seconds` (a drip): retried like a stall."""
 
 
-def _resolution_failure(exc: BaseException) -> bool:
+def resolution_failure(exc: BaseException) -> bool:
     """True when `exc` (or a cause) is a DNS failure: no network, or a host name that does not exist."""
     seen: set[int] = set()
     stack: list[BaseException | None] = [exc]
@@ -248,7 +248,7 @@ def request_with_retries(
             last = f"no answer within {policy.timeout:g} s"
         except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
                 urllib3.exceptions.HTTPError, OSError) as exc:
-            if _resolution_failure(exc):
+            if resolution_failure(exc):
                 raise no_network_error(url, f"{what} {prepared.method} {shown}") from None
             last = f"connection failed ({redact(_one_line(exc))})"
         else:
@@ -300,7 +300,7 @@ def probe(url: str, *, policy: RetryPolicy) -> str | None:
     except requests.exceptions.Timeout:
         return f"no answer within {policy.timeout:g} s"
     except requests.exceptions.RequestException as exc:
-        if _resolution_failure(exc):
+        if resolution_failure(exc):
             return f"no network / cannot resolve {urlsplit(url).hostname}"
         return f"connection failed ({redact(_one_line(exc))})"
     return None if response.status_code < 400 else f"HTTP {response.status_code}"
