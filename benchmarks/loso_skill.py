@@ -11,8 +11,8 @@ those two as well as its own site):
 
 Each fold trains the denoiser (`scripts/train_weights.py --name loso-FOLD --exclude ...`, short runs),
 takes the last checkpoint's weights of the kind and the guidance the shipped selection chose, fits
-the spread inflation on its validation cube (the EarthNet2021x cube; for the 29SND-2017 fold, which
-holds it out, the JAS2021 cube), forecasts its held-out cubes and scores them beside persistence,
+the spread inflation on its validation data (the held-out seasons of the long series and a cube: the
+EarthNet2021x cube; for the 29SND-2017 fold, which holds it out, the JAS2021 cube), forecasts its held-out cubes and scores them beside persistence,
 the context mean and, where a cube has earlier years, climatology. None of these cubes has earlier
 years, so climatology is n/a here.
 
@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.heldout_skill import forecast_cube, skill_rows  # noqa: E402
-from scripts.select_weights import calibrate, export  # noqa: E402
+from scripts.select_weights import calibrate, export, season_validation_cubes  # noqa: E402
 from scripts.train_weights import ROOT, SHARED  # noqa: E402
 from vegediff_cli.model.weights import read_metadata  # noqa: E402
 from vegediff_cli.pipeline.calibration import METADATA_KEY  # noqa: E402
@@ -80,7 +80,8 @@ def fold_weights(fold: Fold, folder: Path, *, shipped: dict[str, str], members: 
     kind = shipped.get("selected_weights", "ema")
     last = sorted((fold.run_dir / "diffusion").glob("diffusion-step*.ckpt"))[-1]
     raw = export(fold.run_dir / "final.safetensors", last, folder / f"{fold.name}-raw.safetensors", kind=kind, extra={})
-    factors, _ = calibrate(fold.validation, raw, folder, members=members, guidance=guidance)
+    seasons = season_validation_cubes(folder)
+    factors, _ = calibrate(fold.validation, seasons, raw, folder, members=members, guidance=guidance)
     weights = export(fold.run_dir / "final.safetensors", last, folder / f"{fold.name}.safetensors", kind=kind,
                      extra={"recommended_guidance": str(guidance), METADATA_KEY: json.dumps(factors)})
     return weights, guidance

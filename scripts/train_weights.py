@@ -5,8 +5,10 @@
     python scripts/train_weights.py --name loso-34VCL --exclude MJJ2021_minicube_241_34VCL   # one LOSO fold
     python scripts/select_weights.py --run-dir runs/shipped          # then: checkpoint, guidance, spread on validation
 
-The test cube (HOLDOUT) is seen by nothing; the validation cube (VALIDATION) is never seen by the
-denoiser and picks the checkpoint, the guidance scale and the ensemble's spread calibration.
+The test cube (HOLDOUT) is seen by nothing. Validation, never seen by the denoiser, picks the
+checkpoint, the guidance scale and the ensemble's spread calibration: the EarthNet2021x cube
+(VALIDATION) and the last season of each long series (training/validation.py HELD_OUT_SEASONS:
+Rhone valley 2019, Romanian forest 2020-21), which training therefore never sees.
 
 The VAE (stage 1) is the one inside ``--vae-from`` (default: the previous release's weights,
 runs/previous-release.safetensors, or the shipped file, whose VAE part it is); ``--stage vae``
@@ -36,6 +38,7 @@ from vegediff_cli.progress import tqdm_progress
 from vegediff_cli.training.diffusion_train import DiffusionTrainSettings
 from vegediff_cli.training.run import run_diffusion, run_vae
 from vegediff_cli.training.vae_train import VAETrainSettings
+from vegediff_cli.training.validation import HELD_OUT_SEASONS
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -97,7 +100,8 @@ def main() -> int:
         vae_file = run_dir / "vae.safetensors"
         result = run_vae([SHARED], exclude=[HOLDOUT, *args.exclude], preset_name=args.preset,
                          settings=VAETrainSettings(steps=args.vae_steps, workers=args.workers), run_dir=run_dir / "vae",
-                         output=vae_file, device=device, progress=progress, index_cache=INDEX_CACHE)
+                         output=vae_file, device=device, progress=progress, index_cache=INDEX_CACHE,
+                         held_out_seasons=HELD_OUT_SEASONS)
         print(json.dumps(result))
     if args.stage in ("diffusion", "all"):
         settings = DiffusionTrainSettings(steps=args.steps, batch=args.batch, keep_every=args.keep_every,
@@ -106,7 +110,7 @@ def main() -> int:
         result = run_diffusion([SHARED], init=vae_file, exclude=held_out, settings=settings,
                                run_dir=run_dir / "diffusion", output=run_dir / "final.safetensors", device=device,
                                progress=progress, denoiser=denoiser_config(args), latent_cache=LATENT_CACHE,
-                               index_cache=INDEX_CACHE)
+                               index_cache=INDEX_CACHE, held_out_seasons=HELD_OUT_SEASONS)
         result["vae_from"] = str(vae_file)
         print(json.dumps(result))
         (run_dir / "recipe.json").write_text(json.dumps({**vars(args), "vae_from": str(vae_file),

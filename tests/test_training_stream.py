@@ -80,9 +80,9 @@ def test_the_index_cache_is_reused_and_links_are_read_once(folder, tmp_path, mon
     cache = tmp_path / "index.json"
     calls = []
 
-    def counting(path):
+    def counting(path, before=None):
         calls.append(path)
-        return describe(path)
+        return describe(path, before)
 
     monkeypatch.setattr("vegediff_cli.training.index.describe", counting)
     first = build_index(candidates([links]), cache=cache, runtime=ONE)
@@ -91,6 +91,26 @@ def test_the_index_cache_is_reused_and_links_are_read_once(folder, tmp_path, mon
     assert len(json.loads(cache.read_text())["files"]) == 1
     again = build_index(candidates([links]), cache=cache, runtime=ONE)
     assert len(calls) == 1 and again == first  # read back, not described again
+
+
+def test_a_held_out_season_is_cut_off_before_anything_reads_it(folder, sources, tmp_path):
+    """training/validation.py's held-out seasons: the index, the latent cache and the VAE's frames see
+    only the frames before the date, as training_part (the in-memory recipe's cut) keeps them."""
+    from vegediff_cli.training.validation import HELD_OUT_SEASONS, training_part
+
+    stem = "france_rhone_2017-2019_20m"
+    held = build_index(candidates([folder]), cache=tmp_path / "index.json", runtime=ONE,
+                       held_out_seasons=HELD_OUT_SEASONS)
+    whole, cut = (next(s for s in group if s.name == stem) for group in (sources, held))
+    expected = training_part(load_sequence(folder / f"{stem}.nc"), HELD_OUT_SEASONS)
+    assert cut.frames == len(expected.times) < whole.frames and expected.times[-1] < np.datetime64("2019-01-01")
+    assert cut.key == whole.key + "|before 2019-01-01"  # its own latent cache entry
+    assert cut.square_clear == whole.square_clear[: cut.frames]
+    assert cut.band_count < whole.band_count
+    read = load_frames(Path(cut.path), 0, cut.frames, phase=cut.phase)  # what the latent cache and the VAE read
+    np.testing.assert_array_equal(read.valid, expected.valid)
+    assert [s.key for s in held if s.name != stem] == [s.key for s in sources if s.name != stem]
+    assert json.loads((tmp_path / "index.json").read_text())["files"].keys() >= {cut.key}
 
 
 def test_the_window_order_is_a_function_of_the_step(sources):

@@ -105,13 +105,20 @@ def test_cli_scenario_ensemble_records_the_weather_of_every_member(cli, cube_pat
     assert not np.allclose(members[0], members[1], equal_nan=True)
 
 
-def test_cli_offline_forecast_is_exit_8_naming_weather_none(cli, monkeypatch, tmp_path):
-    """A forecast past the cube's end needs downloaded weather; offline that is exit 8, and --weather none runs."""
+def test_cli_offline_auto_goes_without_weather_and_open_meteo_is_exit_8(cli, monkeypatch, tmp_path):
+    """Offline (the suite points Open-Meteo at a closed port), the default --weather auto says so on stderr and
+    forecasts as --weather none would, recording that; --weather open-meteo, asked for by name, is exit 8."""
     monkeypatch.delenv("VEGEDIFF_WEATHER")  # the default: --weather auto
     cube = synthetic_cube(tmp_path / "cube.nc", height=128, width=128, frames=12)
     weights = write_weights(tmp_path / "tiny.safetensors")
     args = ["forecast", "--input", cube, "--weights", weights, "--steps", "1", "--horizon", "2", "--no-cogs", "--quiet"]
-    result = cli(*args, "--output", tmp_path / "f.nc")
+    result = cli(*args, "--output", tmp_path / "f.nc", "--json")
+    assert result.code == 0, result
+    assert "forecasting without downloaded weather" in result.err and "--weather open-meteo" in result.err
+    assert cli(*args, "--output", tmp_path / "g.nc", "--weather", "none", "--json").code == 0
+    with xr.open_dataset(tmp_path / "f.nc") as auto, xr.open_dataset(tmp_path / "g.nc") as none:
+        assert auto.attrs["meteo_source"] == none.attrs["meteo_source"]
+        np.testing.assert_array_equal(auto["ndvi_pred"].values, none["ndvi_pred"].values)
+    result = cli(*args, "--output", tmp_path / "h.nc", "--weather", "open-meteo")
     assert result.code == 8 and "--weather none" in result.err.strip().splitlines()[-1]
-    assert not (tmp_path / "f.nc").exists()
-    assert cli(*args, "--output", tmp_path / "g.nc", "--weather", "none").code == 0
+    assert not (tmp_path / "h.nc").exists()

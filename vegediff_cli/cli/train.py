@@ -20,7 +20,7 @@ from ..training.order import SAMPLINGS
 from ..training.parallel import is_main_process
 from ..training.run import run_diffusion, run_vae
 from ..training.vae_train import VAETrainSettings
-from .options import JsonOpt, QuietOpt, emit_json, setup
+from .options import JsonOpt, QuietOpt, emit_json, finite, setup
 
 DataOpt = Annotated[list[Path], typer.Option("--data", "-d", help="Folder or file of training data (repeatable).")]
 ExcludeOpt = Annotated[
@@ -41,6 +41,7 @@ LogEveryOpt = Annotated[int, typer.Option("--log-every", min=1, help="Steps betw
                                           "(loss, learning rate, windows per second, epochs).")]
 IndexOpt = Annotated[Path | None, typer.Option("--index-cache", help="JSON file describing the training files, "
                                                "reusable by other runs (default: RUN_DIR/data-index.json).")]
+SeedOpt = Annotated[int, typer.Option(help="Seed of the data order and the initial weights.", min=0, max=2**63 - 1)]
 
 app = typer.Typer(help="Train the vegetation VAE (stage 1) and the VegeNet denoiser (stage 2).", no_args_is_help=True)
 
@@ -60,7 +61,7 @@ def vae(
     batch: Annotated[int, typer.Option(min=1, help="Crops per step over all processes.")] = VAETrainSettings.batch,
     crop: Annotated[int, typer.Option(min=16, help="Crop side in pixels, a multiple of 8.")] = VAETrainSettings.crop,
     micro_batch: MicroOpt = 0,
-    seed: int = 0,
+    seed: SeedOpt = 0,
     run_dir: RunDirOpt = Path("runs/vae"),
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
@@ -76,6 +77,7 @@ def vae(
     progress = setup(quiet)
     preset_config(preset)
     check_precision(precision)
+    finite(budget_time, "--budget-time")
     settings = VAETrainSettings(steps=steps, batch=batch, crop=crop, seed=seed, micro_batch=micro_batch,
                                 precision=precision, workers=workers, budget_steps=budget_steps,
                                 budget_seconds=budget_time, log_every=log_every)
@@ -103,7 +105,7 @@ def diffusion(
                                                    "other than the main one.")] = DiffusionTrainSettings.series_fraction,
     keep_every: Annotated[int, typer.Option(min=0, help="Keep a checkpoint every N steps for selection.")] = 0,
     checkpoint_every: Annotated[int, typer.Option(min=1)] = DiffusionTrainSettings.checkpoint_every,
-    seed: int = 0,
+    seed: SeedOpt = 0,
     run_dir: RunDirOpt = Path("runs/diffusion"),
     latent_cache: Annotated[Path | None, typer.Option(help="Folder of encoded latents, shareable by runs with the "
                                                       "same VAE (default: RUN_DIR/latents).")] = None,
@@ -120,6 +122,9 @@ def diffusion(
     """Stage 2: train the denoiser on latent sequences (VAE frozen); writes VAE + denoiser weights."""
     progress = setup(quiet)
     check_precision(precision)
+    finite(lr, "--lr")
+    finite(budget_time, "--budget-time")
+    finite(series_fraction, "--series-fraction")
     if sampling not in SAMPLINGS:
         raise UsageError(f"--sampling '{sampling}' is not one of {', '.join(SAMPLINGS)}")
     denoiser = preset_config(preset) if preset else None

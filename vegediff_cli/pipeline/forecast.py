@@ -24,7 +24,9 @@ from pathlib import Path
 import xarray as xr
 
 from .. import __version__
-from ..config import BANDS
+from ..atomic import output_lock
+from ..config import BANDS, CHIP_SIZE
+from ..cube import provenance
 from ..cube.forecast_writer import (
     GridWriter,
     VariableSpec,
@@ -37,15 +39,38 @@ from ..cube.forecast_writer import (
 from ..cube.readers import open_cube
 from ..cube.schema import BAND_LONG_NAMES
 from ..cube.stream_cogs import export_cogs
+from ..cube.validate import check_reflectance
 from ..errors import UsageError
+from ..geo import chip_layout
 from ..model.device import pick_device, resolve_precision
 from ..model.presets import ModelConfig
 from ..model.vegediff import resolve_context_mix
 from ..model.weights import file_digest
 from ..progress import ProgressFactory, no_progress
+from ..qgis.folder import run_title, write_folder_project
+from ..resources import check_forecast_memory, forecast_memory
+from ..workdir import TileFiles
 from .forecast_blocks import BlockResult, compute_block
 from .forecast_model import ignored_meteo_variables, load_model, model_config, resolve_weights, spread_inflation
-from .forecast_plan import ForecastPlan, ForecastSettings, plan_forecast
+from .forecast_outputs import (
+    DEFAULT_KEEP_HISTORY,
+    check_cube_is_fresh,
+    default_cogs_folder,
+    existing_summary,
+    forecast_record,
+    remove_stale_cogs,
+    retire_previous,
+)
+from .forecast_plan import (
+    ForecastPlan,
+    ForecastSettings,
+    bytes_per_pixel,
+    check_settings,
+    default_batch,
+    plan_forecast,
+)
+from .observed import write_context_cogs
+from .tiling import ALIGN, stripe_width
 
 log = logging.getLogger("vegediff.forecast")
 PRED, MEMBER, CLEAR_COUNT, LAST_CLEAR = "ndvi_pred", "ndvi_member", "context_clear_count", "ndvi_last_clear"
@@ -63,6 +88,7 @@ class ForecastJob:
     output: Path  # forecast.nc to write
     cogs: Path | None = None  # folder for one NDVI COG per step; None: no COGs
     weather: str | Path | None = None  # --weather: a NetCDF file, or auto / open-meteo / scenarios / none (pipeline/weather.py)
+    tile: TileFiles | None = None  # the tile folder when the job works in a working directory (--tile)
 
 
 @dataclass
@@ -76,10 +102,12 @@ class ForecastSummary:
     chips_in_layout: int
     seconds: float
     attrs: dict = field(default_factory=dict)
+    up_to_date: bool = False  # the existing output was made from the same inputs and settings: kept
 
     def as_dict(self) -> dict:
         return {
-            "output": str(self.output), "cogs": str(self.cogs) if self.cogs else None, "dates": self.dates,
+            "output": str(self.output), "cogs": str(self.cogs) if self.cogs else None, "up_to_date": self.up_to_date,
+            "dates": self.dates,
             "members": self.members, "meteo_source": self.meteo_source, "chips_computed": self.chips,
             "chips_in_layout": self.chips_in_layout, "seconds": round(self.seconds, 2),
             "precision": self.attrs.get("precision"),
@@ -167,8 +195,26 @@ class _Prepared:
     attrs: dict
 
 
+def check_memory(cube: xr.Dataset, cfg, settings: ForecastSettings, *, device_type: str) -> None:
+    """Refuse a forecast whose members, batch or model cannot fit --memory-mb and the free memory,
+    before the model is built or any block allocated (vegediff_cli/resources.py)."""
+    check_settings(settings, cfg)  # the values themselves first (--members 0 ...)
+    width, height = int(cube.sizes["x"]), int(cube.sizes["y"])
+    per_pixel = bytes_per_pixel(settings.members, settings.horizon, cfg.vegenet.context_frames)
+    overlap = settings.overlap if 0 <= settings.overlap < CHIP_SIZE // 2 else 0  # checked with the plan
+    chips = len(chip_layout(max(height, CHIP_SIZE), max(width, CHIP_SIZE), overlap=overlap))
+    stripe = settings.stripe_cols or stripe_width(width, bytes_per_pixel=per_pixel, band_rows=settings.band_rows,
+                                                  budget_bytes=settings.memory_mb * 2**20)
+    estimate = forecast_memory(cfg, members=settings.members,
+                               chips_per_call=min(chips, settings.batch_size or default_batch(settings.members, device_type)),
+                               width=width, stripe=stripe, band_rows=settings.band_rows, bytes_per_pixel=per_pixel,
+                               align=ALIGN)
+    check_forecast_memory(estimate, members=settings.members, memory_mb=settings.memory_mb)
+
+
 @contextlib.contextmanager
-def _prepare(jobs: list[ForecastJob], weights: Path, settings: ForecastSettings, workers: int) -> Iterator[list[_Prepared]]:
+def _prepare(jobs: list[ForecastJob], weights: Path, settings: ForecastSettings, workers: int,
+             device_type: str = "cpu") -> Iterator[list[_Prepared]]:
     """Open every cube and plan every job first: bad input fails before any long computation."""
     cfg = model_config(weights)
     ignore_meteo = ignored_meteo_variables(weights)
@@ -179,8 +225,10 @@ def _prepare(jobs: list[ForecastJob], weights: Path, settings: ForecastSettings,
         prepared = []
         for job in jobs:
             cube = stack.enter_context(contextlib.closing(open_cube(job.cube)))
+            check_memory(cube, cfg, settings, device_type=device_type)
             plan = plan_forecast(cube, cfg, settings, weather=job.weather, workers=workers, ignore_meteo=ignore_meteo,
                                  spread_inflation=spread_inflation(weights, settings.horizon))
+            check_reflectance(cube, source=str(job.cube), frames=plan.times.context_index, what="the context frames")
             log.info("%s: %d chips (%d with vegetation and clear context) in %d stripe(s) x %d band(s); meteorology: %s",
                      job.cube.name, len(plan.tiles.chips), len(plan.active), len(plan.tiles.stripes),
                      len(plan.tiles.bands), plan.meteo.source)
@@ -216,18 +264,54 @@ def run_forecasts(
     scheduler: str | None = None,
     workers: int | None = None,
     progress: ProgressFactory = no_progress,
+    force: bool = False,
+    keep_history: int = DEFAULT_KEEP_HISTORY,
 ) -> list[ForecastSummary]:
-    """Forecast every job; with `scheduler` (a Dask address or "local") the blocks run on a cluster."""
+    """Forecast every job; with `scheduler` (a Dask address or "local") the blocks run on a cluster.
+
+    A job whose output is up to date (same inputs and settings, pipeline/forecast_outputs.py) is
+    skipped unless `force`; every output is locked against concurrent runs while it is written.
+    """
     if not jobs:
         raise UsageError("nothing to forecast", fix="pass --tile TILE or --input CUBE")
     began = time.perf_counter()
+    outputs = [job.output.resolve() for job in jobs]
+    if len(set(outputs)) < len(outputs):
+        raise UsageError("two forecasts would write the same output file", fix="give each input its own --output")
     weights_path = resolve_weights(weights)
+    torch_device = pick_device(device) if scheduler is None else None
+    if torch_device is not None:
+        settings = replace(settings, precision=resolve_precision(settings.precision, torch_device))
+    with contextlib.ExitStack() as locks:
+        for job in jobs:
+            locks.enter_context(output_lock(job.output, *([job.cogs] if job.cogs else []), what="forecast"))
+        records, done, todo = [], {}, []
+        for index, job in enumerate(jobs):
+            if job.tile is not None:
+                check_cube_is_fresh(job.tile, job.cube)
+            records.append(forecast_record(job.cube, weights_path, job.weather, settings))
+            if not force and provenance.up_to_date(job.output, records[index], cogs=job.cogs):
+                log.info("%s is up to date (same cube, weights and settings); --force redoes it", job.output)
+                known = existing_summary(job.output)
+                done[index] = ForecastSummary(job.output, job.cogs, known["dates"], known["members"],
+                                              known["meteo_source"], 0, 0, time.perf_counter() - began,
+                                              known["attrs"], up_to_date=True)
+            else:
+                todo.append(index)
+        if todo:
+            ran = _run([jobs[i] for i in todo], [records[i] for i in todo], weights_path, settings, torch_device,
+                       device, scheduler, workers, progress, keep_history, began)
+            done.update(zip(todo, ran, strict=True))
+        return [done[i] for i in range(len(jobs))]
+
+
+def _run(jobs: list[ForecastJob], records: list[dict], weights_path: Path, settings: ForecastSettings,
+         torch_device, device: str, scheduler: str | None, workers: int | None, progress: ProgressFactory, keep_history: int,
+         began: float) -> list[ForecastSummary]:
     with contextlib.ExitStack() as stack:
         stack.enter_context(small_chunk_cache())
         if scheduler is None:
-            torch_device = pick_device(device)
-            settings = replace(settings, precision=resolve_precision(settings.precision, torch_device))
-            prepared = stack.enter_context(_prepare(jobs, weights_path, settings, 1))
+            prepared = stack.enter_context(_prepare(jobs, weights_path, settings, 1, torch_device.type))
             model = load_model(weights_path, torch_device)
         else:
             from .distributed import cluster_client, run_blocks
@@ -235,10 +319,13 @@ def run_forecasts(
             client = stack.enter_context(cluster_client(scheduler, workers=workers))
             n_workers = max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
             prepared = stack.enter_context(_prepare(jobs, weights_path, settings, n_workers))
+        for item, made in zip(prepared, records, strict=True):
+            item.attrs.update(provenance.product_attrs(made))
         total = sum(_active_chip_count(p.plan) for p in prepared)
         computed = [0] * len(prepared)
         bar = stack.enter_context(progress(total, "forecast chips"))
         writers = stack.enter_context(_writers(prepared))
+        stack.enter_context(_on_success(lambda: _retire(prepared, keep_history)))  # runs before the renames
         if scheduler is None:
             for index, item in enumerate(prepared):
                 for stripe in range(len(item.plan.tiles.stripes)):
@@ -256,20 +343,48 @@ def run_forecasts(
                 bar.update(result.chips)
     summaries = []
     for index, item in enumerate(prepared):
-        if item.job.cogs is not None:
-            write_forecast_cogs(item.job.output, item.job.cogs)
+        job = item.job
+        if job.cogs is not None:
+            write_forecast_cogs(job.output, job.cogs, cube=job.cube)
+            provenance.write_cog_marker(job.cogs, job.output, item.attrs)
+        in_tile = job.tile is not None and job.output == job.tile.forecast
+        stale = job.tile.forecast_cogs if in_tile else default_cogs_folder(job.output)
+        if stale != job.cogs:
+            remove_stale_cogs(stale, job.output)
         summaries.append(ForecastSummary(
-            item.job.output, item.job.cogs, [f"{d:%Y-%m-%d}" for d in item.plan.times.dates],
+            job.output, job.cogs, [f"{d:%Y-%m-%d}" for d in item.plan.times.dates],
             item.plan.settings.members, item.plan.meteo.source, computed[index], len(item.plan.tiles.chips),
             time.perf_counter() - began, item.attrs))
     return summaries
 
 
-def write_forecast_cogs(forecast: Path, folder: Path) -> list[Path]:
-    """One NDVI COG per forecast step, streamed from the finished file (cube/stream_cogs.py)."""
+@contextlib.contextmanager
+def _on_success(action) -> Iterator[None]:
+    """Run `action` when the block ends without an exception."""
+    yield
+    action()
+
+
+def _retire(prepared: list[_Prepared], keep_history: int) -> None:
+    """Tile jobs: move the previous forecast's products aside just before the new files replace it."""
+    for item in prepared:
+        if item.job.tile is not None and item.job.output == item.job.tile.forecast:
+            retire_previous(item.job.tile, new_start=f"{item.plan.times.dates[0]:%Y-%m-%d}", keep=keep_history)
+
+
+def write_forecast_cogs(forecast: Path, folder: Path, *, cube: Path | None = None) -> list[Path]:
+    """One NDVI COG per forecast step, streamed from the finished file (cube/stream_cogs.py); with `cube`,
+    its observed context frames too; and the QGIS project and styles of them all (qgis/folder.py)."""
     with open_grid(forecast) as ds:
         tags = {"MEMBERS": str(ds.attrs.get("members", "")), "METEO_SOURCE": str(ds.attrs.get("meteo_source", ""))}
-    return export_cogs(forecast, [(PRED, {}, PRED)], folder, extra_tags=tags)
+        context_dates = str(ds.attrs.get("context_dates", "")).split()
+
+    def finish(staging: Path) -> None:  # the COG folder before it is renamed into place
+        if cube is not None:
+            write_context_cogs(cube, context_dates, staging)
+        write_folder_project(staging, name="forecast", title=run_title("forecast", forecast))
+
+    return export_cogs(forecast, [(PRED, {}, PRED)], folder, extra_tags=tags, finish=finish)
 
 
 __all__ = ["ForecastJob", "ForecastSettings", "ForecastSummary", "run_forecasts", "write_forecast_cogs"]

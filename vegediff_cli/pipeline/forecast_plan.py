@@ -62,6 +62,9 @@ def check_settings(settings: ForecastSettings, cfg: ModelConfig) -> None:
         raise UsageError(f"--sampler '{settings.sampler.sampler}' is not one of {', '.join(SAMPLERS)}")
     if settings.sampler.steps < 1:
         raise UsageError(f"--steps {settings.sampler.steps} must be at least 1")
+    guidance = settings.sampler.guidance_scale
+    if not np.isfinite(guidance) or guidance < 0:
+        raise UsageError(f"--guidance {guidance} must be a finite number of 0 or more", fix="e.g. --guidance 1")
     check_precision(settings.precision)
     if settings.batch_size is not None and settings.batch_size < 1:
         raise UsageError(f"--batch-size {settings.batch_size} must be at least 1")

@@ -271,14 +271,20 @@ def resolve_meteo(
                 f"--weather {weather_label} covers {first:%Y-%m-%d} to {last:%Y-%m-%d}, none of the forecast dates "
                 f"{future[0]:%Y-%m-%d} to {future[requested - 1]:%Y-%m-%d}",
                 fix="pass weather for the forecast period, or leave --weather out")
-    clim = climatology(from_cube, future, before=start) if from_cube is not None and mode == "none" else None
-
     known = scenario_set = None
     attribution = ""
     if mode in ("auto", "open-meteo", "scenarios"):
-        known, scenario_set = _online(cube, dates, context_frames, requested, mode=mode, from_cube=from_cube,
-                                      members=members, client=client, weather=weather)
-        attribution = online.openmeteo.ATTRIBUTION
+        try:
+            known, scenario_set = _online(cube, dates, context_frames, requested, mode=mode, from_cube=from_cube,
+                                          members=members, client=client, weather=weather)
+            attribution = online.openmeteo.ATTRIBUTION
+        except online.openmeteo.Unreachable as exc:
+            if mode != "auto":  # weather asked for by name: no silent substitute
+                raise
+            log.warning("%s: forecasting without downloaded weather, as with --weather none "
+                        "(pass --weather open-meteo to require it)", exc.problem)
+            mode = "none"
+    clim = climatology(from_cube, future, before=start) if from_cube is not None and mode == "none" else None
     use_cube_future = mode in ("none", "auto") or mode is None
     known_label = known[0] if known else ""
     future_order = [(weather_label, from_weather), ("cube", from_cube if use_cube_future else None),

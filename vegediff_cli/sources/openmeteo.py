@@ -52,7 +52,7 @@ from ..atomic import atomic_file
 from ..errors import CorruptInputError, RemoteError, RunInterrupted
 from . import eobs
 from .eobs import MeteoRequest, to_eobs_units
-from .http import RETRY_STATUS, RetryPolicy, new_session, pause, retry_after_seconds
+from .http import RETRY_STATUS, RetryPolicy, new_session, pause, resolution_failure, retry_after_seconds
 
 log = logging.getLogger("vegediff.meteo")
 
@@ -76,6 +76,10 @@ DAILY_VARIABLES = {
 }
 MJ_PER_DAY_TO_W = 1e6 / 86400.0  # a daily sum in MJ m-2 is a mean flux of x / 0.0864 W m-2
 
+
+
+class Unreachable(RemoteError):
+    """No connection at all (the name does not resolve, or every try was refused): ``--weather auto`` goes without."""
 
 @dataclass
 class Transfer:
@@ -175,21 +179,31 @@ def _send(client: OpenMeteo, url: str, params: dict[str, str], *, what: str, sho
     """GET with fetch's retry rules; a body that is not complete JSON counts as cut short and is retried."""
     policy, session = client.policy, new_session()
     last = ""
+    reached = False  # some try got an answer (or a timeout after connecting): the service is there
     for attempt in range(1, policy.attempts + 1):
         if client.stop is not None and client.stop.is_set():
             raise RunInterrupted(f"stopped before requesting {what}")
         retry_after = None
+        connected = True
         started = pd.Timestamp.now()
         try:
             client.transfer.requests += 1
             response = session.get(url, params=params, timeout=(policy.connect_timeout, policy.timeout))
             content = response.content
+        except requests.exceptions.ConnectTimeout:
+            last = f"no connection to {urlparse(url).netloc} within {policy.connect_timeout:g} s"
+            connected = False
         except requests.exceptions.Timeout:
             last = f"no answer within {policy.timeout:g} s"
         except requests.exceptions.ChunkedEncodingError:
             last = "the answer was cut short"
-        except requests.exceptions.ConnectionError:
+        except requests.exceptions.ConnectionError as exc:
+            if resolution_failure(exc):  # no network: another try would not help
+                raise Unreachable(f"no network / cannot resolve {urlparse(url).hostname} ({what})",
+                                  fix="check the network connection, or pass --weather none / --meteo none "
+                                      "to go without downloaded weather") from None
             last = f"cannot connect to {urlparse(url).netloc}"
+            connected = False
         else:
             client.transfer.seconds += (pd.Timestamp.now() - started).total_seconds()
             if response.status_code < 400:
@@ -208,12 +222,13 @@ def _send(client: OpenMeteo, url: str, params: dict[str, str], *, what: str, sho
                 retry_after = retry_after_seconds(response.headers.get("Retry-After"))
                 if response.status_code == 429 and retry_after is None:
                     retry_after = policy.max_wait  # Open-Meteo's quotas are per minute, hour and day: wait the longest
+        reached = reached or connected
         if attempt == policy.attempts:
             break
         delay = policy.wait(attempt, retry_after)
         log.warning("%s: %s; try %d of %d in %.1f s", what, last, attempt + 1, policy.attempts, delay)
         pause(delay, client.stop)
-    raise RemoteError(
+    raise (RemoteError if reached else Unreachable)(
         f"{what} failed after {policy.attempts} tries (last: {last}; {urlparse(url).netloc}, {params['start_date']}.."
         f"{params['end_date']})",
         fix="check the network (rerun resumes from the cache), pass --era5/--eobs/--meteo-from FILE, "

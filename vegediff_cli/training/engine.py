@@ -10,7 +10,8 @@
 - Checkpoints (rank 0, atomic): module, optimiser, EMA, step, recent losses, the data order's
   position and the torch RNG state, every `checkpoint_every` steps, at kept steps, at the end and
   when a budget or a signal stops the run. Only tensors, numbers, strings, lists and dicts are
-  stored (a checkpoint loads with torch.load(weights_only=True)). A rerun with the same run
+  stored: a checkpoint loads with torch.load(weights_only=True) (checkpoint.py), and a foreign or
+  crafted file in the run folder is refused (exit 4), never executed. A rerun with the same run
   folder resumes and ends where an uninterrupted run ends.
 - Budgets: `budget_steps` (steps in this invocation) and `budget_seconds` stop the run cleanly
   with a checkpoint; SIGTERM / SIGINT (a scheduler's pre-emption, Ctrl-C) do the same, then exit 130
@@ -40,7 +41,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..errors import RunInterrupted
 from ..model.device import autocast
 from ..progress import ProgressFactory, no_progress
-from .checkpoint import EMA, load_checkpoint, save_checkpoint
+from .checkpoint import EMA, load_checkpoint, restore, save_checkpoint
 from .parallel import Runtime, all_sum
 
 log = logging.getLogger("vegediff.train")
@@ -98,10 +99,10 @@ class Trainer:
         state = load_checkpoint(self.checkpoint)
         if state is None:
             return 0
-        self.module.load_state_dict(state[self.state_key])
-        self.optimiser.load_state_dict(state["optimiser"])
+        restore(self.module, state, self.state_key, self.checkpoint)  # another model's checkpoint: exit 4, named
+        restore(self.optimiser, state, "optimiser", self.checkpoint)
         if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
+            restore(self.ema, state, "ema", self.checkpoint)
             self.ema.updates = state["step"]
         self.step, self.losses = int(state["step"]), list(state.get("losses", []))
         if "torch" in state.get("rng", {}):

@@ -8,6 +8,11 @@ The index is built once, each process describing its share of the files (and Dat
 workers reading them in parallel), and cached as JSON keyed by each file's resolved path, size
 and modification time: a rerun, a resumed run or another run on the same files reads it back, a
 changed file is described again, and links to one file are read once.
+
+A held-out season (training/validation.py: a series' frames from a date on, kept for validation)
+is cut off when the file is described: the source's frames are the ones before the date (a
+prefix, read as such by every stage), its description covers those frames only, and its key
+names the date, so the latent cache never holds an encoding that saw the held-out frames.
 """
 
 from __future__ import annotations
@@ -21,11 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from torch.utils.data import DataLoader, Dataset
 
 from ..atomic import atomic_file
 from ..config import CONTEXT_FRAMES, METEO_VARS
-from ..errors import NoValidDataError, UsageError
+from ..errors import CorruptInputError, NoValidDataError, UsageError
 from ..model.inputs import STATIC_ORDER
 from ..progress import ProgressFactory, no_progress
 from .parallel import Runtime, all_gather, shard
@@ -66,7 +72,7 @@ class SourceInfo:
     band_count: int
     footprint: str | None  # L2A series: dates, count and bounds (a finer twin is dropped); else None
     resolution: float | None  # L2A series: pixel size in metres
-    key: str  # resolved path | size | mtime: identifies the content (latent cache, index cache)
+    key: str  # resolved path | size | mtime [| before DATE]: identifies the content (latent cache, index cache)
 
     @property
     def name(self) -> str:
@@ -104,20 +110,40 @@ def file_key(path: Path) -> str:
     return f"{real}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
-def describe(path: Path) -> SourceInfo | None:
-    """Read one file whole and describe it; None when it is no training source."""
+def source_key(path: Path, before: str | None = None) -> str:
+    """file_key, naming the held-out cut-off date when the source trains on its frames before it."""
+    return file_key(path) + (f"|before {before}" if before else "")
+
+
+def describe(path: Path, before: str | None = None) -> SourceInfo | None:
+    """Read one file whole and describe it; None when it is no training source. With `before` (a
+    date), the source is its frames before that date (a held-out season), None if there are none."""
     kind = source_kind(path)
     if kind is None:
         return None
     minicube = minicube_frames(path) if kind == "cube" else None
     seq = load_frames(path, 0, minicube[0], phase=minicube[1]) if minicube else load_sequence(path)
+    if before is not None:
+        kept = np.asarray(seq.times < pd.Timestamp(before))
+        count = int(kept.sum())
+        if not kept[:count].all():  # the stages read frames 0..frames-1: only a prefix can be kept
+            raise CorruptInputError(f"{path}: frame dates are not in order", fix="sort the file's time axis")
+        if count == 0:
+            return None
+        seq = load_frames(path, 0, count, phase=minicube[1]) if minicube else _prefix(seq, count)
     found = series_footprint(path) if kind == "series" else None
     return _info(seq, path=path, kind=kind, phase=minicube[1] if minicube else None,
-                 footprint=None if found is None else json.dumps(found[0]), resolution=None if found is None else found[1])
+                 footprint=None if found is None else json.dumps(found[0]), resolution=None if found is None else found[1],
+                 key=source_key(path, before))
+
+
+def _prefix(seq: Sequence, count: int) -> Sequence:
+    meteo = None if seq.meteo is None else seq.meteo[:count]
+    return Sequence(seq.name, seq.frames[:count], seq.valid[:count], seq.times[:count], meteo, seq.static, seq.latitude)
 
 
 def _info(seq: Sequence, *, path: Path, kind: str, phase: int | None, footprint: str | None,
-          resolution: float | None) -> SourceInfo:
+          resolution: float | None, key: str) -> SourceInfo:
     t, _, height, width = seq.frames.shape
     _, square_valid = square(seq, spatial_size(seq))
     frame_clear = seq.valid.reshape(t, -1).mean(axis=1)
@@ -134,7 +160,7 @@ def _info(seq: Sequence, *, path: Path, kind: str, phase: int | None, footprint:
         conditioned=bool(seq.has_meteo or any(name in seq.static for name in STATIC_ORDER)),
         meteo_frames=meteo_frames,
         band_sum=tuple(pixels.sum(axis=1).tolist()), band_sumsq=tuple((pixels**2).sum(axis=1).tolist()),
-        band_count=int(pixels.shape[1]), footprint=footprint, resolution=resolution, key=file_key(path),
+        band_count=int(pixels.shape[1]), footprint=footprint, resolution=resolution, key=key,
     )
 
 
@@ -156,31 +182,34 @@ def _may_be_source(path: Path) -> bool:
 
 
 class _Describe(Dataset):
-    def __init__(self, paths: list[Path]) -> None:
-        self.paths = paths
+    def __init__(self, items: list[tuple[Path, str | None]]) -> None:
+        self.items = items
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.items)
 
     def __getitem__(self, i: int):
-        info = describe(self.paths[i])
+        info = describe(*self.items[i])
         return None if info is None else dataclasses.asdict(info)
 
 
 def build_index(
     paths: list[Path], *, cache: Path | None, runtime: Runtime, workers: int = 0,
-    progress: ProgressFactory = no_progress,
+    progress: ProgressFactory = no_progress, held_out_seasons: dict[str, str] | None = None,
 ) -> list[SourceInfo]:
     """SourceInfo of every training source among `paths` (in order), the 10 m twins of 20 m series
-    dropped; files not yet in `cache` are described by all processes, each its share."""
+    dropped; files not yet in `cache` are described by all processes, each its share. A file whose
+    stem `held_out_seasons` names (stem -> date) is described by its frames before that date."""
     known = _read_cache(cache)
-    keys = [file_key(p) for p in paths]
-    todo = sorted({k: p for k, p in zip(keys, paths, strict=True) if k not in known}.items())  # links: read once
+    befores = [(held_out_seasons or {}).get(p.stem) for p in paths]
+    keys = [source_key(p, before) for p, before in zip(paths, befores, strict=True)]
+    todo = sorted({k: (p, before) for k, p, before in zip(keys, paths, befores, strict=True)
+                   if k not in known}.items())  # links: read once
     mine = shard(todo, runtime)
     described: dict[str, dict | None] = {}
     if todo:
         log.info("index: describing %d file(s) (%d cached)", len(todo), len(paths) - len(todo))
-    loader = DataLoader(_Describe([p for _, p in mine]), batch_size=None, num_workers=workers,
+    loader = DataLoader(_Describe([item for _, item in mine]), batch_size=None, num_workers=workers,
                         collate_fn=lambda item: item)
     with progress(len(mine), "index training data") as bar:
         for (key, _), info in zip(mine, loader, strict=True):
@@ -229,15 +258,17 @@ def _write_cache(cache: Path, known: dict[str, dict | None]) -> None:
 
 def select_sources(
     data: list[Path], exclude: list[str], *, runtime: Runtime, cache: Path | None, workers: int = 0,
-    progress: ProgressFactory = no_progress,
+    progress: ProgressFactory = no_progress, held_out_seasons: dict[str, str] | None = None,
 ) -> list[SourceInfo]:
-    """The indexed training sources under `data` whose file name contains none of `exclude`."""
+    """The indexed training sources under `data` whose file name contains none of `exclude`; a series
+    named in `held_out_seasons` (file stem -> date) without its frames from that date on."""
     paths = candidates(data)
     for pattern in exclude:
         if not any(pattern in p.name for p in paths):
             raise UsageError(f"--exclude '{pattern}' matches no training file", fix="check the hold-out name")
     kept = [p for p in paths if not any(pattern in p.name for pattern in exclude)]
-    sources = build_index(kept, cache=cache, runtime=runtime, workers=workers, progress=progress) if kept else []
+    sources = build_index(kept, cache=cache, runtime=runtime, workers=workers, progress=progress,
+                          held_out_seasons=held_out_seasons) if kept else []
     if not sources:
         raise NoValidDataError(f"no training data found under {', '.join(map(str, data))}",
                                fix="pass folders with cubes, minicubes or Sentinel-2 series via --data")

@@ -16,10 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import ModelError
 from ..model.presets import ModelConfig, preset
 from ..model.vegediff import VegeDiff
 from ..model.weights import load_weights, save_weights
 from ..progress import ProgressFactory, no_progress
+from ..resources import check_model_size
 from .diffusion_train import DiffusionTrainSettings, train_diffusion
 from .engine import LoopResult, peak_memory_mib
 from .index import meteo_coverage, select_sources
@@ -63,20 +65,23 @@ def _summary(stage: str, output: Path, result: LoopResult, settings, runtime: Ru
 def run_vae(
     data: list[Path], *, exclude: list[str], preset_name: str, settings: VAETrainSettings,
     run_dir: Path, output: Path, device: torch.device | str, progress: ProgressFactory = no_progress,
-    index_cache: Path | None = None,
+    index_cache: Path | None = None, held_out_seasons: dict[str, str] | None = None,
 ) -> dict:
-    """Stage 1 on the sources under `data`; writes `output` (VAE, its statistics, the preset's untrained denoiser)."""
+    """Stage 1 on the sources under `data`; writes `output` (VAE, its statistics, the preset's untrained denoiser).
+    A series named in `held_out_seasons` (file stem -> date) trains on its frames before that date only."""
     with processes(device) as runtime:
         split_batch(settings.batch, settings.micro_batch, runtime.world)  # a bad split fails before any reading
         run_dir.mkdir(parents=True, exist_ok=True)
         sources = select_sources(data, exclude, runtime=runtime, cache=index_cache or run_dir / "data-index.json",
-                                 workers=settings.workers, progress=progress)
+                                 workers=settings.workers, progress=progress,
+                                 held_out_seasons=held_out_seasons)
         files = [Path(s.path).name for s in sources]
         model, result = train_vae(sources, cfg=preset(preset_name), settings=settings, run_dir=run_dir,
                                   runtime=runtime, progress=progress)
         if result.completed and runtime.main:
             save_weights(model, output, metadata=_metadata("vae", files, exclude, result.losses,
-                                                           {"vae_settings": vars_of(settings)}))
+                                                           {"vae_settings": vars_of(settings),
+                                                            "held_out_seasons": held_out_seasons or {}}))
         return _summary("vae", output, result, settings, runtime, files)
 
 
@@ -84,19 +89,23 @@ def run_diffusion(
     data: list[Path], *, init: Path, exclude: list[str], settings: DiffusionTrainSettings,
     run_dir: Path, output: Path, device: torch.device | str, progress: ProgressFactory = no_progress,
     denoiser: ModelConfig | None = None, latent_cache: Path | None = None, index_cache: Path | None = None,
+    held_out_seasons: dict[str, str] | None = None,
 ) -> dict:
     """Train the denoiser on the VAE of `init`. The denoiser starts from `init`'s own, or, with
     `denoiser`, from scratch (seeded) with that config's VegeNet and diffusion settings (its VAE
     part is ignored: the VAE and its latent statistics are `init`'s). Latents are cached in
-    `latent_cache` (default: <run_dir>/latents; a folder shared by runs with the same VAE)."""
+    `latent_cache` (default: <run_dir>/latents; a folder shared by runs with the same VAE). A series
+    named in `held_out_seasons` (file stem -> date) trains on its frames before that date only (validation)."""
     with processes(device) as runtime:
         split_batch(settings.batch, settings.micro_batch, runtime.world)
         run_dir.mkdir(parents=True, exist_ok=True)
         sources = select_sources(data, exclude, runtime=runtime, cache=index_cache or run_dir / "data-index.json",
-                                 workers=settings.workers, progress=progress)
+                                 workers=settings.workers, progress=progress,
+                                 held_out_seasons=held_out_seasons)
         files = [Path(s.path).name for s in sources]
-        model, meta = load_weights(init, device=runtime.device)
+        model, meta = _load_init(init, runtime.device)
         if denoiser is not None:
+            check_model_size(denoiser, source=f"--preset {denoiser.name}", copies=4)
             torch.manual_seed(settings.seed)
             model = with_new_denoiser(model, denoiser).to(runtime.device)
         model, result = train_diffusion(model, sources, settings=settings, run_dir=run_dir, runtime=runtime,
@@ -104,6 +113,7 @@ def run_diffusion(
         if result.completed and runtime.main:
             extra = {"diffusion_settings": vars_of(settings),
                      "vae_trained_on": json.loads(meta.get("trained_on", "[]")),
+                     "held_out_seasons": held_out_seasons or {},
                      "meteo_coverage": meteo_coverage(sources), "processes": runtime.world}
             save_weights(model, output, metadata=_metadata("vae+diffusion", files, exclude, result.losses, extra))
         return _summary("diffusion", output, result, settings, runtime, files)
@@ -115,6 +125,24 @@ def with_new_denoiser(model: VegeDiff, denoiser: ModelConfig) -> VegeDiff:
     fresh = VegeDiff(cfg)
     fresh.vae.load_state_dict(model.vae.state_dict())
     return fresh
+
+
+def _load_init(path: Path, device: torch.device):
+    """The --init weights, their declared model size checked before it is built (vegediff_cli/resources.py)."""
+    from ..model.weights import read_metadata
+
+    try:
+        cfg = ModelConfig.from_dict(json.loads(read_metadata(path)["config"]))
+    except Exception:  # noqa: BLE001 - load_weights below names the problem (missing, unreadable, foreign)
+        cfg = None
+    if cfg is not None:
+        check_model_size(cfg, source=str(path), copies=4)  # weights, gradients and two AdamW moments
+    try:
+        return load_weights(path, device=device)
+    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path} is not usable weights ({reason})",
+                         fix="pass the weights file written by `vegediff train vae`") from exc
 
 
 def vars_of(settings) -> dict:

@@ -24,8 +24,10 @@ from ...config import BANDS, DEFAULT_CLEAR_SCL, DLMASK, METEO_VARS, SCL, STATIC_
 from ...cube import schema
 from ...cube.masks import clear_from_scl
 from ...cube.readers import open_cube
+from ...cube.validate import check_reflectance
 from ...errors import NoValidDataError, UsageError
 from ...progress import ProgressFactory, no_progress
+from ...redact import redact
 from ...sources import era5, static
 from ...sources.scenes import inspect_scenes, read_scene
 from . import frames as framing
@@ -49,6 +51,7 @@ class PrepareSettings:
     meteo_layout: str = "auto"  # auto, series or grid (see meteo.py)
     max_meteo_distance_km: float = 25.0  # farthest a point meteorology series may lie from the cube centre
     chunk_px: int = 1024  # edge of the dask chunks (pixels): bounds memory per worker thread
+    href_schemes: tuple[str, ...] = ("https", "http")  # URL schemes static-layer asset hrefs may use (sources/hrefs.py)
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,7 @@ def _raw_from_scenes(paths: Sequence[Path], target: TargetGrid | None, chunk_px:
 
 def _raw_from_cube(path: Path, target: TargetGrid | None, chunk_px: int) -> tuple[xr.Dataset, TargetGrid]:
     ds = open_cube(path)
+    check_reflectance(ds, source=str(path))
     own = TargetGrid.of_dataset(ds)
     ds = ds.drop_vars("spatial_ref", errors="ignore")
     spatial = {"time": 1, "y": chunk_px, "x": chunk_px}
@@ -181,7 +185,18 @@ def build_cube(
         return _build(inputs, settings, progress)
 
 
+def check_settings(settings: PrepareSettings) -> None:
+    """UsageError for settings no cube can be built with (checked before any file is read)."""
+    if settings.meteo_layout not in meteo.LAYOUTS:
+        raise UsageError(f"--meteo-layout '{settings.meteo_layout}' is not one of {', '.join(meteo.LAYOUTS)}",
+                         fix="use auto (default), series or grid")
+    distance = settings.max_meteo_distance_km
+    if not (isinstance(distance, int | float) and np.isfinite(distance) and distance > 0):
+        raise UsageError(f"--max-meteo-distance {distance} must be a positive number of km", fix="e.g. 25")
+
+
 def _build(inputs: PrepareInputs, settings: PrepareSettings, progress: ProgressFactory) -> PreparedCube:
+    check_settings(settings)
     if (inputs.source is None) == (not inputs.scenes):
         raise UsageError("give either an input cube or --scenes, not both or neither",
                          fix="pass --input/--tile for a fetched cube, or --scenes FILE... for GeoTIFF scenes")
@@ -226,7 +241,7 @@ def _build(inputs: PrepareInputs, settings: PrepareSettings, progress: ProgressF
     cube = schema.finalise(cube, crs=target.grid.crs, source="prepare", attrs=attrs)
 
     cube = _attach_meteo(cube, raw, inputs, settings, target, notes, same_frames=acquisitions.equals(frame_times))
-    cube = _attach_static(cube, raw, inputs, target, notes)
+    cube = _attach_static(cube, raw, inputs, target, notes, href_schemes=settings.href_schemes)
     return PreparedCube(cube=cube, clear_fraction=clear_fraction, acquisitions=framing.observation_count(members),
                         notes=notes)
 
@@ -283,7 +298,7 @@ def _attach_open_meteo(cube, request, inputs, settings, target, notes) -> xr.Dat
     return meteo.place(cube, daily, target, layout=settings.meteo_layout)
 
 
-def _attach_static(cube, raw, inputs, target, notes) -> xr.Dataset:
+def _attach_static(cube, raw, inputs, target, notes, *, href_schemes: tuple[str, ...]) -> xr.Dataset:
     layers: dict[str, np.ndarray] = {}
     sources: list[str] = []
     for name in STATIC_LAYERS:
@@ -298,9 +313,10 @@ def _attach_static(cube, raw, inputs, target, notes) -> xr.Dataset:
     if inputs.static_stac_url:
         wanted = tuple(layer for layer in static.STAC_LAYERS
                        if not (layer is static.DEM and inputs.dem) and not (layer is static.LANDCOVER and inputs.landcover))
-        found = static.read_stac_layers(inputs.static_stac_url, target.grid, layers=wanted, notes=notes)
+        found = static.read_stac_layers(inputs.static_stac_url, target.grid, layers=wanted, notes=notes,
+                                        href_schemes=href_schemes)
         layers.update(found)
-        sources.extend(f"{name}: {inputs.static_stac_url}" for name in found)
+        sources.extend(f"{name}: {redact(inputs.static_stac_url)}" for name in found)
     cube = cube.drop_vars([n for n in STATIC_LAYERS if n in cube])
     cube = schema.add_static(cube, layers)
     cube.attrs["static_sources"] = "; ".join(sources) or "none"
