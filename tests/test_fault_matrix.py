@@ -752,7 +752,10 @@ def _(ctx: Ctx):
     result = ctx.cli("forecast", *base, "--json")  # default start 2017-11-21: another forecast
     assert not (tile / "ensemble.nc").exists() and not (tile / "ensemble_cogs").exists()
     cogs = sorted(p.name for p in (tile / "forecast_cogs").iterdir())
-    assert cogs == ["ndvi_pred_2017-11-21.tif", "ndvi_pred_2017-11-26.tif"], cogs
+    # the new forecast's frames only (its QGIS project and observed context frames sit beside them)
+    assert [c for c in cogs if c.startswith("ndvi_pred_")] == ["ndvi_pred_2017-11-21.tif", "ndvi_pred_2017-11-26.tif"], cogs
+    observed = [c for c in cogs if c.startswith("observed_ndvi_")]
+    assert observed and max(observed) < "observed_ndvi_2017-11-21.tif", cogs  # context before the new start
     history = tile / "history" / "2017-11-06"
     assert (history / "forecast.nc").is_file() and (history / "ensemble.nc").is_file()
     return result, Expect(0)
