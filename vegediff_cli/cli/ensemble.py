@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ..config import DEFAULT_BELOW, DEFAULT_DROP
 from ..errors import InputNotFoundError, UsageError
-from ..pipeline.ensemble import DEFAULT_BELOW, DEFAULT_DROP
-from ..pipeline.ensemble_run import EnsembleSettings, forecast_members, summarise_forecast
-from ..pipeline.forecast import ForecastJob, run_forecasts
-from ..pipeline.forecast_model import default_guidance
-from ..pipeline.forecast_plan import ForecastSettings
 from ..workdir import TileFiles, resolve_input, resolve_output
 from .forecast import (
     BatchOpt,
@@ -37,6 +33,9 @@ from .forecast import (
     cogs_beside,
 )
 from .options import InputOpt, JsonOpt, OutputOpt, QuietOpt, TileOpt, WorkdirOpt, emit_json, setup, workdir_of
+
+if TYPE_CHECKING:
+    from ..pipeline.forecast_plan import ForecastSettings
 
 log = logging.getLogger("vegediff.ensemble")
 DEFAULT_MEMBERS = 16
@@ -99,6 +98,10 @@ def ensemble(
     when it is missing or has fewer members, or when --input is a cube. Writes ensemble.nc and one
     COG per statistic and step.
     """
+    from ..pipeline.ensemble_run import EnsembleSettings, summarise_forecast
+    from ..pipeline.forecast import ForecastJob, run_forecasts
+    from ..pipeline.forecast_model import default_guidance
+
     progress = setup(quiet)
     root = workdir_of(workdir)
     target = resolve_output(output, tile, root, "ensemble")
@@ -185,6 +188,8 @@ def _needs_run(forecast_file: Path, members: int | None, *, from_input: bool) ->
     """Whether the tile's forecast must be (re)run to get enough members; a given forecast is never rerun."""
     if not forecast_file.exists():
         return True
+    from ..pipeline.ensemble_run import forecast_members
+
     have = forecast_members(forecast_file)
     enough = have >= (members if members is not None else 2)
     if not enough and from_input:

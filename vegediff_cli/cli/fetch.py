@@ -10,13 +10,8 @@ from datetime import UTC, date, datetime
 from typing import Annotated
 
 import typer
-from rasterio.errors import NotGeoreferencedWarning
 
 from ..errors import RunInterrupted, UsageError
-from ..pipeline.fetch import FetchRequest, FetchSettings, fetch_cube, plan_fetch
-from ..sources.area import fetch_area
-from ..sources.http import RetryPolicy
-from ..sources.stac import resolve_provider
 from ..workdir import resolve_output
 from .options import JsonOpt, OutputOpt, QuietOpt, TileOpt, WorkdirOpt, emit_json, setup, workdir_of
 
@@ -69,6 +64,13 @@ def fetch(
     Writes the raw cube <workdir>/<TILE>/s2_raw.nc (or --output). A rerun resumes an
     interrupted fetch and, on an existing output, reads only new acquisitions.
     """
+    from rasterio.errors import NotGeoreferencedWarning
+
+    from ..pipeline.fetch import FetchRequest, FetchSettings, fetch_cube, plan_fetch
+    from ..sources.area import fetch_area
+    from ..sources.http import RetryPolicy
+    from ..sources.stac import resolve_provider
+
     progress = setup(quiet)
     # GDAL reports every failed HTTP try through rasterio's loggers; fetch retries and reports
     # failures itself, in one line, so that chatter stays behind --debug.

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
 
 from ..config import SamplerSettings
 from ..errors import UsageError
-from ..pipeline.forecast import ForecastJob, run_forecasts
-from ..pipeline.forecast_model import PAPER_GUIDANCE, default_guidance
-from ..pipeline.forecast_plan import ForecastSettings
 from ..workdir import TileFiles, resolve_input, resolve_output
 from .options import JsonOpt, OutputOpt, QuietOpt, WorkdirOpt, emit_json, setup, workdir_of
+
+if TYPE_CHECKING:  # the command modules import the pipeline only when they run: `vegediff --help` stays fast
+    import pandas as pd
+
+    from ..pipeline.forecast import ForecastJob
+    from ..pipeline.forecast_plan import ForecastSettings
 
 # Options shared with `vegediff ensemble`, which runs a forecast when it needs members.
 WeightsOpt = Annotated[Path | None, typer.Option(
@@ -56,6 +58,8 @@ CogsOpt = Annotated[bool, typer.Option("--cogs/--no-cogs", help="Also write Clou
 def parse_start(text: str | None) -> pd.Timestamp | None:
     if text is None:
         return None
+    import pandas as pd
+
     try:  # ISO only: pandas would read "May 40th" as 2040-05-01
         return pd.Timestamp(dt.date.fromisoformat(text.strip()))
     except ValueError as exc:
@@ -65,6 +69,9 @@ def parse_start(text: str | None) -> pd.Timestamp | None:
 def build_settings(*, horizon: int, members: int, sampler: str, steps: int, guidance: float | None, seed: int,
                    start: str | None, overlap: int, batch_size: int | None, min_clear_context: int,
                    memory_mb: int, precision: str = "auto") -> ForecastSettings:
+    from ..pipeline.forecast_model import PAPER_GUIDANCE
+    from ..pipeline.forecast_plan import ForecastSettings
+
     if memory_mb < 64:
         raise UsageError(f"--memory-mb {memory_mb} is too small", fix="give at least 64 MiB")
     return ForecastSettings(
@@ -82,6 +89,8 @@ def cogs_beside(output: Path) -> Path:
 def plan_jobs(tiles: list[str], inputs: list[Path], output: Path | None, root: Path, *, cogs: bool,
               weather: Path | None) -> list[ForecastJob]:
     """Inputs and outputs of every forecast (one per tile / input)."""
+    from ..pipeline.forecast import ForecastJob
+
     if len(tiles) <= 1 and len(inputs) <= 1:
         tile = tiles[0] if tiles else None
         cube = resolve_input(inputs[0] if inputs else None, tile, root, "cube", made_by="prepare")
@@ -139,6 +148,9 @@ def forecast(
     Writes forecast.nc (ndvi_pred, s2_B02_pred..s2_B8A_pred, ndvi_member with --members > 1,
     context_clear_count) on the cube's grid, and one NDVI COG per step.
     """
+    from ..pipeline.forecast import run_forecasts
+    from ..pipeline.forecast_model import default_guidance
+
     progress = setup(quiet)
     root = workdir_of(workdir)
     if guidance is None:

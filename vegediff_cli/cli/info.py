@@ -9,8 +9,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..cube.describe import describe
-from ..cube.readers import open_cube
 from ..errors import EXIT_CODES, UsageError
 from ..workdir import resolve_input
 from .options import InputOpt, JsonOpt, TileOpt, WorkdirOpt, emit_json, workdir_of
@@ -37,6 +35,9 @@ def info(
         return
     if step not in ("raw", "cube", "forecast", "ensemble"):
         raise UsageError(f"--step '{step}' is not one of raw, cube, forecast, ensemble")
+    from ..cube.describe import describe
+    from ..cube.readers import open_cube
+
     target = resolve_input(path or input, tile, workdir_of(workdir), step, made_by="prepare")
     summary = {"path": str(target), **describe(open_cube(target))}
     if json_out:

@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..config import DEFAULT_BELOW, DEFAULT_DROP
 from ..cube.forecast_writer import VariableSpec, float_var, grid_writer, open_grid, small_chunk_cache
 from ..cube.readers import open_netcdf
 from ..cube.stream_cogs import export_cogs
 from ..errors import CorruptInputError, MissingVariableError, UsageError
 from ..progress import ProgressFactory, no_progress
-from .ensemble import DEFAULT_BELOW, DEFAULT_DROP, QUANTILES, check_levels, member_statistics, prob_below, prob_drop
+from .ensemble import QUANTILES, check_levels, member_statistics, prob_below, prob_drop
 from .forecast import LAST_CLEAR, MEMBER, PRED
 
 log = logging.getLogger("vegediff.ensemble")
