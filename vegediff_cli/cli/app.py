@@ -12,6 +12,7 @@ import typer
 
 from .. import __version__
 from ..errors import RunInterrupted, VegediffError
+from ..pipeline.forecast_runtime import configure_process
 from . import ensemble, evaluate, fetch, forecast, info, prepare, train
 
 HELP = """Forecast vegetation (NDVI and Sentinel-2 reflectance) with the VegeDiff latent diffusion model.
@@ -79,6 +80,7 @@ def _sigterm(signum, frame) -> None:  # cron and schedulers stop jobs with SIGTE
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     signal.signal(signal.SIGTERM, _sigterm)
+    configure_process()  # before any command loads torch: OpenMP reads its settings once
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or os.environ.get("VEGEDIFF_DEBUG") == "1"
     saved = os.environ.get("VEGEDIFF_DEBUG")
     if debug:  # commands read it (e.g. fetch keeps GDAL's chatter behind --debug); restored below

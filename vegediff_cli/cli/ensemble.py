@@ -14,6 +14,7 @@ from ..workdir import TileFiles, resolve_input, resolve_output
 from .forecast import (
     BatchOpt,
     CogsOpt,
+    CompileOpt,
     DeviceOpt,
     GuidanceOpt,
     HorizonOpt,
@@ -26,6 +27,7 @@ from .forecast import (
     SeedOpt,
     StartOpt,
     StepsOpt,
+    ThreadsOpt,
     WeatherOpt,
     WeightsOpt,
     WorkersOpt,
@@ -88,6 +90,8 @@ def ensemble(
     memory_mb: MemoryOpt = 1024,
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
+    threads: ThreadsOpt = None,
+    compile: CompileOpt = "auto",
     cogs: CogsOpt = True,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
@@ -129,7 +133,8 @@ def ensemble(
             forecast_cogs = TileFiles.of(root, tile).forecast_cogs if input is None else cogs_beside(forecast_file)
         log.info("running the forecast with %d members -> %s", count, forecast_file)
         [ran] = run_forecasts([ForecastJob(cube, forecast_file, forecast_cogs, weather)], weights=weights,
-                              settings=settings, device=device, scheduler=scheduler, workers=workers, progress=progress)
+                              settings=settings, device=device, scheduler=scheduler, workers=workers, threads=threads,
+                              compile=compile, progress=progress)
     settings = EnsembleSettings(below=tuple(below) if below else DEFAULT_BELOW, drop=tuple(drop) if drop else DEFAULT_DROP)
     summary = summarise_forecast(forecast_file, target, settings=settings, cogs=folder, progress=progress)
     if json_out:

@@ -39,7 +39,8 @@ PrecisionOpt = Annotated[str, typer.Option(
     help="auto (bf16 on GPUs and on CPUs with native bf16, about 1.7 x faster there; fp32 elsewhere), fp32 or bf16. "
          "The output records the one used.")]
 BatchOpt = Annotated[int | None, typer.Option(
-    "--batch-size", help="Chips per model call (default: 4 chip-members on CPU, 64 on GPU).", show_default=False)]
+    "--batch-size", help="Chips (with all their members) per model call (default: 4 chip-members per call on CPU, "
+                         "members in chunks of 4; 64 on GPU).", show_default=False)]
 WeatherOpt = Annotated[Path | None, typer.Option(
     help="NetCDF with eobs_* series (daily or per frame) for the forecast period: a weather forecast or a scenario.",
     show_default=False)]
@@ -51,7 +52,16 @@ SchedulerOpt = Annotated[str | None, typer.Option(
     help="Dask scheduler address (tcp://HOST:PORT) to spread blocks over its workers, or 'local' for a local cluster.",
     show_default=False)]
 WorkersOpt = Annotated[int | None, typer.Option(
-    help="Workers of --scheduler local (default: one per GPU, else one per two cores).", show_default=False)]
+    help="Model processes, one torch thread each (default: one per usable core when the forecast has 2 or more "
+         "model calls; 0: run in this process). With --scheduler local: its workers (default: one per GPU, "
+         "else one per core).", show_default=False)]
+ThreadsOpt = Annotated[int | None, typer.Option(
+    help="Torch threads per model process (default 1: faster for this model, and robust under other load).",
+    show_default=False)]
+CompileOpt = Annotated[str, typer.Option(
+    "--compile", help="Compile the denoiser (TorchInductor, frozen weights; about 25 % faster per chip on CPU, "
+                      "10 s to a few minutes to compile, cached in ~/.cache/vegediff): auto (on CPU above "
+                      "400 chip-members per process), on or off.")]
 CogsOpt = Annotated[bool, typer.Option("--cogs/--no-cogs", help="Also write Cloud-Optimized GeoTIFFs.")]
 
 
@@ -139,6 +149,8 @@ def forecast(
     memory_mb: MemoryOpt = 1024,
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
+    threads: ThreadsOpt = None,
+    compile: CompileOpt = "auto",
     cogs: CogsOpt = True,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
@@ -160,7 +172,7 @@ def forecast(
                               min_clear_context=min_clear_context, memory_mb=memory_mb, precision=precision)
     jobs = plan_jobs(list(tile or []), list(input or []), output, root, cogs=cogs, weather=weather)
     summaries = run_forecasts(jobs, weights=weights, settings=settings, device=device, scheduler=scheduler,
-                              workers=workers, progress=progress)
+                              workers=workers, threads=threads, compile=compile, progress=progress)
     if json_out:
         result = [s.as_dict() for s in summaries]
         emit_json(result[0] if len(result) == 1 else {"forecasts": result})

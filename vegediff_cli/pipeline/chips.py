@@ -12,7 +12,7 @@ reproduces the last observation exactly instead of its blurred reconstruction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -29,6 +29,8 @@ class ChipSettings:
     sampler: SamplerSettings = field(default_factory=SamplerSettings)  # sampler, steps, guidance, context mix
     detail_transfer: bool = True  # add the reference frame's VAE residual to every member
     precision: str = "fp32"  # resolved inference precision: "fp32" or "bf16" (model/device.py)
+    frames_per_vae_call: int = 4  # frames per VAE encoder / decoder call: few keep activations small (CPU)
+    pad_chips: int = 0  # pad a smaller batch to this many chips (fixed shapes for a compiled denoiser)
 
 
 @dataclass
@@ -40,6 +42,21 @@ class ChipBatch:
     meteo: np.ndarray  # (B, K+F, 24) standardised meteorology (zeros where unknown)
     static: np.ndarray  # (B, 5, H, W) normalised static layers
     seeds: list[int]  # one seed per chip: its noise does not depend on the batch it is in
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+    def padded(self, size: int) -> ChipBatch:
+        """The batch with its last chip repeated up to `size` chips (the copies' outputs are dropped)."""
+        extra = size - len(self)
+        if extra <= 0:
+            return self
+
+        def grow(values: np.ndarray) -> np.ndarray:
+            return np.concatenate([values, np.repeat(values[-1:], extra, axis=0)])
+
+        return ChipBatch(grow(self.context), grow(self.valid), grow(self.meteo), grow(self.static),
+                         [*self.seeds, *[self.seeds[-1]] * extra])
 
 
 def chip_noise(seed: int, members: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -55,29 +72,40 @@ def forecast_chips(
     conditioned: bool,
     settings: ChipSettings = ChipSettings(),
     device: torch.device = torch.device("cpu"),
+    member_range: tuple[int, int] | None = None,
 ) -> np.ndarray:
-    """Member reflectance forecasts (M, B, F, 4, H, W) float32 for a batch of chips."""
-    b, k = batch.context.shape[:2]
+    """Member reflectance forecasts (m, B, F, 4, H, W) float32 for a batch of chips.
+
+    `member_range` (m0, m1) computes members m0 .. m1-1 of `settings.members` only (default all):
+    each member's noise is the same as in a run of all members, so a chip's members may be computed
+    in chunks, by different processes.
+    """
+    b = len(batch)
+    if settings.pad_chips > b:
+        return forecast_chips(model, batch.padded(settings.pad_chips), conditioned=conditioned,
+                              settings=replace(settings, pad_chips=0), device=device, member_range=member_range)[:, :b]
+    m0, m1 = member_range if member_range is not None else (0, settings.members)
     filled = np.stack([gap_fill(batch.context[i], batch.valid[i]) for i in range(b)])  # (B, K, 4, H, W)
     frames = torch.from_numpy(filled).to(device)
+    chunk = settings.frames_per_vae_call
     with inference_autocast(device, settings.precision):
-        context = model.encode_frames(frames).float()  # (B, K, C, h, w)
+        context = model.encode_frames(frames, batch=chunk).float()  # (B, K, C, h, w)
         latent_shape = (model.cfg.vegenet.horizon, *context.shape[2:])
-        noise = torch.stack([chip_noise(s, settings.members, latent_shape) for s in batch.seeds], dim=1)
+        noise = torch.stack([chip_noise(s, settings.members, latent_shape)[m0:m1] for s in batch.seeds], dim=1)
         future = model.sample(
             context,
             meteo=torch.from_numpy(batch.meteo).to(device),
             static=torch.from_numpy(batch.static).to(device),
             conditioned=conditioned,
-            members=settings.members,
+            members=m1 - m0,
             settings=settings.sampler,
             noise=noise.to(device=device, dtype=context.dtype),
-        ).float()  # (M, B, F, C, h, w)
+        ).float()  # (m, B, F, C, h, w)
         m, _, f = future.shape[:3]
-        decoded = model.decode_frames(future.reshape(m * b, f, *future.shape[3:])).float()
-        decoded = decoded.view(m, b, f, *decoded.shape[2:])  # (M, B, F, 4, H, W)
+        decoded = model.decode_frames(future.reshape(m * b, f, *future.shape[3:]), batch=chunk).float()
+        decoded = decoded.view(m, b, f, *decoded.shape[2:])  # (m, B, F, 4, H, W)
         if settings.detail_transfer:
             reference = frames[:, -1]  # (B, 4, H, W) last gap-filled context frame
-            blurred = model.vae.decode(context[:, -1]).float()
+            blurred = model.decode_frames(context[:, -1:], batch=chunk)[:, 0].float()
             decoded = decoded + (reference - blurred)[None, :, None]
     return decoded.cpu().numpy()

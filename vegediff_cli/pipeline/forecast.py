@@ -41,9 +41,12 @@ from ..errors import UsageError
 from ..model.device import pick_device, resolve_precision
 from ..model.weights import file_digest
 from ..progress import ProgressFactory, no_progress
-from .forecast_blocks import BlockResult, compute_block
-from .forecast_model import ignored_meteo_variables, load_model, model_config, resolve_weights
+from .forecast_blocks import BlockResult, call_layout, chip_settings, default_rows
+from .forecast_model import ignored_meteo_variables, model_config, resolve_weights
 from .forecast_plan import ForecastPlan, ForecastSettings, plan_forecast
+from .forecast_runtime import check_runtime_options, choose_runtime
+from .forecast_stream import stream_blocks
+from .forecast_workers import local_runner
 
 log = logging.getLogger("vegediff.forecast")
 PRED, MEMBER, CLEAR_COUNT, LAST_CLEAR = "ndvi_pred", "ndvi_member", "context_clear_count", "ndvi_last_clear"
@@ -74,13 +77,14 @@ class ForecastSummary:
     chips_in_layout: int
     seconds: float
     attrs: dict = field(default_factory=dict)
+    runtime: dict = field(default_factory=dict)  # forecast_runtime.Runtime.as_dict(): processes, threads, compiled
 
     def as_dict(self) -> dict:
         return {
             "output": str(self.output), "cogs": str(self.cogs) if self.cogs else None, "dates": self.dates,
             "members": self.members, "meteo_source": self.meteo_source, "chips_computed": self.chips,
             "chips_in_layout": self.chips_in_layout, "seconds": round(self.seconds, 2),
-            "precision": self.attrs.get("precision"),
+            "precision": self.attrs.get("precision"), "runtime": self.runtime,
         }
 
 
@@ -185,8 +189,17 @@ def _writers(prepared: list[_Prepared]) -> Iterator[list[GridWriter]]:
         yield writers
 
 
-def _active_chip_count(plan: ForecastPlan) -> int:
-    return sum(len(plan.active_chips(b)) for b in plan.tiles.all_blocks())
+def _workload(prepared: list[_Prepared], layout_of) -> tuple[int, int, int]:
+    """(chips to compute, chip-members, model calls) over every job."""
+    chips = calls = chip_members = 0
+    for item in prepared:
+        layout, members = layout_of(item.plan), item.plan.settings.members
+        for block in item.plan.tiles.all_blocks():
+            active = len(item.plan.active_chips(block))
+            chips += active
+            chip_members += active * members
+            calls += layout.calls(active, members)
+    return chips, chip_members, calls
 
 
 def run_forecasts(
@@ -197,11 +210,19 @@ def run_forecasts(
     device: str = "auto",
     scheduler: str | None = None,
     workers: int | None = None,
+    threads: int | None = None,
+    compile: str = "auto",
     progress: ProgressFactory = no_progress,
 ) -> list[ForecastSummary]:
-    """Forecast every job; with `scheduler` (a Dask address or "local") the blocks run on a cluster."""
+    """Forecast every job; with `scheduler` (a Dask address or "local") the blocks run on a cluster.
+
+    `workers` (model processes; 0: this process), `threads` (torch threads per process) and `compile`
+    (auto, on, off) default to pipeline/forecast_runtime.py's policy; the choice is recorded in the
+    output's attributes and the summary.
+    """
     if not jobs:
         raise UsageError("nothing to forecast", fix="pass --tile TILE or --input CUBE")
+    check_runtime_options(workers=workers, threads=threads, compile=compile)
     began = time.perf_counter()
     weights_path = resolve_weights(weights)
     with contextlib.ExitStack() as stack:
@@ -210,29 +231,46 @@ def run_forecasts(
             torch_device = pick_device(device)
             settings = replace(settings, precision=resolve_precision(settings.precision, torch_device))
             prepared = stack.enter_context(_prepare(jobs, weights_path, settings, 1))
-            model = load_model(weights_path, torch_device)
+            rows = default_rows(torch_device.type)
+            total, chip_members, calls = _workload(prepared, lambda plan: call_layout(plan, rows_per_call=rows))
+            first = prepared[0].plan
+            layout = call_layout(first, rows_per_call=rows)
+            probe = (layout, chip_settings(first, precision=settings.precision, device_type=torch_device.type,
+                                           compiled=False, layout=layout), first.conditioned)
+            runtime, runner = stack.enter_context(local_runner(
+                weights=weights_path, device=torch_device, precision=settings.precision, units=calls,
+                chip_members=chip_members, rows_per_call=rows, probe=probe, workers=workers, threads=threads,
+                compile=compile))
         else:
             from .distributed import cluster_client, run_blocks
 
             client = stack.enter_context(cluster_client(scheduler, workers=workers))
             n_workers = max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
             prepared = stack.enter_context(_prepare(jobs, weights_path, settings, n_workers))
-        total = sum(_active_chip_count(p.plan) for p in prepared)
+            device_type = "cuda" if device.startswith("cuda") else "cpu"
+            rows = default_rows(device_type)
+            total, chip_members, calls = _workload(prepared, lambda plan: call_layout(plan, rows_per_call=rows))
+            runtime = choose_runtime(units=calls, chip_members=chip_members, device_type=device_type,
+                                     workers=n_workers, threads=1, compile=compile, rows_per_call=rows)
+        log.info("runtime: %s", runtime.reason)
+        for item in prepared:
+            item.attrs.update(runtime.attrs())
         computed = [0] * len(prepared)
         bar = stack.enter_context(progress(total, "forecast chips"))
         writers = stack.enter_context(_writers(prepared))
         if scheduler is None:
             for index, item in enumerate(prepared):
-                for stripe in range(len(item.plan.tiles.stripes)):
-                    carry = None
-                    for block in item.plan.tiles.blocks(stripe):
-                        result, carry = compute_block(model, item.cube, item.plan, block, carry,
-                                                      device=torch_device, on_chips=bar.update)
-                        write_block(writers[index], result)
-                        computed[index] += result.chips
+                layout = call_layout(item.plan, rows_per_call=rows)
+                chip_settings_ = chip_settings(item.plan, precision=settings.precision, device_type=torch_device.type,
+                                               compiled=runtime.compiled, layout=layout)
+                for result in stream_blocks(item.cube, item.plan, runner, layout=layout, settings=chip_settings_,
+                                            on_chips=bar.update):
+                    write_block(writers[index], result)
+                    computed[index] += result.chips
         else:
             tasks = [(str(p.job.cube), p.plan) for p in prepared]
-            for index, result in run_blocks(client, tasks, weights=str(weights_path), device=device):
+            for index, result in run_blocks(client, tasks, weights=str(weights_path), device=device,
+                                            compiled=runtime.compiled):
                 write_block(writers[index], result)
                 computed[index] += result.chips
                 bar.update(result.chips)
@@ -243,7 +281,7 @@ def run_forecasts(
         summaries.append(ForecastSummary(
             item.job.output, item.job.cogs, [f"{d:%Y-%m-%d}" for d in item.plan.times.dates],
             item.plan.settings.members, item.plan.meteo.source, computed[index], len(item.plan.tiles.chips),
-            time.perf_counter() - began, item.attrs))
+            time.perf_counter() - began, item.attrs, runtime.as_dict()))
     return summaries
 
 

@@ -40,7 +40,7 @@ class ForecastSettings:
     seed: int = 0  # run seed; each chip's noise derives from (seed, chip row, chip col)
     start: pd.Timestamp | None = None  # first forecast date; None: 5 days after the last frame
     overlap: int = 32  # minimum chip overlap in px, blended with smooth weights
-    batch_size: int | None = None  # chips per model call; None: 4 chip-members on CPU, 64 on GPU
+    batch_size: int | None = None  # chips (with all their members) per model call; None: forecast_runtime.ROWS_PER_CALL
     min_clear_context: int = 1  # pixels with fewer clear context frames get NaN
     detail_transfer: bool = True  # add the last context frame's VAE residual to every member
     memory_mb: int = 1024  # budget for one block's inputs and accumulators
@@ -129,7 +129,7 @@ class ForecastPlan:
     static_layers: tuple[str, ...]  # static layers the cube has
     y: np.ndarray  # (H,) cube y coordinates (chip centres for meteorology)
     x: np.ndarray  # (W,)
-    batch_size: int | None  # chips per model call; None: default_batch for the device that runs it
+    batch_size: int | None  # chips per model call; None: forecast_blocks.call_layout's default
 
     @property
     def conditioned(self) -> bool:
@@ -140,16 +140,11 @@ class ForecastPlan:
 
 
 def bytes_per_pixel(members: int, horizon: int, context_frames: int) -> float:
-    """Memory one block pixel costs: accumulators (members' NDVI, mean bands, weight) and context inputs."""
+    """Memory one block pixel costs: accumulators (members' NDVI, mean bands, weight) and the context
+    inputs of two blocks (the local loop reads the next block while the current one is blended)."""
     accumulators = 4 * horizon * (members + len(BANDS)) + 4
     inputs = context_frames * (4 * len(BANDS) + 1) + 4 * (len(STATIC_LAYERS) + 2)
-    return float(accumulators + inputs)
-
-
-def default_batch(members: int, device_type: str) -> int:
-    """Chips per model call: 4 chip-members on CPU (1, 4 and 8 cost the same per chip there; fewer hold less memory), 64 on GPU."""
-    target = 64 if device_type == "cuda" else 4
-    return max(1, target // members)
+    return float(accumulators + 2 * inputs)
 
 
 def select_chips(cube: xr.Dataset, tiles: TilePlan, context_index: np.ndarray, *, rows_per_read: int = 512) -> tuple[frozenset, int]:
