@@ -147,6 +147,16 @@ def bytes_per_pixel(members: int, horizon: int, context_frames: int) -> float:
     return float(accumulators + 2 * inputs)
 
 
+def calls_in_flight_bytes(*, rows_per_call: int, calls: int, context_frames: int, horizon: int,
+                          pickled: bool) -> float:
+    """Memory of model calls under way: each call's inputs (at most one chip per row) and member outputs,
+    twice over when they travel between processes (the pickled copy and the array)."""
+    pixels = CHIP_SIZE * CHIP_SIZE
+    inputs = rows_per_call * pixels * (context_frames * (4 * len(BANDS) + 1) + 4 * len(STATIC_LAYERS))
+    outputs = rows_per_call * pixels * 4 * len(BANDS) * horizon
+    return (2.0 if pickled else 1.0) * calls * (inputs + outputs)
+
+
 def select_chips(cube: xr.Dataset, tiles: TilePlan, context_index: np.ndarray, *, rows_per_read: int = 512) -> tuple[frozenset, int]:
     """Chips with a clear context pixel and (when the cube has land cover) vegetation; and the clear-pixel count.
 
@@ -179,8 +189,13 @@ def plan_forecast(
     weather: str | os.PathLike | None = None,
     workers: int = 1,
     ignore_meteo: tuple[str, ...] = (),
+    reserved_bytes: float = 0.0,
 ) -> ForecastPlan:
-    """Check the request against the cube and the weights, and plan the blocks."""
+    """Check the request against the cube and the weights, and plan the blocks.
+
+    The blocks get `settings.memory_mb` less `reserved_bytes` (model calls under way, see
+    calls_in_flight_bytes); `workers` > 1 narrows stripes so every Dask worker gets one.
+    """
     check_settings(settings, cfg)
     grid_of(cube)  # GeoreferenceError without a CRS
     times = forecast_times(pd.DatetimeIndex(cube["time"].values), start=settings.start, horizon=settings.horizon,
@@ -192,7 +207,7 @@ def plan_forecast(
     if stripe is None:
         per_pixel = bytes_per_pixel(settings.members, settings.horizon, cfg.vegenet.context_frames)
         stripe = stripe_width(width, bytes_per_pixel=per_pixel, band_rows=settings.band_rows,
-                              budget_bytes=settings.memory_mb * 2**20)
+                              budget_bytes=settings.memory_mb * 2**20 - reserved_bytes)
         if workers > 1:  # give every worker a stripe of its own
             stripe = split_for_workers(width, workers, widest=stripe)
     tiles = plan_tiles(height, width, overlap=settings.overlap, band_rows=settings.band_rows, stripe_cols=stripe)

@@ -23,6 +23,10 @@ prints them again on any machine; docs/forecast.md, "Speed and memory"):
   per chip-member (bf16, small preset), so it pays from about 150 chip-members per process with a
   warm cache; the threshold leaves room for the first, cold compilation. GPUs: only when asked
   (`--compile on`; not measured on this project's machines).
+- **Memory**: ``--memory-mb`` bounds the data (blocks, calls under way); each process adds a fixed
+  overhead (MAIN_OVERHEAD_MIB, WORKER_OVERHEAD_MIB: libraries, weights, one call's activations;
+  measured with the small preset). Workers are capped so that the budget and the overheads fit in
+  the memory the system has available.
 - **Rows per denoiser call**: 4 chip-members on CPU (1, 4 and 8 cost the same per chip; fewer
   hold less memory and let members spread over processes), 64 on GPU. Members are chunked too:
   16 members of one chip run as 4 calls of 4, on different processes when there are several.
@@ -42,6 +46,8 @@ ROWS_PER_CALL = {"cpu": 4, "cuda": 64}  # chip-members per denoiser call
 POOL_MIN_UNITS = 2  # model calls below which a forecast runs in this process, without timing a call
 POOL_MIN_SECONDS = 20.0  # estimated model time (one process) from which worker processes pay off
 COMPILE_MIN_CHIP_MEMBERS = 400  # per model process, for --compile auto on CPUs
+MAIN_OVERHEAD_MIB = 600  # this process besides --memory-mb: torch, xarray, GDAL, weights, a timed call
+WORKER_OVERHEAD_MIB = 550  # each worker: torch, weights, one call's activations and its inputs/outputs in transit
 PROCESS_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE"}  # set before torch loads, unless the user set it
 ENV_CACHE = "VEGEDIFF_CACHE_DIR"
 
@@ -65,6 +71,17 @@ def use_compile_cache() -> Path:
     folder = Path(os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor")))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def available_mib() -> float | None:
+    """Memory the system can give without swapping (Linux MemAvailable), None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def usable_cores() -> int:
@@ -127,6 +144,7 @@ def choose_runtime(
     compile: str = "auto",
     rows_per_call: int | None = None,
     seconds_per_call: float | None = None,
+    memory_mb: int = 1024,
 ) -> Runtime:
     """Processes, threads and compilation for a forecast of `units` model calls over `chip_members` in all.
 
@@ -149,6 +167,12 @@ def choose_runtime(
         else:
             timed = f" x {seconds_per_call:.2f} s" if seconds_per_call is not None else ""
             workers, why = min(cores, units), f"one process per core ({cores}), {units} model calls{timed}"
+            free = available_mib()
+            if free is not None:
+                fitting = int((free - memory_mb - MAIN_OVERHEAD_MIB) // WORKER_OVERHEAD_MIB)
+                if fitting < workers:
+                    workers = fitting if fitting >= 2 else 0
+                    why += f", {workers} for the {free:.0f} MiB of memory available"
         reasons.append(why)
     else:
         reasons.append(f"--workers {workers}")

@@ -26,15 +26,16 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import VegediffError
 from .chips import ChipBatch, ChipSettings
-from .forecast_blocks import CallLayout
-from .forecast_model import load_model
 from .forecast_runtime import Runtime, choose_runtime, configure_process, needs_probe, use_compile_cache
+
+if TYPE_CHECKING:  # the workers import this module: keep its imports to what a model process needs
+    from .forecast_blocks import CallLayout
 
 log = logging.getLogger("vegediff.forecast")
 _POLL_S = 1.0  # how often a waiting parent checks that its workers are alive, and a worker its parent
@@ -91,7 +92,7 @@ class ChipPool:
     def __init__(self, *, weights: Path, device: str, precision: str, workers: int, threads: int = 1,
                  compiled: bool = False) -> None:
         self.workers = workers
-        self.capacity = 2 * workers  # calls in flight: every worker busy and one more queued for each
+        self.capacity = workers + 1  # calls in flight: every worker busy and one queued (forecast_plan counts them)
         self._args = (str(weights), device, precision, threads, compiled)
         self._context = mp.get_context("spawn")
         self._tasks = self._context.Queue()
@@ -126,6 +127,10 @@ class ChipPool:
     @property
     def in_flight(self) -> int:
         return len(self._pending)
+
+    def peak_rss_mib(self) -> list[float]:
+        """Each worker's peak resident memory so far (Linux VmHWM; empty where unknown)."""
+        return [mib for process in self._processes if (mib := peak_rss_mib(process.pid)) is not None]
 
     def submit(self, batch: ChipBatch, *, conditioned: bool, settings: ChipSettings,
                member_range: tuple[int, int]) -> int:
@@ -164,6 +169,9 @@ class InProcess:
 
     parallel = False
     capacity = 1
+
+    def peak_rss_mib(self) -> list[float]:
+        return []
 
     def __init__(self, model, device) -> None:
         self.model, self.device = model, device
@@ -212,7 +220,7 @@ def probe_call(model, *, layout: CallLayout, settings: ChipSettings, conditioned
 @contextlib.contextmanager
 def local_runner(*, weights: Path, device, precision: str, units: int, chip_members: int, rows_per_call: int,
                  probe: tuple[CallLayout, ChipSettings, bool], workers: int | None, threads: int | None,
-                 compile: str) -> Iterator[tuple[Runtime, ChipPool | InProcess]]:
+                 compile: str, memory_mb: int = 1024) -> Iterator[tuple[Runtime, ChipPool | InProcess]]:
     """Decide the runtime (timing one call here when that decides it) and open its runner.
 
     `probe` is (layout, chip settings, conditioned) of the first job. This process's torch thread
@@ -225,12 +233,14 @@ def local_runner(*, weights: Path, device, precision: str, units: int, chip_memb
         torch.set_num_threads(threads or 1)
         model, seconds = None, None
         if needs_probe(units=units, device_type=device.type, workers=workers):
+            from .forecast_model import load_model
+
             model = load_model(weights, device)
             layout, settings, conditioned = probe
             seconds = probe_call(model, layout=layout, settings=settings, conditioned=conditioned, device=device)
         runtime = choose_runtime(units=units, chip_members=chip_members, device_type=device.type, workers=workers,
                                  threads=threads, compile=compile, rows_per_call=rows_per_call,
-                                 seconds_per_call=seconds)
+                                 seconds_per_call=seconds, memory_mb=memory_mb)
         torch.set_num_threads(runtime.threads)
         if runtime.workers > 0:
             del model
@@ -238,7 +248,10 @@ def local_runner(*, weights: Path, device, precision: str, units: int, chip_memb
                           threads=runtime.threads, compiled=runtime.compiled) as pool:
                 yield runtime, pool
             return
-        model = model if model is not None else load_model(weights, device)
+        if model is None:
+            from .forecast_model import load_model
+
+            model = load_model(weights, device)
         if runtime.compiled:
             from ..model.compiled import compile_for_sampling
 
@@ -248,3 +261,14 @@ def local_runner(*, weights: Path, device, precision: str, units: int, chip_memb
             yield runtime, runner
     finally:
         torch.set_num_threads(saved)
+
+
+def peak_rss_mib(pid: int | str = "self") -> float | None:
+    """Peak resident memory of a process in MiB (Linux /proc VmHWM), None where unknown."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return None
