@@ -44,7 +44,7 @@ from ..errors import UsageError
 COMPILE_MODES = ("auto", "on", "off")
 ROWS_PER_CALL = {"cpu": 4, "cuda": 64}  # chip-members per denoiser call
 POOL_MIN_UNITS = 2  # model calls below which a forecast runs in this process, without timing a call
-POOL_MIN_SECONDS = 20.0  # estimated model time (one process) from which worker processes pay off
+POOL_MIN_SECONDS = 45.0  # estimated model time (one process) from which worker processes pay off
 COMPILE_MIN_CHIP_MEMBERS = 400  # per model process, for --compile auto on CPUs
 MAIN_OVERHEAD_MIB = 600  # this process besides --memory-mb: torch, xarray, GDAL, weights, a timed call
 WORKER_OVERHEAD_MIB = 550  # each worker: torch, weights, one call's activations and its inputs/outputs in transit
