@@ -58,10 +58,13 @@ from vegediff_cli.pipeline.forecast_plan import ForecastSettings
 MODE = sys.argv[1]
 CUBE = Path("sample_data/29SND_2017_sample.nc")
 START = "2017-08-13"  # the 11th frame: 10 context frames before it, 20 observed frames after it
-# fp32 on both devices: the denoiser's ODE is deterministic given the noise, so differences are
-# rounding only. Tolerance on NDVI, per pixel and step: RMS <= 0.005 and max <= 0.05 (the bf16 vs
-# fp32 difference on the CPU is of the same order; forecast errors are ~0.2).
-RMS_TOL, MAX_TOL = 0.005, 0.05
+# fp32 on both devices: the sampler is deterministic given the noise, so differences are rounding
+# only. Tolerance, over every member, step and pixel: NDVI RMS difference <= 0.005 and 99.9 % of
+# NDVI values within 0.02 (NDVI of dark pixels swings with the last bits, so not the maximum), and
+# member-mean reflectance (s2_*_pred) within 0.005 everywhere. For scale: bf16 vs fp32 on the same
+# CPU differs by an NDVI RMS of about 0.003; the forecast's own error is about 0.2.
+RMS_TOL, P999_TOL, REFLECTANCE_TOL = 0.005, 0.02, 0.005
+BANDS = ("s2_B02_pred", "s2_B03_pred", "s2_B04_pred", "s2_B8A_pred")
 
 if MODE == "gpu" and not torch.cuda.is_available():
     sys.exit("gpu_check: torch sees no CUDA GPU (torch %s); use --cpu for a dry run" % torch.__version__)
@@ -77,21 +80,29 @@ began = time.perf_counter()
 # --- 1. CUDA forecast vs CPU forecast ------------------------------------------------------------
 with tempfile.TemporaryDirectory() as tmp:
     outputs = {}
-    for dev in ("cpu", device):
-        out = Path(tmp) / f"{dev}.nc"
-        settings = ForecastSettings(members=4, seed=7, precision="fp32", start=np.datetime64(START))
+    for dev, precision in (("cpu", "fp32"), (device, "fp32"), (device, "bf16")):
+        out = Path(tmp) / f"{dev}_{precision}.nc"
+        settings = ForecastSettings(members=4, seed=7, precision=precision, start=np.datetime64(START))
         [summary] = run_forecasts([ForecastJob(CUBE, out)], settings=settings, device=dev, workers=0)
         with xr.open_dataset(out) as ds:
-            outputs[dev] = ds["ndvi_member"].values.astype("float64")
-        print(f"  forecast on {dev}: {summary.seconds:.1f} s, precision {summary.attrs['precision']}")
-    a, b = outputs["cpu"], outputs[device]
-    both = np.isfinite(a) & np.isfinite(b)
-    diff = np.abs(a - b)[both]
-    rms, worst = float(np.sqrt((diff**2).mean())), float(diff.max())
-    same_nan = bool((np.isfinite(a) == np.isfinite(b)).all())
-    ok = same_nan and rms <= RMS_TOL and worst <= MAX_TOL
-    print(f"1. {device} vs cpu, fp32, seed 7, 4 members: NDVI RMS difference {rms:.2e}, max {worst:.2e} "
-          f"(tolerance RMS {RMS_TOL}, max {MAX_TOL}), same empty pixels: {same_nan} -> {'PASS' if ok else 'FAIL'}")
+            outputs[dev, precision] = (ds["ndvi_member"].values.astype("float64"),
+                                       np.stack([ds[b].values for b in BANDS]).astype("float64"))
+        print(f"  forecast on {dev}, {precision}: {summary.seconds:.1f} s")
+    def compare(x, y):
+        (ndvi_x, refl_x), (ndvi_y, refl_y) = x, y
+        both = np.isfinite(ndvi_x) & np.isfinite(ndvi_y)
+        diff = np.abs(ndvi_x - ndvi_y)[both]
+        refl = np.abs(refl_x - refl_y)[np.isfinite(refl_x) & np.isfinite(refl_y)]
+        same_nan = bool((np.isfinite(ndvi_x) == np.isfinite(ndvi_y)).all())
+        return float(np.sqrt((diff**2).mean())), float(np.quantile(diff, 0.999)), float(refl.max()), same_nan
+
+    rms, p999, refl, same_nan = compare(outputs["cpu", "fp32"], outputs[device, "fp32"])
+    ok = same_nan and rms <= RMS_TOL and p999 <= P999_TOL and refl <= REFLECTANCE_TOL
+    print(f"1. {device} vs cpu, fp32, seed 7, 4 members: NDVI RMS difference {rms:.2e}, 99.9 % within {p999:.2e}, "
+          f"reflectance max {refl:.2e} (tolerances {RMS_TOL}, {P999_TOL}, {REFLECTANCE_TOL}); same empty pixels: "
+          f"{same_nan} -> {'PASS' if ok else 'FAIL'}")
+    rms, p999, refl, _ = compare(outputs["cpu", "fp32"], outputs[device, "bf16"])
+    print(f"   for scale, {device} bf16 vs cpu fp32: NDVI RMS {rms:.2e}, 99.9 % within {p999:.2e}, reflectance max {refl:.2e}")
 
 # --- 2. throughput -------------------------------------------------------------------------------
 batches = (64, 256) if MODE == "gpu" else (1,)
@@ -119,7 +130,7 @@ for label, model in presets.items():
             torch.cuda.synchronize()
         seconds = (time.perf_counter() - t0) / repeats
         memory = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if MODE == "gpu" else ""
-        print(f"2. {label} preset, batch {chips}, bf16, Euler {steps}: {chips / seconds:.1f} chips/s{memory}")
+        print(f"2. {label} preset, batch {chips}, bf16, Euler {steps}: {chips / seconds:.3g} chips/s{memory}")
         if MODE == "gpu":
             torch.cuda.reset_peak_memory_stats()
 print(f"gpu_check done in {time.perf_counter() - began:.0f} s")
