@@ -33,17 +33,18 @@ from vegediff_cli.pipeline.forecast_plan import ForecastSettings
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "greenearthnet"
 DEFAULT_CUBE = SHARED / "JAS2021_minicube_0_29SND_39.29_-8.56.nc"
-METRICS = ("rmse", "nse", "r2", "abs_bias")
+METRICS = ("rmse", "nse", "r2", "abs_bias", "direction")
 
 
 def forecast_cube(cube: Path, folder: Path, *, weights: Path | None, members: int, steps: int, seed: int,
-                  guidance: float = 2.0, sampler: str = "euler", precision: str = "auto") -> Path:
+                  guidance: float = 2.0, sampler: str = "euler", precision: str = "auto",
+                  calibrate_spread: bool = True) -> Path:
     """Forecast the frames after the cube's first CONTEXT_FRAMES frames; returns forecast.nc."""
     target = open_cube(cube)
     start = pd.Timestamp(target["time"].values[CONTEXT_FRAMES])
     settings = ForecastSettings(members=members, seed=seed, start=start, horizon=target.sizes["time"] - CONTEXT_FRAMES,
                                 sampler=SamplerSettings(sampler=sampler, steps=steps, guidance_scale=guidance),
-                                precision=precision)
+                                precision=precision, calibrate_spread=calibrate_spread)
     output = folder / f"{cube.stem}_forecast.nc"
     run_forecasts([ForecastJob(cube, output)], weights=weights, settings=settings, device="cpu")
     return output
@@ -63,16 +64,16 @@ def skill_rows(cube: Path, forecast: Path) -> tuple[list[dict], dict]:
     rows = []
     persistence = results["vegediff"].baseline
     for name, scores in [("persistence", persistence), *results.items()]:
-        rows.append({"cube": cube.stem, "forecast": name, **{m: scores.headline[m] for m in METRICS}})
+        rows.append({"cube": cube.stem, "forecast": name, **{m: scores.headline.get(m, float("nan")) for m in METRICS}})
     probabilistic = results["vegediff"].probabilistic or {}
     return rows, {"probabilistic": probabilistic, "scores": {n: s.to_dict() for n, s in results.items()}}
 
 
 def markdown(rows: list[dict], probabilistic: dict[str, dict]) -> str:
-    lines = ["| cube | forecast | RMSE | NSE | R2 | abs bias |", "|---|---|---|---|---|---|"]
+    lines = ["| cube | forecast | RMSE | NSE | R2 | abs bias | direction |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['cube']} | {r['forecast']} | {r['rmse']:.4f} | {r['nse']:.4f} | {r['r2']:.4f} | "
-                     f"{r['abs_bias']:.4f} |")
+                     f"{r['abs_bias']:.4f} | {r['direction']:.3f} |")
     lines += ["", "| cube | members | fair CRPS | MAE of ensemble mean | spread | RMSE of ensemble mean | spread/skill |",
               "|---|---|---|---|---|---|---|"]
     for cube, p in probabilistic.items():

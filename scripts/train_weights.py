@@ -1,19 +1,28 @@
-"""Reproduce the shipped weights: both training stages on ../shared/data, two cubes held out.
+"""Train the shipped weights, or one variant of them, on ../shared/data with the held-out cubes left out.
 
-    python scripts/train_weights.py                       # VAE, then denoiser (resumes if interrupted)
-    python scripts/train_weights.py --stage diffusion     # only stage 2 (needs the stage-1 file)
-    python scripts/select_weights.py                      # then: checkpoint and guidance on the validation cube
+    python scripts/train_weights.py                                  # the shipped recipe -> runs/shipped/
+    python scripts/train_weights.py --name no-dates --no-dates       # an ablation (weights/MODEL_CARD.md)
+    python scripts/train_weights.py --name loso-34VCL --exclude MJJ2021_minicube_241_34VCL   # one LOSO fold
+    python scripts/select_weights.py --run-dir runs/shipped          # then: checkpoint, guidance, spread on validation
 
-The test cube (HOLDOUT) is seen by neither stage; the validation cube (VALIDATION) is seen by the
-VAE only (autoencoding its frames), never by the denoiser, and picks the shipped checkpoint.
+The test cube (HOLDOUT) is seen by nothing. Validation, never seen by the denoiser, picks the
+checkpoint, the guidance scale and the ensemble's spread calibration: the EarthNet2021x cube
+(VALIDATION) and the last season of each long series (training/validation.py HELD_OUT_SEASONS:
+Rhone valley 2019, Romanian forest 2020-21), which training therefore never sees.
 
-Equivalent to `vegediff train vae ...` followed by `vegediff train diffusion ...` with the
-arguments below; the run folder keeps resumable checkpoints and logs.
+The VAE (stage 1) is the one inside ``--vae-from`` (default: the previous release's weights,
+runs/previous-release.safetensors, or the shipped file, whose VAE part it is); ``--stage vae``
+retrains it first. The denoiser (stage 2) starts from scratch with the `small` preset: the
+paper's VegeNet plus the documented departures (residual, causal context, date features, erf
+GELU, noise offset in training), each of which the flags below can switch off for an ablation.
+Equivalent to `vegediff train diffusion --preset small ...`; the run folder keeps resumable
+checkpoints, kept copies for selection (`--keep-every`) and the log.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -22,49 +31,82 @@ from pathlib import Path
 import torch
 
 from vegediff_cli.model.device import pick_device
+from vegediff_cli.model.presets import preset
 from vegediff_cli.progress import tqdm_progress
 from vegediff_cli.training.diffusion_train import DiffusionTrainSettings
 from vegediff_cli.training.run import run_diffusion, run_vae
 from vegediff_cli.training.vae_train import VAETrainSettings
+from vegediff_cli.training.validation import HELD_OUT_SEASONS
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-HOLDOUT = "JAS2021_minicube_0_29SND"  # leave-one-cube-out test cube: scored in weights/MODEL_CARD.md
-# Validation cube, also never trained on: picks the checkpoint and the guidance scale, so the test
-# cube above is used for the final figures only.
+HOLDOUT = "JAS2021_minicube_0_29SND"  # test cube: scored in weights/MODEL_CARD.md, never trained on
+# Validation cube, never seen by the denoiser: picks the checkpoint, the guidance scale and the spread
+# calibration, so the test cube above is used for the final figures only.
 VALIDATION = "minicube_29SND_39.17_-8.05_2017"
+SHIPPED = ROOT / "weights" / "vegediff-small.safetensors"
+
+
+def default_vae() -> Path:
+    previous = ROOT / "runs" / "previous-release.safetensors"
+    return previous if previous.exists() else SHIPPED
+
+
+def denoiser_config(args: argparse.Namespace):
+    """The preset's denoiser with the ablation flags applied."""
+    cfg = preset(args.preset)
+    vegenet = cfg.vegenet if not args.no_dates else dataclasses.replace(cfg.vegenet, date_channels=0)
+    if args.train_mix == "preset":
+        mix = cfg.diffusion.train_context_mix
+    else:
+        mix = None if args.train_mix == "none" else float(args.train_mix)
+    return dataclasses.replace(cfg, vegenet=vegenet, diffusion=dataclasses.replace(cfg.diffusion, train_context_mix=mix))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stage", choices=["vae", "diffusion", "all"], default="all")
-    parser.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "holdout-jas-val")
+    parser.add_argument("--name", default="shipped", help="run folder runs/NAME")
+    parser.add_argument("--stage", choices=["vae", "diffusion", "all"], default="diffusion")
+    parser.add_argument("--vae-from", type=Path, default=None, help="weights file whose VAE is used (default: previous release)")
     parser.add_argument("--preset", default="small")
     parser.add_argument("--vae-steps", type=int, default=3000)
-    parser.add_argument("--diffusion-steps", type=int, default=4000)
+    parser.add_argument("--steps", type=int, default=4000, help="denoiser optimiser steps")
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--keep-every", type=int, default=400, help="keep a denoiser checkpoint every N steps")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--output", type=Path, default=ROOT / "weights" / "vegediff-small.safetensors")
+    parser.add_argument("--series-fraction", type=float, default=0.4,
+                        help="share of batches from sequences of other spatial sizes (the long 20 m and L1C series)")
+    parser.add_argument("--keep-every", type=int, default=500, help="keep a denoiser checkpoint every N steps")
+    parser.add_argument("--exclude", action="append", default=[], help="also hold out files containing this text")
+    parser.add_argument("--no-dates", action="store_true", help="ablation: no day-of-year/latitude features (paper)")
+    parser.add_argument("--train-mix", default="preset",
+                        help="noise offset in training: preset (the preset's, 0.1), none (legacy), 0, or a value")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for this model)")
+    parser.add_argument("--precision", default="auto", help="training autocast: auto, fp32, bf16")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     device = pick_device("auto")
     progress = tqdm_progress()
-    vae_file = args.run_dir / "vae.safetensors"
+    run_dir = ROOT / "runs" / args.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    held_out = [HOLDOUT, VALIDATION, *args.exclude]
+    vae_file = args.vae_from or default_vae()
     if args.stage in ("vae", "all"):
-        result = run_vae([SHARED], exclude=[HOLDOUT], preset_name=args.preset,
-                         settings=VAETrainSettings(steps=args.vae_steps), run_dir=args.run_dir / "vae",
-                         output=vae_file, device=device, progress=progress)
+        vae_file = run_dir / "vae.safetensors"
+        result = run_vae([SHARED], exclude=[HOLDOUT, *args.exclude], preset_name=args.preset,
+                         settings=VAETrainSettings(steps=args.vae_steps), run_dir=run_dir / "vae",
+                         output=vae_file, device=device, progress=progress, held_out_seasons=HELD_OUT_SEASONS)
         print(json.dumps(result))
     if args.stage in ("diffusion", "all"):
-        result = run_diffusion([SHARED], init=vae_file, exclude=[HOLDOUT, VALIDATION],
-                               settings=DiffusionTrainSettings(steps=args.diffusion_steps, batch=args.batch,
-                                                               keep_every=args.keep_every),
-                               run_dir=args.run_dir / "diffusion", output=args.output, device=device,
-                               progress=progress)
+        settings = DiffusionTrainSettings(steps=args.steps, batch=args.batch, keep_every=args.keep_every,
+                                          series_fraction=args.series_fraction, seed=args.seed, precision=args.precision)
+        result = run_diffusion([SHARED], init=vae_file, exclude=held_out, settings=settings,
+                               run_dir=run_dir / "diffusion", output=run_dir / "final.safetensors", device=device,
+                               progress=progress, denoiser=denoiser_config(args), held_out_seasons=HELD_OUT_SEASONS)
+        result["vae_from"] = str(vae_file)
         print(json.dumps(result))
+        (run_dir / "recipe.json").write_text(json.dumps({**vars(args), "vae_from": str(vae_file),
+                                                          "held_out": held_out}, default=str, indent=1))
     return 0
 
 

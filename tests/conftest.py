@@ -79,3 +79,32 @@ def cli(capsys):
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_internet_weather(tmp_path_factory):
+    """Nothing in the suite may reach the real Open-Meteo: its URLs point at a closed loopback port.
+
+    Session-wide, so that module-scoped fixtures that run the CLI see it too. A test that wants
+    weather starts tests/openmeteo_server.py and points these variables at it (its own monkeypatch).
+    """
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _offline_weather(monkeypatch, tmp_path_factory)
+        yield
+
+
+def _offline_weather(monkeypatch, tmp_path_factory) -> None:
+    monkeypatch.setenv("VEGEDIFF_OPEN_METEO_ARCHIVE_URL", "http://127.0.0.1:9/v1/archive")
+    monkeypatch.setenv("VEGEDIFF_OPEN_METEO_FORECAST_URL", "http://127.0.0.1:9/v1/forecast")
+    monkeypatch.setenv("VEGEDIFF_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.delenv("OPEN_METEO_API_KEY", raising=False)
+    # The suite's other tests predate downloaded weather: they run as `--meteo none --weather none`
+    # (the variables set those options' defaults); the weather tests delete them to test `auto`.
+    monkeypatch.setenv("VEGEDIFF_METEO", "none")
+    monkeypatch.setenv("VEGEDIFF_WEATHER", "none")
+
+
+@pytest.fixture(autouse=True)
+def fresh_download_cache(monkeypatch, tmp_path_factory):
+    """Each test starts with an empty download cache (a test's downloads never serve another's)."""
+    monkeypatch.setenv("VEGEDIFF_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))

@@ -12,8 +12,10 @@ exactly as it talks to Earth Search or the Planetary Computer.
 - ``GET /api/sas/v1/token/{account}/{container}``: Planetary-Computer-style SAS tokens, and
   ``/{account}/{container}/{path}`` path-style blob URLs (as the Azurite emulator serves
   them) that answer 403 without a ``sig=`` query parameter;
-- :class:`Fault` rules: an HTTP status (500, 429 with ``Retry-After``...), a stall, or a body
-  cut short, for the first ``times`` requests whose path matches a regex.
+- :class:`Fault` rules: an HTTP status (500, 429 with ``Retry-After``...), a stall, a body
+  cut short, a body dripped one byte at a time, a flood (a 1 GiB body), or a redirect to the same
+  URL, for the first ``times`` requests whose path matches a regex;
+- ``next_loop``: search pages whose ``next`` link leads back to the same page, for ever.
 
 Every request is logged (method, path, status, body bytes sent) for assertions.
 """
@@ -48,7 +50,8 @@ class Fault:
     """Misbehave on requests whose path (with query) matches `path`, `times` times (None: always)."""
 
     path: str  # regular expression searched in the request path, e.g. r"/search" or r"B04\.tif"
-    kind: str = "status"  # "status" (answer `status`), "stall" (wait `seconds`), "truncate" (cut body)
+    kind: str = "status"  # "status" (answer `status`), "stall" (wait `seconds`), "truncate" (cut body),
+    # "drip" (one byte every `seconds`), "flood" (a 1 GiB body of zeros), "redirect" (302 to the same URL)
     status: int = 500
     retry_after: float | None = None  # seconds, sent as Retry-After with a status fault
     seconds: float = 30.0  # how long a stall lasts (the server gives up when stopped)
@@ -148,14 +151,17 @@ def search_items(items: list[dict[str, Any]], params: dict[str, Any]) -> list[di
             w, s, e, n = _item_bbox(item)
             if w > bbox[2] or e < bbox[0] or s > bbox[3] or n < bbox[1]:
                 continue
-        when = _parse_dt(item["properties"]["datetime"])
-        if (start is not None and when < start) or (end is not None and when > end):
+        try:
+            when = _parse_dt(item["properties"]["datetime"])
+        except (TypeError, ValueError, AttributeError):  # a broken item: served as it is, unfiltered
+            when = None
+        if when is not None and ((start is not None and when < start) or (end is not None and when > end)):
             continue
         query = params.get("query") or {}
         if not all(_compare(item["properties"].get(k), op, ref) for k, ops in query.items() for op, ref in ops.items()):
             continue
         out.append(item)
-    return sorted(out, key=lambda it: (it["properties"]["datetime"], it["id"]), reverse=True)
+    return sorted(out, key=lambda it: (str(it["properties"]["datetime"]), it["id"]), reverse=True)
 
 
 class StacServer:
@@ -169,9 +175,10 @@ class StacServer:
         self.latency = 0.0  # seconds added before every answer: a distant server, for benchmarks
         self.log: list[Logged] = []
         self.tokens_issued = 0
+        self.next_loop = False  # search pages link "next" to themselves
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._httpd = _QuietServer(("127.0.0.1", 0), _handler(self))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="stac-server", daemon=True)
@@ -231,6 +238,13 @@ class StacServer:
             self.log.append(entry)
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client that hangs up mid-answer (a cancelled read) is normal here: no traceback on stderr."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        return None
+
+
 def _handler(server: StacServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as real object stores and GDAL's curl use
@@ -283,7 +297,38 @@ def _handler(server: StacServer) -> type[BaseHTTPRequestHandler]:
                 server._stopping.wait(fault.seconds)
                 self.close_connection = True
                 return fault
+            if fault.kind in ("drip", "flood"):
+                self._stream(fault)
+                return fault
+            if fault.kind == "redirect":
+                server._record(Logged(self.command, self.path, 302, 0))
+                self.send_response(302)
+                self.send_header("Location", self.path)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return fault
             return fault  # "truncate": handled by the file/JSON writer
+
+        def _stream(self, fault: Fault) -> None:
+            """A body that never ends in time: one byte every `fault.seconds` (drip) or 1 GiB (flood)."""
+            size = 1 << 30 if fault.kind == "flood" else 100_000
+            server._record(Logged(self.command, self.path, 200, 0))  # before the client can see an answer
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            block = b" " * (1 << 16) if fault.kind == "flood" else b" "
+            sent = 0
+            try:
+                while sent < size and not server._stopping.is_set():
+                    self.wfile.write(block)
+                    self.wfile.flush()
+                    sent += len(block)
+                    if fault.kind == "drip":
+                        server._stopping.wait(fault.seconds)
+            except (BrokenPipeError, ConnectionResetError, OSError):
+                pass
+            self.close_connection = True
 
         def _body(self) -> dict[str, Any]:
             length = int(self.headers.get("Content-Length") or 0)
@@ -362,7 +407,15 @@ def _handler(server: StacServer) -> type[BaseHTTPRequestHandler]:
             matched = search_items(server.catalogue.items, params)
             page = matched[token : token + limit]
             links = [{"rel": "root", "href": f"{server.url}/"}]
-            if token + limit < len(matched):
+            if server.next_loop:  # a broken API: "next" is this very page
+                if method == "POST":
+                    links.append({"rel": "next", "href": f"{server.url}{self_path}", "method": "POST",
+                                  "type": "application/geo+json", "body": {**params, "token": str(token)}})
+                else:
+                    query = {k: v for k, v in params.items() if v is not None}
+                    links.append({"rel": "next", "href": f"{server.url}{self_path}?{_encode_get(query)}",
+                                  "method": "GET", "type": "application/geo+json"})
+            elif token + limit < len(matched):
                 nxt = token + limit
                 if method == "POST":
                     links.append({"rel": "next", "href": f"{server.url}{self_path}", "method": "POST",

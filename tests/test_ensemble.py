@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +84,16 @@ def test_ensemble_of_a_member_forecast(member_forecast, tmp_path, cli):
     expected = sorted([f"{v}_{d}.tif" for v in ("ndvi_mean", "ndvi_std", "ndvi_p10", "ndvi_p50", "ndvi_p90")
                        for d in dates] + [f"prob_ndvi_below_{t}_{d}.tif" for t in ("0.30", "0.55") for d in dates]
                       + [f"prob_ndvi_drop_0.10_{d}.tif" for d in dates])
-    assert names == expected
+    assert names == sorted([*expected, "ensemble.qgs", "styles"])
+    # the QGIS project: every COG once, relative, in one group per product, ranges starting on the dates
+    root = ET.parse(tmp_path / "ensemble_cogs" / "ensemble.qgs").getroot()
+    assert sorted(e.findtext("datasource") for e in root.iter("maplayer")) == [f"./{n}" for n in expected]
+    groups = root.find("layer-tree-group/layer-tree-group").findall("layer-tree-group")
+    assert len(groups) == 8 and all(len(g.findall("layer-tree-layer")) == len(dates) for g in groups)
+    starts = {e.findtext("temporal/fixedRange/start")[:10] for e in root.iter("maplayer")}
+    assert starts == set(dates)
+    styles = sorted(p.stem for p in (tmp_path / "ensemble_cogs" / "styles").glob("*.qml"))
+    assert styles == sorted({n.rsplit("_", 1)[0] for n in expected})
     with rasterio.open(tmp_path / "ensemble_cogs" / f"prob_ndvi_below_0.55_{dates[1]}.tif") as src:
         with xr.open_dataset(out) as ens:
             np.testing.assert_allclose(src.read(1), ens["prob_ndvi_below"].values[1, 1], atol=1e-6)

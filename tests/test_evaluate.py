@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import rasterio
 import scoringrules
 import xarray as xr
 
@@ -211,6 +213,20 @@ def test_tile_with_members_and_ensemble(cli, tile_workdir, jas_cube):
     assert {"forecast_rank_histogram.png", "forecast_reliability.png"} <= set(figures)
     for name in figures:
         assert (out / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # QGIS: observed frames (context and targets), the forecast's NDVI and RMSE maps, in one project
+    assert report["files"]["qgis"] == [str(out / "qgis" / "29SND" / "evaluation.qgs")]
+    maps = out / "qgis" / "29SND"
+    root = ET.parse(maps / "evaluation.qgs").getroot()
+    sources = sorted(e.findtext("datasource") for e in root.iter("maplayer"))
+    assert sources == sorted(f"./{p.name}" for p in maps.glob("*.tif"))
+    dates = [f"{d:%Y-%m-%d}" for d in pd.DatetimeIndex(members.time.values)]
+    assert sorted(maps.glob("forecast_forecast_*.tif")) == [maps / f"forecast_forecast_{d}.tif" for d in dates]
+    assert len(list(maps.glob("observed_ndvi_*.tif"))) == 10 + len(dates)
+    assert {p.name for p in maps.glob("rmse_*.tif")} == {"rmse_forecast.tif", "rmse_persistence.tif"}
+    with rasterio.open(maps / "rmse_forecast.tif") as src:  # the cube's CRS (from the dataset open above)
+        assert src.crs == rasterio.crs.CRS.from_wkt(cube["spatial_ref"].attrs["crs_wkt"])
+        assert np.nanmax(src.read(1, masked=True).filled(np.nan)) <= 2
 
 
 # --- baselines ------------------------------------------------------------------------------------

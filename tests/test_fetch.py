@@ -203,3 +203,36 @@ def test_planetary_computer_profile_signs_hrefs(cli, snd_cog_folder: Path, tmp_p
         unsigned = cli(*args, "--provider", "custom", "--output", tmp_path / "unsigned.nc")
         assert unsigned.code == 8, unsigned
         assert "HTTP 403" in unsigned.err and "sig=" not in unsigned.err
+
+
+def test_bbox_alone_uses_the_items_native_tile_across_a_utm_zone_boundary():
+    """Issue 11: a --bbox whose centre lies in zone 33 but whose granules are 34VCL's must be read on
+    34VCL's grid (EPSG:32634, no resampling) and named 34VCL, not 33V?? (its centre's square)."""
+    from datetime import UTC, datetime
+
+    from vegediff_cli.pipeline.fetch import native_area
+    from vegediff_cli.sources.area import fetch_area, tile_at
+    from vegediff_cli.sources.stac import SceneItem
+
+    box = (17.80, 60.35, 17.95, 60.45)  # just west of 18 E, the zone 33 / 34 boundary
+    area = fetch_area(bbox=box)
+    assert area.tile == tile_at(17.875, 60.4) and area.tile.startswith("33")
+
+    def granule(tile: str, bbox: tuple[float, float, float, float]) -> SceneItem:
+        when = datetime(2024, 6, 1, 10, tzinfo=UTC)
+        return SceneItem(id=f"S2A_{tile}_20240601_0_L2A", datetime=when, tile=tile, platform="sentinel-2a",
+                         baseline="05.10", processed=when, cloud_cover=1.0, hrefs={}, boa_offset_applied=False,
+                         bbox=bbox, geometry={})
+
+    scenes = [granule("34VCL", (17.3, 59.9, 19.4, 61.0)), granule("34VCL", (17.3, 59.9, 19.4, 61.0))]
+    native = native_area(area, scenes)
+    assert native.tile == "34VCL" and native.grid.crs == "EPSG:32634" and not native.query_tile
+    assert (native.grid.transform.c % 20, native.grid.transform.f % 20) == (0, 0)  # 34VCL's lattice
+    # the bbox is covered whole: snapped outward, not clipped to the tile
+    from rasterio.warp import transform_bounds
+
+    west, south, east, north = transform_bounds(native.grid.crs, "EPSG:4326", *native.grid.bounds)
+    assert west <= box[0] and south <= box[1] and east >= box[2] and north >= box[3]
+    # granules of the centre's own tile covering more of the box keep that tile
+    assert native_area(area, [*scenes, granule(area.tile, box), granule(area.tile, box), granule(area.tile, box)]
+                       ).tile == area.tile

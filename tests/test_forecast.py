@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +88,7 @@ def test_greenearthnet_forecast_writes_aligned_georeferenced_files(jas_forecast,
 def test_greenearthnet_forecast_cogs_match_the_netcdf(jas_forecast):
     _, out = jas_forecast
     folder = out.with_name("forecast_cogs")
-    cogs = sorted(folder.glob("*.tif"))
+    cogs = sorted(folder.glob("ndvi_pred_*.tif"))
     assert len(cogs) == 20 and cogs[0].name == "ndvi_pred_2021-07-03.tif"
     assert validate_cog(cogs[0])[0]
     ds = xr.open_dataset(out, decode_coords="all")
@@ -97,6 +98,46 @@ def test_greenearthnet_forecast_cogs_match_the_netcdf(jas_forecast):
         assert src.tags()["DATE"].startswith("2021-10-06") and src.tags()["MEMBERS"] == "8"
     np.testing.assert_allclose(values, ds["ndvi_pred"].values[-1], atol=1e-6)
     ds.close()
+
+
+def test_forecast_folder_opens_in_qgis_with_the_context_frames(jas_forecast, jas_cube):
+    """forecast_cogs/ holds the observed context frames and forecast.qgs over all COGs, dated like forecast.nc."""
+    _, out = jas_forecast
+    folder = out.with_name("forecast_cogs")
+    ds = xr.open_dataset(out, decode_coords="all")
+    forecast_dates = [f"{d:%Y-%m-%d}" for d in pd.DatetimeIndex(ds["time"].values)]
+    context_dates = ds.attrs["context_dates"].split()
+    ds.close()
+    observed = sorted(folder.glob("observed_ndvi_*.tif"))
+    assert [p.name[len("observed_ndvi_"):-4] for p in observed] == context_dates and len(observed) == 10
+    cube = open_cube(jas_cube)
+    frame = int(pd.DatetimeIndex(cube["time"].values).get_indexer([pd.Timestamp(context_dates[-1])])[0])
+    expected = ndvi(cube["s2_B04"].values[frame], cube["s2_B8A"].values[frame])
+    expected = np.where(cube["valid_mask"].values[frame].astype(bool), np.clip(expected, -1, 1), np.nan)
+    with rasterio.open(observed[-1]) as src:
+        assert src.crs == cube.rio.crs and src.tags()["DATE"].startswith(context_dates[-1])
+        np.testing.assert_allclose(src.read(1, masked=True).filled(np.nan), expected, atol=1e-6)
+    root = ET.parse(folder / "forecast.qgs").getroot()
+    sources = sorted(e.findtext("datasource") for e in root.iter("maplayer"))
+    assert sources == sorted(f"./{p.name}" for p in folder.glob("*.tif")) and len(sources) == 30
+    starts = sorted(e.findtext("temporal/fixedRange/start") for e in root.iter("maplayer")
+                    if e.findtext("datasource").startswith("./ndvi_pred_"))
+    assert starts == [f"{d}T00:00:01Z" for d in forecast_dates]  # one second into each forecast date
+    assert sorted(p.name for p in (folder / "styles").iterdir()) == ["ndvi_pred.qml", "observed_ndvi.qml"]
+
+
+def test_forecast_netcdf_dates_read_as_text_and_cf_time(jas_forecast):
+    """GDAL names bands "time=5 (days since <first date>)"; the dates are also attributes as text."""
+    _, out = jas_forecast
+    with rasterio.open(f'NETCDF:"{out}":ndvi_pred') as src:
+        tags = src.tags()
+        assert tags["time#units"] == f"days since {HINDCAST_START} 00:00:00"
+        assert tags["NETCDF_DIM_time_VALUES"] == "{" + ",".join(str(5 * k) for k in range(20)) + "}"
+        assert src.tags(1)["NETCDF_DIM_time"] == "0" and src.units[0] == "1"
+        assert tags["NC_GLOBAL#time_coverage_start"] == HINDCAST_START
+        assert tags["NC_GLOBAL#frame_dates"].split()[:2] == [HINDCAST_START, "2021-07-08"]
+    with xr.open_dataset(out) as ds:  # CF decoding gives the dates back
+        assert f"{pd.Timestamp(ds['time'].values[1]):%Y-%m-%d}" == "2021-07-08"
 
 
 def test_default_start_follows_the_last_frame_and_records_the_fallback(jas_cube, tiny_weights, tmp_path, cli):
@@ -157,6 +198,9 @@ def test_shipped_weights_on_the_held_out_cube(jas_cube, tmp_path, monkeypatch):
     run_forecasts([ForecastJob(jas_cube, tmp_path / "f.nc")], settings=settings, device="cpu")
     target = open_cube(jas_cube).load()
     forecast = read_forecast(tmp_path / "f.nc").load()
+    # issue 11: members reached exactly +-1 NDVI (2 % of values, a red band decoded to 0); the floor
+    # at the darkest observed reflectance keeps them inside the observed range (max 0.97)
+    assert np.nanmax(np.abs(forecast["ndvi_member"].values)) < 0.995
     dates = pd.DatetimeIndex(forecast["time"].values)
     context_mean = baseline_forecast("context-mean", target, dates, context_frames=10)
     scores, _, _ = score_cube(target, {"vegediff": forecast, "context-mean": context_mean}, cube="jas",

@@ -229,3 +229,46 @@ def test_ensemble_sums_pool_exactly():
     assert pooled["spread_skill_ratio"] == pytest.approx(spread_skill_ratio(obs, ens))
     assert sum(pooled["rank_histogram"]) == 300 == whole.summary()["samples"]
     assert pooled["mae_ensemble_mean"] == pytest.approx(np.abs(ens.mean(axis=1) - obs).mean())
+
+
+# --- direction of change (this project's score) -------------------------------------------------
+
+def test_direction_agreement_by_hand():
+    from vegediff_cli.metrics.deterministic import direction_agreement
+
+    # columns are pixels, rows the 4 forecast steps; the second half (steps 2 and 3) decides
+    observed = np.array([[0.5, 0.6, 0.70, 0.8, 0.5],
+                         [0.5, 0.6, 0.70, 0.8, 0.5],
+                         [0.7, 0.7, 0.72, 0.3, 0.9],
+                         [0.8, 0.7, NAN, NAN, 0.9]])
+    predicted = np.array([[0.5, 0.5, 0.5, 0.5, 0.5],
+                          [0.5, 0.5, 0.5, 0.5, 0.5],
+                          [0.6, 0.4, 0.8, 0.7, 0.6],
+                          [0.6, 0.4, 0.8, 0.7, 0.6]])
+    reference = np.array([0.5, 0.5, 0.7, 0.5, NAN])
+    got = direction_agreement(observed, predicted, reference)
+    assert got[0] == 1.0  # observed +0.25, forecast +0.1
+    assert got[1] == 0.0  # observed +0.2, forecast -0.1
+    assert np.isnan(got[2])  # observed +0.02 (only step 2 valid): below the 0.05 noise level, not scored
+    assert got[3] == 0.0  # observed -0.2 (step 2 only), forecast +0.2
+    assert np.isnan(got[4])  # no reference (no clear context frame)
+    flat = direction_agreement(observed, np.repeat(reference[None], 4, axis=0), reference)
+    assert flat[0] == 0.5 and flat[1] == 0.5 and flat[3] == 0.5  # "no change" (persistence): a coin flip
+
+
+def test_spread_inflation_keeps_the_mean_and_fits_the_error():
+    from vegediff_cli.pipeline.calibration import factors_from_metadata, fit_inflation, inflate
+
+    rng = np.random.default_rng(0)
+    members = rng.normal(0.5, 0.02, size=(8, 3, 10, 10))
+    wider = inflate(members, np.array([2.0, 3.0, 4.0]))
+    np.testing.assert_allclose(wider.mean(axis=0), members.mean(axis=0), atol=1e-12)
+    ratio = wider.std(axis=0).mean(axis=(1, 2)) / members.std(axis=0).mean(axis=(1, 2))
+    np.testing.assert_allclose(ratio, [2.0, 3.0, 4.0], rtol=1e-6)
+    assert inflate(members[:1], np.array([3.0, 3.0, 3.0])) is members[:1] or np.array_equal(
+        inflate(members[:1], np.array([3.0, 3.0, 3.0])), members[:1])  # one member: nothing to widen
+    factors = fit_inflation(np.array([0.1, 0.15, 0.2, 0.25]), np.array([0.05, 0.05, 0.05, 0.05]), np.array([10, 10, 10, 10]))
+    np.testing.assert_allclose(factors, [2.0, 3.0, 4.0, 5.0], rtol=1e-6)
+    assert fit_inflation(np.array([0.01, 0.01]), np.array([0.1, 0.1]), np.array([5, 5])).min() == 1.0  # never narrower
+    assert factors_from_metadata({"spread_inflation": "[2.0, 3.0]"}, 4).tolist() == [2.0, 3.0, 3.0, 3.0]
+    assert factors_from_metadata({}, 4) is None

@@ -70,6 +70,9 @@ VEGETATION_CLASSES: dict[int, str] = {10: "tree", 20: "shrub", 30: "grass", 40: 
 DEFAULT_BELOW: tuple[float, ...] = (0.3, 0.5)  # sparse / stressed vegetation, and below a healthy canopy
 DEFAULT_DROP: tuple[float, ...] = (0.1, 0.2)  # a marked and a severe loss of greenness
 
+# --- Forecast outputs ----------------------------------------------------------------------
+DEFAULT_KEEP_HISTORY = 1  # earlier forecasts kept per tile (history/<start>/), for evaluate --tile
+
 
 @dataclass(frozen=True)
 class SamplerSettings:
@@ -78,4 +81,6 @@ class SamplerSettings:
     sampler: str = "euler"  # "euler" (paper) or "dpmpp2m" (DPM-Solver++(2M), faster)
     steps: int = 10  # denoising steps
     guidance_scale: float = 2.0  # classifier-free guidance weight w: eps_u + w (eps_c - eps_u)
-    context_mix: float = 0.1  # initial noise += context_mix * mean(context latents)
+    # initial noise += context_mix * mean(context latents); None: what the weights were trained with
+    # (DiffusionConfig.train_context_mix), else the paper's 0.1
+    context_mix: float | None = None

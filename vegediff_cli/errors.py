@@ -77,6 +77,13 @@ class OutputError(VegediffError):
     summary = "output cannot be written"
 
 
+class StaleInputError(VegediffError):
+    """An input was made from files that have changed since (e.g. cube.nc older than s2_raw.nc)."""
+
+    exit_code = 11
+    summary = "input is stale (made from files that changed since): re-run the step before"
+
+
 class RunInterrupted(VegediffError):
     """Ctrl-C or SIGTERM: partial outputs were removed, a rerun resumes."""
 
@@ -95,6 +102,7 @@ ALL_ERRORS: tuple[type[VegediffError], ...] = (
     RemoteError,
     ModelError,
     OutputError,
+    StaleInputError,
     RunInterrupted,
 )
 

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import logging
+import json
 import os
 import signal
 import sys
+import traceback
 
 import click
 import typer
 
-from .. import __version__
-from ..errors import RunInterrupted, VegediffError
+from ..errors import EXIT_CODES, RunInterrupted, VegediffError
+from ..io_errors import classify_io_error
 from ..pipeline.forecast_runtime import configure_process
+from ..redact import redact
 from . import ensemble, evaluate, fetch, forecast, info, prepare, train
 
 HELP = """Forecast vegetation (NDVI and Sentinel-2 reflectance) with the VegeDiff latent diffusion model.
@@ -61,14 +63,16 @@ for module in (fetch, prepare, forecast, ensemble, evaluate, train, info):
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"vegediff {__version__}")
+        from .version import version_text  # reads the weights' header, no torch
+
+        typer.echo(version_text())
         raise typer.Exit()
 
 
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", envvar="VEGEDIFF_DEBUG", help="Show full tracebacks on errors."),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and the weights in use (path, SHA-256)."),
 ) -> None:
     """Options of every command; --debug is read by main(), before Typer parses anything."""
 
@@ -81,12 +85,17 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     signal.signal(signal.SIGTERM, _sigterm)
     configure_process()  # before any command loads torch: OpenMP reads its settings once
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or os.environ.get("VEGEDIFF_DEBUG") == "1"
+    args = list(argv if argv is not None else sys.argv[1:])
+    options = args[: args.index("--")] if "--" in args else args
+    debug = "--debug" in options or os.environ.get("VEGEDIFF_DEBUG") == "1"
+    if "--debug" in options:  # accepted anywhere, also after the command (`vegediff forecast ... --debug`)
+        args = ["--debug", *[a for i, a in enumerate(args) if not (a == "--debug" and i < len(options))]]
+        argv = args
     saved = os.environ.get("VEGEDIFF_DEBUG")
     if debug:  # commands read it (e.g. fetch keeps GDAL's chatter behind --debug); restored below
         os.environ["VEGEDIFF_DEBUG"] = "1"
     try:
-        return _dispatch(argv, debug)
+        return _dispatch(argv, debug, json_errors="--json" in options)
     finally:
         if saved is None:
             os.environ.pop("VEGEDIFF_DEBUG", None)
@@ -94,24 +103,34 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["VEGEDIFF_DEBUG"] = saved
 
 
-def _dispatch(argv: list[str] | None, debug: bool) -> int:
+def _fail(code: int, kind: str, problem: str, fix: str | None, *, line: str, json_errors: bool) -> int:
+    """One line on stderr; with --json also {"error": {...}} on stdout, so scripts always get JSON."""
+    typer.echo(redact(line), err=True)
+    if json_errors:
+        error = {"code": code, "type": kind, "meaning": EXIT_CODES.get(code, "unexpected problem"),
+                 "message": redact(problem), "fix": redact(fix) if fix else None}
+        sys.stdout.write(json.dumps({"error": error}, indent=2) + "\n")
+        sys.stdout.flush()
+    return code
+
+
+def _dispatch(argv: list[str] | None, debug: bool, *, json_errors: bool = False) -> int:
     """Run the Typer app; map every exception to one line on stderr and an exit code."""
+    interrupted = RunInterrupted.exit_code
     try:
         result = app(args=argv, standalone_mode=False, prog_name="vegediff")
-        if result == RunInterrupted.exit_code:  # Typer turns Ctrl-C into a bare exit code 130
-            typer.echo(f"vegediff: error: {RunInterrupted.summary}", err=True)
+        if result == interrupted:  # Typer turns Ctrl-C into a bare exit code 130
+            return _fail(interrupted, "RunInterrupted", RunInterrupted.summary, None,
+                         line=f"vegediff: error: {RunInterrupted.summary}", json_errors=json_errors)
         return result if isinstance(result, int) else 0
     except VegediffError as error:
         if debug:
-            logging.getLogger("vegediff").exception("debug traceback")
-        typer.echo(f"vegediff: error: {error}", err=True)
-        return error.exit_code
-    except KeyboardInterrupt:
-        typer.echo(f"vegediff: error: {RunInterrupted.summary}", err=True)
-        return RunInterrupted.exit_code
-    except ABORTS:
-        typer.echo(f"vegediff: error: {RunInterrupted.summary}", err=True)
-        return RunInterrupted.exit_code
+            _traceback()
+        return _fail(error.exit_code, type(error).__name__, error.problem, error.fix,
+                     line=f"vegediff: error: {error}", json_errors=json_errors)
+    except (KeyboardInterrupt, *ABORTS):
+        return _fail(interrupted, "RunInterrupted", RunInterrupted.summary, "run the same command again",
+                     line=f"vegediff: error: {RunInterrupted.summary}", json_errors=json_errors)
     except EXITS as done:
         return done.exit_code
     except USAGE_ERRORS as error:  # bad option or value: click's message in one line, exit code 2
@@ -119,17 +138,25 @@ def _dispatch(argv: list[str] | None, debug: bool) -> int:
             error.show()
             return error.exit_code
         command = getattr(getattr(error, "ctx", None), "command_path", "vegediff")
-        typer.echo(f"vegediff: error: {error.format_message().rstrip('.')}; see `{command} --help`", err=True)
-        return error.exit_code
+        message = error.format_message().rstrip(".")
+        return _fail(error.exit_code, "UsageError", message, f"see `{command} --help`",
+                     line=f"vegediff: error: {message}; see `{command} --help`", json_errors=json_errors)
     except Exception as error:  # a bug: say so in one line, keep the traceback behind --debug
         if debug:
-            raise
-        typer.echo(
-            f"vegediff: internal error: {type(error).__name__}: {error} "
-            "(re-run with --debug for the traceback and report it)",
-            err=True,
-        )
-        return 1
+            _traceback()
+        known = classify_io_error(error)  # a damaged input read lazily, deep inside a library
+        if known is not None:
+            return _fail(known.exit_code, type(known).__name__, known.problem, known.fix,
+                         line=f"vegediff: error: {known}", json_errors=json_errors)
+        problem = f"{type(error).__name__}: {error}"
+        return _fail(1, "InternalError", problem, "re-run with --debug for the traceback and report it",
+                     line=f"vegediff: internal error: {problem} (re-run with --debug for the traceback and report it)",
+                     json_errors=json_errors)
+
+
+def _traceback() -> None:
+    """The traceback of the exception being handled, on stderr, credentials masked."""
+    typer.echo(redact("".join(traceback.format_exc())).rstrip("\n"), err=True)
 
 
 def run() -> None:

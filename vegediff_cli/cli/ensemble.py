@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..config import DEFAULT_BELOW, DEFAULT_DROP
+from ..config import DEFAULT_BELOW, DEFAULT_DROP, DEFAULT_KEEP_HISTORY
 from ..errors import InputNotFoundError, UsageError
 from ..workdir import TileFiles, resolve_input, resolve_output
 from .forecast import (
@@ -18,6 +18,7 @@ from .forecast import (
     DeviceOpt,
     GuidanceOpt,
     HorizonOpt,
+    KeepHistoryOpt,
     MemoryOpt,
     MinClearOpt,
     OverlapOpt,
@@ -25,6 +26,7 @@ from .forecast import (
     SamplerOpt,
     SchedulerOpt,
     SeedOpt,
+    SpreadOpt,
     StartOpt,
     StepsOpt,
     ThreadsOpt,
@@ -84,7 +86,7 @@ def ensemble(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     batch_size: BatchOpt = None,
-    weather: WeatherOpt = None,
+    weather: WeatherOpt = "auto",
     overlap: OverlapOpt = 32,
     min_clear_context: MinClearOpt = 1,
     memory_mb: MemoryOpt = 1024,
@@ -93,6 +95,10 @@ def ensemble(
     threads: ThreadsOpt = None,
     compile: CompileOpt = "auto",
     cogs: CogsOpt = True,
+    calibrated_spread: SpreadOpt = True,
+    force: Annotated[bool, typer.Option("--force", help="Summarise again even when ensemble.nc is up to date "
+                                                        "(made from this forecast with the same levels).")] = False,
+    keep_history: KeepHistoryOpt = DEFAULT_KEEP_HISTORY,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -108,7 +114,7 @@ def ensemble(
 
     progress = setup(quiet)
     root = workdir_of(workdir)
-    target = resolve_output(output, tile, root, "ensemble")
+    target = resolve_output(output, tile, root, "ensemble", inputs=(input, forecast_output))
     folder = (cogs_beside(target) if output is not None else TileFiles.of(root, tile).ensemble_cogs) if cogs else None
     forecast_file, cube = _sources(input, tile, root, target, forecast_output)
     ran = None
@@ -119,7 +125,8 @@ def ensemble(
         guidance = default_guidance(weights)
     settings = build_settings(horizon=horizon, members=count, sampler=sampler, steps=steps, guidance=guidance,
                               seed=seed, start=start, overlap=overlap, batch_size=batch_size,
-                              min_clear_context=min_clear_context, memory_mb=memory_mb, precision=precision)
+                              min_clear_context=min_clear_context, memory_mb=memory_mb, precision=precision,
+                              calibrate_spread=calibrated_spread)
     cube_file = TileFiles.of(root, tile).cube if input is None else None
     if cube is None and cube_file is not None and cube_file.exists() and forecast_file.exists():
         reason = stale_reason(forecast_file, cube_file, settings, asked=_given_options(ctx))
@@ -132,11 +139,12 @@ def ensemble(
         if cogs:
             forecast_cogs = TileFiles.of(root, tile).forecast_cogs if input is None else cogs_beside(forecast_file)
         log.info("running the forecast with %d members -> %s", count, forecast_file)
-        [ran] = run_forecasts([ForecastJob(cube, forecast_file, forecast_cogs, weather)], weights=weights,
+        files = TileFiles.of(root, tile) if input is None else None
+        [ran] = run_forecasts([ForecastJob(cube, forecast_file, forecast_cogs, weather, tile=files)], weights=weights,
                               settings=settings, device=device, scheduler=scheduler, workers=workers, threads=threads,
-                              compile=compile, progress=progress)
+                              compile=compile, progress=progress, keep_history=keep_history)
     settings = EnsembleSettings(below=tuple(below) if below else DEFAULT_BELOW, drop=tuple(drop) if drop else DEFAULT_DROP)
-    summary = summarise_forecast(forecast_file, target, settings=settings, cogs=folder, progress=progress)
+    summary = summarise_forecast(forecast_file, target, settings=settings, cogs=folder, progress=progress, force=force)
     if json_out:
         emit_json({**summary.as_dict(), "forecast": str(forecast_file),
                    "forecast_run": ran.as_dict() if ran is not None else None})
@@ -153,12 +161,17 @@ def stale_reason(forecast_file: Path, cube_file: Path, settings: ForecastSetting
                  asked: set[str]) -> str | None:
     """Why the tile's existing forecast does not answer this request (None: it does).
 
-    It is stale when the cube is newer, or when an option in `asked` differs from what the
+    It is stale when the cube changed since the forecast was made from it (the identity the forecast
+    records; the modification time for forecasts of older versions), or when an option in `asked` differs from what the
     forecast was made with (options left at their defaults accept whatever it was made with).
     """
+    from ..cube import provenance
     from ..cube.readers import open_netcdf
 
-    if cube_file.stat().st_mtime > forecast_file.stat().st_mtime:
+    if provenance.made_from(forecast_file) is not None:
+        if provenance.stale_input(forecast_file, "cube", cube_file):
+            return f"{cube_file} changed since {forecast_file} was made from it"
+    elif cube_file.stat().st_mtime > forecast_file.stat().st_mtime:  # a forecast of an older version
         return f"{cube_file} is newer than {forecast_file}"
     ds = open_netcdf(forecast_file)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -11,6 +12,8 @@ import typer
 from ..config import CONTEXT_FRAMES
 from ..errors import UsageError
 from .options import JsonOpt, QuietOpt, TileOpt, WorkdirOpt, emit_json, setup, workdir_of
+
+log = logging.getLogger("vegediff.evaluate")
 
 if TYPE_CHECKING:
     from ..pipeline.evaluate_run import Report
@@ -79,7 +82,8 @@ def evaluate(
     jobs: Annotated[
         int | None, typer.Option("--jobs", "-j", help="Cubes scored in parallel.", show_default="CPU count")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the random tie-breaking in rank histograms.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the random tie-breaking in rank histograms.",
+                                      min=0, max=2**63 - 1)] = 0,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -100,9 +104,17 @@ def evaluate(
     reference = None if baseline_name == "none" else baseline_name
     if tile is not None and input:
         raise UsageError("--tile and --input both name the target", fix="pass one of them")
+    status: dict = {}
     if tile is not None:
-        job, default_output = tile_job(workdir_of(workdir), tile, forecast or [], ensemble=ensemble, baseline=reference)
-        planned, target_dir = [job], output or default_output
+        plan = tile_job(workdir_of(workdir), tile, forecast or [], ensemble=ensemble, baseline=reference)
+        status = plan.status
+        if plan.job is None:  # cron: a forecast into the future is not an error, there is just nothing to score
+            typer.echo(f"vegediff: nothing to score yet: {status['reason']}; evaluate again once the cube "
+                       "holds those dates", err=True)
+            if json_out:
+                emit_json({"output": None, **status})
+            return
+        planned, target_dir = [plan.job], output or plan.output
     elif input:
         planned = plan_jobs(find_targets(input), forecast or [], ensemble=ensemble, baseline=reference)
         if output is None:
@@ -113,8 +125,11 @@ def evaluate(
     options = RunOptions(baseline=reference, plots=plots, workers=workers,
                          settings=EvaluationSettings(context_frames=context_frames, quality=rule, seed=seed))
     report = evaluate_jobs(planned, target_dir, options=options, progress=progress)
+    if status.get("dates_pending"):
+        log.info("scored %d observed date(s) of %s; %d not observed yet", len(status["dates_scored"]),
+                 status["forecast_file"], len(status["dates_pending"]))
     if json_out:
-        emit_json(json_ready({"output": str(target_dir), **report.to_dict()}))
+        emit_json(json_ready({"output": str(target_dir), **({"status": "scored"} | status), **report.to_dict()}))
     elif not quiet:
         typer.echo("\n".join(summary_lines(report)))
 

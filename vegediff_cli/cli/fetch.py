@@ -12,8 +12,9 @@ from typing import Annotated
 import typer
 
 from ..errors import RunInterrupted, UsageError
+from ..redact import redact
 from ..workdir import resolve_output
-from .options import JsonOpt, OutputOpt, QuietOpt, TileOpt, WorkdirOpt, emit_json, setup, workdir_of
+from .options import JsonOpt, OutputOpt, QuietOpt, TileOpt, WorkdirOpt, emit_json, finite, setup, workdir_of
 
 log = logging.getLogger("vegediff.fetch")
 
@@ -54,6 +55,9 @@ def fetch(
     retries: Annotated[int, typer.Option(help="Tries per request or read before giving up (exit 8).", min=1, max=20)] = 5,
     timeout: Annotated[float, typer.Option(help="Seconds without data before a request counts as stalled.", min=0.1)] = 60.0,
     backoff: Annotated[float, typer.Option(help="Seconds before the first retry; doubles each time.", min=0.0)] = 1.0,
+    href_schemes: Annotated[str, typer.Option(
+        help="URL schemes the items' asset hrefs may use. Add file to read local paths an item names, "
+             "s3 for s3:// hrefs; only for STAC APIs you trust.")] = "https,http",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the matching items and dates; download nothing.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Ignore finished parts and the existing output; fetch everything again.")] = False,
     quiet: QuietOpt = False,
@@ -68,10 +72,13 @@ def fetch(
 
     from ..pipeline.fetch import FetchRequest, FetchSettings, fetch_cube, plan_fetch
     from ..sources.area import fetch_area
+    from ..sources.hrefs import parse_schemes
     from ..sources.http import RetryPolicy
     from ..sources.stac import resolve_provider
 
     progress = setup(quiet)
+    for value, option in ((timeout, "--timeout"), (backoff, "--backoff"), (max_cloud, "--max-cloud")):
+        finite(value, option)
     # GDAL reports every failed HTTP try through rasterio's loggers; fetch retries and reports
     # failures itself, in one line, so that chatter stays behind --debug.
     if os.environ.get("VEGEDIFF_DEBUG") != "1":
@@ -84,7 +91,7 @@ def fetch(
     last = parse_date(end, "--end") if end else datetime.now(UTC).date()
     request = FetchRequest(area=area, start=first, end=last, max_cloud=max_cloud,
                            provider=resolve_provider(provider, url=stac_url, collection=collection))
-    settings = FetchSettings(workers=workers, chunk=chunk, sas_url=sas_url,
+    settings = FetchSettings(workers=workers, chunk=chunk, sas_url=sas_url, href_schemes=parse_schemes(href_schemes),
                              policy=RetryPolicy(attempts=retries, timeout=timeout, backoff=backoff,
                                                 connect_timeout=min(timeout, 15.0)))
     if dry_run:
@@ -95,7 +102,9 @@ def fetch(
         else:
             _print_plan(summary)
         return
-    target = resolve_output(output, area.tile, workdir_of(workdir), "raw")
+    if output is None and not area.query_tile:  # --bbox alone: the folder is named after the items' own tile
+        request = plan_fetch(request, settings=settings).request
+    target = resolve_output(output, request.area.tile, workdir_of(workdir), "raw")
     try:
         result = fetch_cube(request, target, settings=settings, force=force, progress=progress)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (cli/app.py turns it into KeyboardInterrupt)
@@ -114,7 +123,7 @@ def fetch(
 def _print_plan(summary: dict) -> None:
     """The dry run's answer on stdout: one line per item, grouped by acquisition date."""
     out = sys.stdout
-    out.write(f"{summary['items_found']} items at {summary['stac_url']} ({summary['collection']}), "
+    out.write(f"{summary['items_found']} items at {redact(summary['stac_url'])} ({summary['collection']}), "
               f"{len(summary['acquisitions'])} dates, {len(summary['duplicates_dropped'])} duplicates dropped\n")
     for acquisition in summary["acquisitions"]:
         for item in acquisition["items"]:

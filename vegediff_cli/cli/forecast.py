@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..config import SamplerSettings
+from ..config import DEFAULT_KEEP_HISTORY, SamplerSettings
 from ..errors import UsageError
 from ..workdir import TileFiles, resolve_input, resolve_output
 from .options import JsonOpt, OutputOpt, QuietOpt, WorkdirOpt, emit_json, setup, workdir_of
@@ -33,7 +34,9 @@ GuidanceOpt = Annotated[float | None, typer.Option(
     help="Classifier-free guidance weight on meteorology and static layers. Default: the scale recorded in the "
          "weights (chosen on validation data; 1.0 for the shipped weights), else the paper's 2.",
     show_default=False)]
-SeedOpt = Annotated[int, typer.Option(help="Run seed: the same seed gives the same forecast, whatever the batching.")]
+MAX_SEED = 2**63 - 1  # seeds are stored as 64-bit integers (NetCDF attributes, torch generators)
+SeedOpt = Annotated[int, typer.Option(help="Run seed: the same seed gives the same forecast, whatever the batching.",
+                                      min=0, max=MAX_SEED)]
 DeviceOpt = Annotated[str, typer.Option(help="auto (GPU when present), cpu, cuda or cuda:N.")]
 PrecisionOpt = Annotated[str, typer.Option(
     help="auto (bf16 on GPUs and on CPUs with native bf16, about 1.7 x faster there; fp32 elsewhere), fp32 or bf16. "
@@ -41,9 +44,12 @@ PrecisionOpt = Annotated[str, typer.Option(
 BatchOpt = Annotated[int | None, typer.Option(
     "--batch-size", help="Chips (with all their members) per model call (default: 4 chip-members per call on CPU, "
                          "members in chunks of 4; 64 on GPU).", show_default=False)]
-WeatherOpt = Annotated[Path | None, typer.Option(
-    help="NetCDF with eobs_* series (daily or per frame) for the forecast period: a weather forecast or a scenario.",
-    show_default=False)]
+WeatherOpt = Annotated[str, typer.Option(
+    envvar="VEGEDIFF_WEATHER",
+    help="Weather for forecast dates the cube does not cover. auto: Open-Meteo (no account): ERA5 and its "
+         "16-day forecast, then one past year's weather per member (scenarios); open-meteo: the same, ignoring the "
+         "cube's future; scenarios: past years only (hindcast experiments); none: no network (the cube's climatology, "
+         "else the unconditional model); or a NetCDF file with eobs_* series.")]
 OverlapOpt = Annotated[int, typer.Option(help="Minimum overlap of neighbouring 128 px chips, blended smoothly.")]
 MinClearOpt = Annotated[int, typer.Option(
     help="Pixels with fewer clear context frames are left empty (NaN); see context_clear_count.")]
@@ -63,6 +69,15 @@ CompileOpt = Annotated[str, typer.Option(
                       "10 s to a few minutes to compile, cached in ~/.cache/vegediff): auto (on CPU above "
                       "400 chip-members per process), on or off.")]
 CogsOpt = Annotated[bool, typer.Option("--cogs/--no-cogs", help="Also write Cloud-Optimized GeoTIFFs.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Run the forecast even when the output is up to date "
+                                                        "(made from the same cube, weights and settings).")]
+KeepHistoryOpt = Annotated[int, typer.Option(
+    help="Earlier forecasts of a tile kept in <workdir>/<TILE>/history/ for `evaluate --tile` "
+         "(0: none; each holds the whole forecast.nc).", min=0, max=100)]
+SpreadOpt = Annotated[bool, typer.Option(
+    "--calibrated-spread/--raw-spread",
+    help="Widen the members about their mean by the factors the weights carry (fitted on validation data, "
+         "so that the spread matches the error); --raw-spread keeps the diffusion samples as drawn.")]
 
 
 def parse_start(text: str | None) -> pd.Timestamp | None:
@@ -78,16 +93,19 @@ def parse_start(text: str | None) -> pd.Timestamp | None:
 
 def build_settings(*, horizon: int, members: int, sampler: str, steps: int, guidance: float | None, seed: int,
                    start: str | None, overlap: int, batch_size: int | None, min_clear_context: int,
-                   memory_mb: int, precision: str = "auto") -> ForecastSettings:
+                   memory_mb: int, precision: str = "auto", calibrate_spread: bool = True) -> ForecastSettings:
     from ..pipeline.forecast_model import PAPER_GUIDANCE
     from ..pipeline.forecast_plan import ForecastSettings
 
     if memory_mb < 64:
         raise UsageError(f"--memory-mb {memory_mb} is too small", fix="give at least 64 MiB")
+    if guidance is not None and (not math.isfinite(guidance) or guidance < 0):
+        raise UsageError(f"--guidance {guidance} must be a finite number of 0 or more",
+                         fix="use e.g. --guidance 1 (the paper uses 2), or leave it out for the weights' own")
     return ForecastSettings(
         horizon=horizon, members=members, seed=seed, start=parse_start(start), overlap=overlap,
         batch_size=batch_size, min_clear_context=min_clear_context, memory_mb=memory_mb, precision=precision,
-        sampler=SamplerSettings(sampler=sampler, steps=steps,
+        calibrate_spread=calibrate_spread, sampler=SamplerSettings(sampler=sampler, steps=steps,
                                 guidance_scale=guidance if guidance is not None else PAPER_GUIDANCE))
 
 
@@ -97,21 +115,25 @@ def cogs_beside(output: Path) -> Path:
 
 
 def plan_jobs(tiles: list[str], inputs: list[Path], output: Path | None, root: Path, *, cogs: bool,
-              weather: Path | None) -> list[ForecastJob]:
-    """Inputs and outputs of every forecast (one per tile / input)."""
+              weather: str | Path | None) -> list[ForecastJob]:
+    """Inputs and outputs of every forecast (one per tile / input); `weather` is a mode or a file."""
     from ..pipeline.forecast import ForecastJob
+    from ..pipeline.weather import check_mode
 
+    weather_file = Path(weather) if weather is not None and check_mode(weather) is None else None
     if len(tiles) <= 1 and len(inputs) <= 1:
         tile = tiles[0] if tiles else None
         cube = resolve_input(inputs[0] if inputs else None, tile, root, "cube", made_by="prepare")
-        target = resolve_output(output, tile, root, "forecast")
+        target = resolve_output(output, tile, root, "forecast", inputs=(cube, weather_file))
         folder = cogs_beside(target) if output is not None else TileFiles.of(root, tile).forecast_cogs
-        return [ForecastJob(cube, target, folder if cogs else None, weather)]
+        files = TileFiles.of(root, tile) if tile is not None and not inputs else None
+        return [ForecastJob(cube, target, folder if cogs else None, weather, tile=files)]
     if output is not None and not inputs:
         raise UsageError("--output names one file but several --tile forecasts were asked for",
                          fix="leave --output out: each tile's forecast goes to <workdir>/<TILE>/forecast.nc")
     jobs = [ForecastJob(resolve_input(None, t, root, "cube", made_by="prepare"), TileFiles.of(root, t).forecast,
-                        TileFiles.of(root, t).forecast_cogs if cogs else None, weather) for t in tiles]
+                        TileFiles.of(root, t).forecast_cogs if cogs else None, weather, tile=TileFiles.of(root, t))
+            for t in tiles]
     if inputs:
         if output is None or output.suffix:
             raise UsageError("several --input cubes need --output DIR (a folder for their forecasts)",
@@ -143,7 +165,7 @@ def forecast(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     batch_size: BatchOpt = None,
-    weather: WeatherOpt = None,
+    weather: WeatherOpt = "auto",
     overlap: OverlapOpt = 32,
     min_clear_context: MinClearOpt = 1,
     memory_mb: MemoryOpt = 1024,
@@ -152,6 +174,9 @@ def forecast(
     threads: ThreadsOpt = None,
     compile: CompileOpt = "auto",
     cogs: CogsOpt = True,
+    force: ForceOpt = False,
+    keep_history: KeepHistoryOpt = DEFAULT_KEEP_HISTORY,
+    calibrated_spread: SpreadOpt = True,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -169,10 +194,12 @@ def forecast(
         guidance = default_guidance(weights)
     settings = build_settings(horizon=horizon, members=members, sampler=sampler, steps=steps, guidance=guidance,
                               seed=seed, start=start, overlap=overlap, batch_size=batch_size,
-                              min_clear_context=min_clear_context, memory_mb=memory_mb, precision=precision)
+                              min_clear_context=min_clear_context, memory_mb=memory_mb, precision=precision,
+                              calibrate_spread=calibrated_spread)
     jobs = plan_jobs(list(tile or []), list(input or []), output, root, cogs=cogs, weather=weather)
     summaries = run_forecasts(jobs, weights=weights, settings=settings, device=device, scheduler=scheduler,
-                              workers=workers, threads=threads, compile=compile, progress=progress)
+                              workers=workers, threads=threads, compile=compile, progress=progress, force=force,
+                              keep_history=keep_history)
     if json_out:
         result = [s.as_dict() for s in summaries]
         emit_json(result[0] if len(result) == 1 else {"forecasts": result})

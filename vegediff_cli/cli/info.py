@@ -10,8 +10,12 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import EXIT_CODES, UsageError
+from ..redact import redact
 from ..workdir import resolve_input
 from .options import InputOpt, JsonOpt, TileOpt, WorkdirOpt, emit_json, workdir_of
+from .version import weights_in_use, weights_lines
+
+MADE_BY = {"raw": "fetch", "cube": "prepare", "forecast": "forecast", "ensemble": "ensemble"}
 
 
 def info(
@@ -21,9 +25,15 @@ def info(
     workdir: WorkdirOpt = None,
     step: Annotated[str, typer.Option(help="With --tile: which file of the tile (raw, cube, forecast, ensemble).")] = "cube",
     exit_codes: Annotated[bool, typer.Option("--exit-codes", help="List the exit codes and what they mean.")] = False,
+    weights: Annotated[bool, typer.Option(
+        "--weights", help="Describe the weights in use (or the weights file PATH): SHA-256, preset, training.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Describe a cube: grid, CRS, dates, clear-sky fraction, meteorology and static layers."""
+    """Describe a cube (grid, CRS, dates, clear-sky fraction, meteorology, static layers), a forecast or
+    ensemble file (dates, members, what it was made from), or with --weights the model weights."""
+    if weights:
+        _print_weights(path, json_out)
+        return
     if exit_codes:
         if json_out:
             emit_json({str(code): text for code, text in EXIT_CODES.items()})
@@ -33,20 +43,55 @@ def info(
             table.add_row(str(code), text)
         Console().print(table)
         return
-    if step not in ("raw", "cube", "forecast", "ensemble"):
-        raise UsageError(f"--step '{step}' is not one of raw, cube, forecast, ensemble")
-    from ..cube.describe import describe
-    from ..cube.readers import open_cube
-
-    target = resolve_input(path or input, tile, workdir_of(workdir), step, made_by="prepare")
-    summary = {"path": str(target), **describe(open_cube(target))}
+    if step not in MADE_BY:
+        raise UsageError(f"--step '{step}' is not one of {', '.join(MADE_BY)}", fix="e.g. --step forecast")
+    target = resolve_input(path or input, tile, workdir_of(workdir), step, made_by=MADE_BY[step])
+    summary = {"path": str(target), **_describe(target)}
     if json_out:
         emit_json(summary)
         return
-    table = Table(show_header=False, title=str(target))
+    table = Table(show_header=False, title=redact(str(target)))
     for key, value in summary.items():
         if key != "path":
-            table.add_row(key, ", ".join(map(str, value)) if isinstance(value, list) else str(value))
+            text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+            table.add_row(key, redact(text))
+    Console(stderr=False).print(table)
+
+
+def _describe(target: Path) -> dict:
+    """A cube's description, or a forecast's / ensemble's (recognised by their variables)."""
+    from ..cube.describe import describe, describe_product
+    from ..cube.readers import open_cube
+
+    if target.suffix.lower() != ".npz":
+        from ..cube.forecast_writer import open_grid
+
+        if _is_product(target):
+            with open_grid(target) as ds:
+                return describe_product(ds)
+    return describe(open_cube(target))
+
+
+def _is_product(path: Path) -> bool:
+    from ..cube.readers import open_netcdf
+
+    ds = open_netcdf(path)
+    try:
+        return "ndvi_pred" in ds or "ndvi_mean" in ds
+    finally:
+        ds.close()
+
+
+def _print_weights(path: Path | None, json_out: bool) -> None:
+    described = weights_in_use(path)
+    if json_out:
+        emit_json(described)
+        return
+    table = Table(show_header=False, title="weights")
+    table.add_column()
+    table.add_column(overflow="fold")  # a SHA-256 is copied whole, never cut to "..."
+    for label, value in weights_lines(described):
+        table.add_row(label, value)
     Console(stderr=False).print(table)
 
 

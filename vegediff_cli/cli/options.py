@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from ..errors import UsageError
 from ..progress import ProgressFactory, tqdm_progress
+from ..redact import RedactingFormatter, redact_json
 from ..workdir import ENV_WORKDIR, default_workdir
 
 TileOpt = Annotated[
@@ -32,6 +35,13 @@ WorkdirOpt = Annotated[
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, only warnings and errors on stderr.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
+
+
+def finite(value: float | None, option: str) -> float | None:
+    """A float option must be a real number: click's range checks let NaN through (every comparison is False)."""
+    if value is not None and not math.isfinite(value):
+        raise UsageError(f"{option} {value} is not a finite number", fix=f"pass a number, e.g. {option} 1")
+    return value
 
 
 def workdir_of(value: Path | None) -> Path:
@@ -58,13 +68,14 @@ def setup(quiet: bool) -> ProgressFactory:
     """Configure logging to stderr and return the progress-bar factory for this run."""
     level = logging.WARNING if quiet else logging.INFO
     handler = _CurrentStderr()
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(RedactingFormatter("%(message)s"))  # no credential reaches a log line
     logging.basicConfig(level=level, handlers=[handler], force=True)
     logging.getLogger().setLevel(level)
+    logging.captureWarnings(True)  # Python warnings go through the same (redacting) handler
     return tqdm_progress(quiet=quiet)
 
 
 def emit_json(result: dict[str, Any]) -> None:
-    """The machine-readable result: one JSON document on stdout, nothing else there."""
-    sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+    """The machine-readable result: one JSON document on stdout, nothing else there (credentials masked)."""
+    sys.stdout.write(json.dumps(redact_json(json.loads(json.dumps(result, default=str))), indent=2) + "\n")
     sys.stdout.flush()

@@ -67,6 +67,10 @@ def prepare(
     eobs: Annotated[list[Path] | None, typer.Option(
         help="E-OBS NetCDF files (tg tn tx rr pp hu fg qq); repeat for several files.", show_default=False)] = None,
     meteo_from: Annotated[Path | None, typer.Option(help="Use the daily eobs_* series of this GreenEarthNet minicube.")] = None,
+    meteo: Annotated[str, typer.Option(
+        envvar="VEGEDIFF_METEO",
+        help="auto: download ERA5 from Open-Meteo (no account) when no file is given and the input has no "
+             "meteorology; open-meteo: always; none: never touch the network (no file: a cube without meteorology).")] = "auto",
     meteo_layout: Annotated[str, typer.Option(
         help="series: one (time, stat) series per variable; grid: (time, stat, meteo_y, meteo_x); "
              "auto: grid when the cube spans more than one meteorology cell.")] = "auto",
@@ -77,6 +81,9 @@ def prepare(
         help="ESA WorldCover GeoTIFF (any CRS; nearest neighbour) -> esawc_lc.")] = None,
     static_stac_url: Annotated[str | None, typer.Option(
         help="STAC API with cop-dem-glo-30 and esa-worldcover collections (e.g. Planetary Computer).")] = None,
+    href_schemes: Annotated[str, typer.Option(
+        help="URL schemes the static-layer items' asset hrefs may use (add file or s3 only for STAC APIs you trust).")
+    ] = "https,http",
     clear_classes: Annotated[
         str, typer.Option(help="SCL classes counted as clear (GreenEarthNet: 1,2,4,5,6,7).")
     ] = ",".join(map(str, DEFAULT_CLEAR_SCL)),
@@ -84,15 +91,16 @@ def prepare(
         help="A date that must be a frame date (default: the 5-day phase with most acquisitions on frame dates).")] = None,
     chunk_px: Annotated[int, typer.Option(help="Dask chunk edge in pixels; smaller uses less memory.", min=64)] = 1024,
     cogs: Annotated[Path | None, typer.Option(help="Also write one NDVI COG per frame into this folder.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild the cube even when it is up to date "
+                                                         "(made from the same inputs and settings).")] = False,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Turn a fetched cube or GeoTIFF scenes (or a GreenEarthNet minicube / EarthNet2021 sample) into the 5-day,
     analysis-ready cube with valid mask, E-OBS-equivalent meteorology and static layers."""
-    from ..cube.cog import write_time_series_cogs
-    from ..cube.readers import open_cube
-    from ..pipeline.prepare import PrepareInputs, PrepareSettings, build_cube, lazy_ndvi, write_prepared
-    from ..pipeline.prepare.compute import DaskProgress
+    from ..pipeline.prepare import PrepareInputs, PrepareSettings
+    from ..pipeline.prepare.run import run_prepare
+    from ..sources.hrefs import parse_schemes
 
     progress = setup(quiet)
     root = workdir_of(workdir)
@@ -100,23 +108,19 @@ def prepare(
     source = None if scene_files else resolve_input(input, tile, root, "raw", made_by="fetch")
     if scene_files and input is not None:
         raise UsageError("--input and --scenes were both given", fix="pass either a fetched cube or GeoTIFF scenes")
-    target = resolve_output(output, tile, root, "cube")
+    readers = (source, like, meteo_from, *scene_files, *(era5 or ()), *(eobs or ()))
+    target = resolve_output(output, tile, root, "cube", inputs=readers)
     inputs = PrepareInputs(
         source=source, scenes=scene_files, like=like, era5=tuple(era5 or ()), era5_download=era5_download,
-        eobs=tuple(eobs or ()), meteo_from=meteo_from, dem=dem, landcover=landcover, static_stac_url=static_stac_url,
+        eobs=tuple(eobs or ()), meteo_from=meteo_from, meteo=meteo, dem=dem, landcover=landcover, static_stac_url=static_stac_url,
     )
     settings = PrepareSettings(
         clear_classes=parse_classes(clear_classes), anchor=parse_anchor(anchor), meteo_layout=meteo_layout,
-        max_meteo_distance_km=max_meteo_distance, chunk_px=chunk_px,
+        max_meteo_distance_km=max_meteo_distance, chunk_px=chunk_px, href_schemes=parse_schemes(href_schemes),
     )
-    prepared = build_cube(inputs, settings=settings, progress=progress)
-    write_prepared(prepared.cube, target, progress=progress)
-    if cogs is not None:  # from the written cube: cheap reads instead of recomputing the frames
-        written = open_cube(target).chunk({"time": 1, "y": chunk_px, "x": chunk_px})
-        with DaskProgress(progress, "writing NDVI COGs"):
-            write_time_series_cogs(lazy_ndvi(written), cogs, prefix="ndvi")
+    result = run_prepare(inputs, target, settings=settings, cogs=cogs, force=force, progress=progress)
     if json_out:
-        emit_json({"output": str(target), "cogs": str(cogs) if cogs else None, **prepared.summary()})
+        emit_json(result.as_dict())
 
 
 def register(app: typer.Typer) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..training.settings import DiffusionTrainSettings, VAETrainSettings
-from .options import JsonOpt, QuietOpt, emit_json, setup
+from .options import JsonOpt, QuietOpt, emit_json, finite, setup
 
 DataOpt = Annotated[list[Path], typer.Option("--data", "-d", help="Folder or file of training data (repeatable).")]
 ExcludeOpt = Annotated[
@@ -16,6 +16,7 @@ ExcludeOpt = Annotated[
 ]
 RunDirOpt = Annotated[Path, typer.Option(help="Folder for resumable checkpoints; a rerun resumes from it.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto (GPU when present), cpu or cuda.")]
+SeedOpt = Annotated[int, typer.Option(help="Seed of the data sampling and the initial weights.", min=0, max=2**63 - 1)]
 
 app = typer.Typer(help="Train the vegetation VAE (stage 1) and the VegeNet denoiser (stage 2).", no_args_is_help=True)
 
@@ -29,7 +30,7 @@ def vae(
     steps: Annotated[int, typer.Option(min=1)] = VAETrainSettings.steps,
     batch: Annotated[int, typer.Option(min=1)] = VAETrainSettings.batch,
     crop: Annotated[int, typer.Option(min=16, help="Crop side in pixels, a multiple of 8.")] = VAETrainSettings.crop,
-    seed: int = 0,
+    seed: SeedOpt = 0,
     run_dir: RunDirOpt = Path("runs/vae"),
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
@@ -56,7 +57,7 @@ def diffusion(
     steps: Annotated[int, typer.Option(min=1)] = DiffusionTrainSettings.steps,
     batch: Annotated[int, typer.Option(min=1)] = DiffusionTrainSettings.batch,
     lr: Annotated[float, typer.Option(min=0.0)] = DiffusionTrainSettings.lr,
-    seed: int = 0,
+    seed: SeedOpt = 0,
     run_dir: RunDirOpt = Path("runs/diffusion"),
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
@@ -67,6 +68,7 @@ def diffusion(
     from ..training.run import run_diffusion
 
     progress = setup(quiet)
+    finite(lr, "--lr")
     settings = DiffusionTrainSettings(steps=steps, batch=batch, lr=lr, seed=seed)
     result = run_diffusion(data, init=init, exclude=exclude or [], settings=settings, run_dir=run_dir,
                            output=output, device=pick_device(device), progress=progress)

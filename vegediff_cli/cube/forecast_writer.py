@@ -25,7 +25,7 @@ from affine import Affine
 from ..atomic import atomic_file
 from .netcdf import CHUNK_XY, chunk_cache
 
-TIME_UNITS = "days since 1970-01-01 00:00:00"
+TIME_UNITS = "days since {epoch:%Y-%m-%d} 00:00:00"  # CF time counted from the first date of the file
 INT16_FILL = -32768
 WRITE_CACHE_BYTES = 1 << 20  # per variable; one 256 x 256 float32 chunk is 256 KiB
 READ_CACHE_BYTES = 4 << 20  # per variable read: a row of 256 x 256 int16 chunks of a tile is 2.7 MiB
@@ -130,9 +130,11 @@ def _define(nc, like, variables, coords, attrs, crs, transform, complevel) -> No
         if name == "time":
             var = nc.createVariable("time", "f8", ("time",))
             stamps = pd.DatetimeIndex(values)
-            var[:] = (stamps - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)
-            var.setncatts({"units": TIME_UNITS, "calendar": "standard", "standard_name": "time",
+            epoch = stamps[0].normalize()
+            var[:] = (stamps - epoch) / pd.Timedelta(days=1)
+            var.setncatts({"units": time_units(epoch), "calendar": "standard", "standard_name": "time",
                            "long_name": "forecast frame date", "axis": "T"})
+            attrs = {**date_attrs(stamps), **attrs}
         else:
             array = np.asarray(values)
             var = nc.createVariable(name, "f8" if array.dtype.kind == "f" else "i4", (name,))
@@ -151,6 +153,22 @@ def _define(nc, like, variables, coords, attrs, crs, transform, complevel) -> No
         extra = {"scale_factor": np.float32(spec.scale), "add_offset": np.float32(0.0)} if packing else {}
         var.setncatts({**spec.attrs, **extra, "grid_mapping": "spatial_ref"})
     nc.setncatts({k: _attr(v) for k, v in attrs.items()})
+
+
+def time_units(epoch: pd.Timestamp) -> str:
+    """CF units counted in days from the file's first date.
+
+    GDAL (and so QGIS's raster view of the NetCDF) names each band by its raw time value and
+    units: "time=5 (days since 2017-11-21 00:00:00)" says the date; "time=17496 (days since
+    1970-01-01 ...)" did not. QGIS's mesh reader (MDAL) and xarray decode either form to dates.
+    """
+    return TIME_UNITS.format(epoch=epoch)
+
+
+def date_attrs(stamps: pd.DatetimeIndex) -> dict[str, str]:
+    """The dates as text, for readers that show attributes but do not decode CF time (QGIS's layer info)."""
+    return {"time_coverage_start": f"{stamps[0]:%Y-%m-%d}", "time_coverage_end": f"{stamps[-1]:%Y-%m-%d}",
+            "frame_dates": " ".join(f"{d:%Y-%m-%d}" for d in stamps)}
 
 
 def _attr(value: object) -> object:

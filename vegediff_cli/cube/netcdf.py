@@ -64,6 +64,12 @@ def encoding_for(ds: xr.Dataset, *, complevel: int = 4) -> dict[str, dict]:
         elif np.issubdtype(da.dtype, np.floating):
             enc.update({"dtype": "float32", "_FillValue": np.float32(np.nan)})
         encoding[name] = enc
+    for name, coord in ds.coords.items():
+        # Text coordinates (meteorology `stat`) as fixed-width characters, not HDF5 variable-length
+        # strings: opening a file with a vlen string variable can crash netCDF4's HDF5 (segfault in
+        # H5T__vlen_disk_isnull while it reads the variable's fill value, depending on heap state).
+        if coord.dtype.kind in "OU":
+            encoding[name] = {"dtype": "S1"}
     if "time" in ds.coords:
         encoding["time"] = {"units": _TIME_UNITS, "calendar": "standard", "dtype": "float64"}
     return encoding

@@ -17,6 +17,7 @@ from rasterio.errors import RasterioIOError
 
 from ..config import BANDS
 from ..errors import CorruptInputError, GeoreferenceError, InputNotFoundError, MissingVariableError
+from ..workdir import check_encodable
 from . import earthnet2021, greenearthnet, schema
 
 NETCDF_SUFFIXES = {".nc", ".nc4", ".netcdf", ".cdf"}
@@ -24,6 +25,7 @@ GEOTIFF_SUFFIXES = {".tif", ".tiff"}
 
 
 def _check_exists(path: Path) -> None:
+    check_encodable(path, role="input")
     if not path.exists():
         raise InputNotFoundError(f"{path} does not exist", fix="check the path, or run the previous step first")
     if path.is_dir():
@@ -66,6 +68,7 @@ def open_cube(path: str | os.PathLike) -> xr.Dataset:
         if greenearthnet.is_minicube(raw):
             schema.require(raw, BANDS, what="band(s)", source=str(path),
                            fix="GreenEarthNet minicubes carry s2_B02, s2_B03, s2_B04 and s2_B8A")
+            _check_loadable(raw, path)
             with raw:
                 cube = greenearthnet.minicube_to_cube(raw.load(), path=path)
             return schema.validate(cube, source=str(path))
@@ -84,6 +87,21 @@ def open_cube(path: str | os.PathLike) -> xr.Dataset:
         f"{path} is neither a vegediff cube nor a GreenEarthNet minicube (missing {', '.join(missing) or 'attributes'})",
         fix="create a cube with `vegediff fetch` and `vegediff prepare`",
     )
+
+
+MINICUBE_MAX_BYTES = 2 << 30  # a GreenEarthNet minicube is read whole: 128 x 128 px, ~450 days (~0.5 GB)
+
+
+def _check_loadable(raw: xr.Dataset, path: Path) -> None:
+    """A minicube is loaded into memory: refuse one whose declared (decompressed) size is not a minicube's.
+
+    A 2 MB file of zeros compresses a grid of many GB; loading it would exhaust the memory."""
+    declared = sum(int(v.size) * v.dtype.itemsize for v in raw.variables.values())
+    if declared > MINICUBE_MAX_BYTES:
+        raise CorruptInputError(
+            f"{path} declares {declared / 2**30:.1f} GiB of data once decompressed, far more than a GreenEarthNet "
+            f"minicube (at most {MINICUBE_MAX_BYTES / 2**30:.0f} GiB)",
+            fix="pass a real minicube, or turn large data into a vegediff cube with `vegediff prepare`")
 
 
 def _own_cube(raw: xr.Dataset) -> xr.Dataset:

@@ -38,7 +38,7 @@ from ..config import (
     VALID,
     meteo_name,
 )
-from ..errors import GeoreferenceError, MissingVariableError
+from ..errors import CorruptInputError, GeoreferenceError, MissingVariableError
 from ..geo import GridSpec
 
 CUBE_VERSION = "1"
@@ -67,6 +67,17 @@ def grid_of(ds: xr.Dataset | xr.DataArray) -> GridSpec:
             fix="write one with rioxarray (ds.rio.write_crs) or re-run `vegediff prepare`",
         )
     return GridSpec(crs=crs.to_string(), transform=ds.rio.transform(), width=ds.sizes["x"], height=ds.sizes["y"])
+
+
+def centre_latitude(ds: xr.Dataset | xr.DataArray) -> float:
+    """Latitude (degrees north) of the grid's centre; GeoreferenceError without a CRS."""
+    from pyproj import Transformer
+
+    grid = grid_of(ds)
+    left, bottom, right, top = grid.bounds
+    to_wgs84 = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
+    _, latitude = to_wgs84.transform(0.5 * (left + right), 0.5 * (bottom + top))
+    return float(latitude)
 
 
 def new_cube(
@@ -197,6 +208,24 @@ def validate(ds: xr.Dataset, *, source: str = "cube") -> xr.Dataset:
     for dim in ("time", "y", "x"):
         if dim not in ds.dims:
             raise MissingVariableError(f"{source} has no '{dim}' dimension", fix="see docs/cube-format.md")
+    for name in (*BANDS, VALID):
+        dims = tuple(ds[name].dims)
+        if set(dims) != {"time", "y", "x"}:
+            raise CorruptInputError(f"{source}: {name} has dims {dims}, expected (time, y, x)",
+                                    fix="see docs/cube-format.md for the cube layout")
+        if dims != ("time", "y", "x"):  # the same data stored in another axis order: read it as it is meant
+            ds[name] = ds[name].transpose("time", "y", "x")
+    if "stat" in ds.dims and "stat" not in ds.coords:  # NetCDF3 files cannot store the string coordinate
+        if ds.sizes["stat"] != len(METEO_STATS):
+            raise CorruptInputError(f"{source}: the stat dimension has {ds.sizes['stat']} entries and no labels",
+                                    fix=f"meteorology needs stat = {', '.join(METEO_STATS)} (docs/cube-format.md)")
+        ds = ds.assign_coords(stat=list(METEO_STATS))  # the documented order
+    if not np.issubdtype(ds["time"].dtype, np.datetime64):
+        raise CorruptInputError(f"{source}: the time axis holds {ds['time'].dtype} values, not dates",
+                                fix="store time with CF units, e.g. 'days since 1970-01-01'")
+    from .validate import check_band_types
+
+    check_band_types(ds, source=source)
     grid_of(ds)
     times = pd.DatetimeIndex(ds["time"].values)
     if not times.is_monotonic_increasing or times.has_duplicates:

@@ -10,7 +10,7 @@ band description follow docs/cube-format.md, as write_cog does.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -48,11 +48,13 @@ def _copy_step(da: xr.DataArray, path: Path, *, crs: str, transform, description
 
 
 def export_cogs(path: str | os.PathLike, layers: Sequence[tuple[str, dict, str]], folder: str | os.PathLike,
-                *, extra_tags: dict[str, str] | None = None) -> list[Path]:
+                *, extra_tags: dict[str, str] | None = None,
+                finish: Callable[[Path], object] | None = None) -> list[Path]:
     """COGs ``{prefix}_{YYYY-MM-DD}.tif`` of (variable, selection, prefix) layers of a NetCDF grid, in one folder.
 
     Each layer is a (time, y, x) variable after `selection` (e.g. ``{"threshold": 0}``). The folder
-    is replaced as a whole, so readers never see half a set.
+    is replaced as a whole, so readers never see half a set. `finish` is called with the temporary
+    folder once the COGs are in it, to add files that must appear with them (the QGIS project).
     """
     with small_chunk_cache():  # the default 64 MiB per variable would fill up with steps already copied
         ds = open_grid(path)
@@ -79,6 +81,8 @@ def export_cogs(path: str | os.PathLike, layers: Sequence[tuple[str, dict, str]]
                                   overview_resampling="average", use_cog_driver=False)
                     staging.unlink()
                     written.append(Path(folder) / name)
+            if finish is not None:
+                finish(tmp)
     finally:
         ds.close()
     return written

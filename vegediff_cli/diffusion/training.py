@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 
-from ..model.presets import DiffusionConfig
 from .schedules import snr
+
+
+class LossSettings(Protocol):
+    """What the loss reads of a model's diffusion settings (model.presets.DiffusionConfig has it)."""
+
+    train_steps: int  # DDPM discrete timesteps
+    min_snr_gamma: float  # Min-SNR-gamma weighting
+    cond_dropout: float  # probability of dropping meteorology and static layers
+    train_context_mix: float | None  # noise offset: this x mean(context latents); None or 0: none
 
 
 def min_snr_weight(snr_t: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -31,23 +41,33 @@ def diffusion_loss(
     loss_mask: torch.Tensor,
     conditioned: torch.Tensor,
     alphas_cumprod: torch.Tensor,
-    cfg: DiffusionConfig,
+    cfg: LossSettings,
     generator: torch.Generator | None = None,
+    dates: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Masked, Min-SNR-weighted eps-MSE for one batch.
 
     future (B, F, C, h, w) clean future latents; context (B, K, C, h, w); meteo (B, K+F, 24);
     static (B, S, H, W); loss_mask (B, F, 1, h, w) in [0, 1]: weight of each latent cell (0 where
     the target frame was cloudy or beyond the sequence); conditioned (B,) bool: False for series
-    without meteorology and static layers, which always train the unconditional branch.
+    without meteorology and static layers, which always train the unconditional branch; dates
+    (B, K+F, date_channels) date features for models that read them.
+
+    With ``cfg.train_context_mix`` the noise is eps + mix x mean(context), the distribution sampling
+    starts from (VegeDiff.sample), and the network learns to predict that whole offset noise.
     """
     b = future.shape[0]
     device = future.device
     timesteps = torch.randint(0, cfg.train_steps, (b,), device=device, generator=generator)
     noise = torch.randn(future.shape, device=device, generator=generator)
+    mix = getattr(cfg, "train_context_mix", None)
+    if mix:
+        noise = noise + mix * context.mean(dim=1, keepdim=True)  # (B, 1, C, h, w) over every future frame
     noisy = noise_latents(future, timesteps, noise, alphas_cumprod)
     keep = conditioned & (torch.rand(b, device=device, generator=generator) >= cfg.cond_dropout)  # CFG dropout
-    eps = eps_model(torch.cat([context, noisy], dim=1), timesteps.float(), meteo=meteo, static=static, keep_cond=keep)
+    extra = {} if dates is None else {"dates": dates}
+    eps = eps_model(torch.cat([context, noisy], dim=1), timesteps.float(), meteo=meteo, static=static, keep_cond=keep,
+                    **extra)
     per_cell = (eps.float() - noise).pow(2) * loss_mask  # (B, F, C, h, w)
     per_sample = per_cell.flatten(1).sum(1) / (loss_mask.expand_as(per_cell).flatten(1).sum(1) + 1e-6)
     weight = min_snr_weight(snr(alphas_cumprod, timesteps), cfg.min_snr_gamma)

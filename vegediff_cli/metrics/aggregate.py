@@ -22,7 +22,7 @@ import pandas as pd
 
 # Mean pixel scores kept per (cube, group). "nse_mean" is the plain mean of per-pixel NSE,
 # used only for NSE gains (mean of differences == difference of means on a shared pixel set).
-GROUP_SCORES: tuple[str, ...] = ("rmse", "nnse", "nse_mean", "r2", "abs_bias")
+GROUP_SCORES: tuple[str, ...] = ("rmse", "nnse", "nse_mean", "r2", "abs_bias", "direction")
 HEADLINE: tuple[str, ...] = ("rmse", "nse", "r2", "abs_bias")
 CLASS_NAMES: dict[int, str] = {10: "forest", 20: "shrub", 30: "grass", 40: "crop"}
 # (gain column, margin it must exceed): the official "outperformance" criteria.
@@ -61,6 +61,8 @@ class GroupSums:
         with np.errstate(invalid="ignore", divide="ignore"):
             means = self._sums / self._counts.replace(0, np.nan)
         means.insert(0, "n_pixels", self._pixels.astype("int64"))
+        if "direction" in self._counts:  # pixels with a scored direction: the headline pools them
+            means["direction_n"] = self._counts["direction"].astype("int64")
         means = means.reset_index().rename(columns={"group": "landcover"})
         means.insert(0, "forecast", forecast)
         means.insert(0, "cube", cube)
@@ -94,7 +96,11 @@ def headline(groups: pd.DataFrame) -> dict[str, float]:
     out.update({c: means[c] for c in columns if c.startswith("rmse_")})
     out["n_pixels"] = int(table["n_pixels"].sum())
     out["n_groups"] = len(table)
-    return {k: float(v) if k not in ("n_pixels", "n_groups") else v for k, v in out.items()}
+    if "direction_n" in groups and groups["direction_n"].sum() > 0:  # a share of pixels, pooled, not macro-averaged
+        scored = groups["direction_n"].fillna(0)
+        out["direction"] = float((groups["direction"].fillna(0) * scored).sum() / scored.sum())
+        out["direction_pixels"] = int(scored.sum())
+    return {k: float(v) if k not in ("n_pixels", "n_groups", "direction_pixels") else v for k, v in out.items()}
 
 
 def class_figures(groups: pd.DataFrame) -> dict[int, dict[str, float]]:

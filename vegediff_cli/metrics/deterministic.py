@@ -10,6 +10,9 @@ learning for geospatial vegetation forecasting"; ``eval.py`` of github.com/vitus
   bias = mean obs - mean prediction, RMSE per block of 5 steps (25 days);
 - the normalised NSE, nnse = 1 / (2 - NSE), is what gets averaged (NSE is unbounded below).
 
+Not in GreenEarthNet: the direction-of-change score (:func:`direction_agreement`), whether the
+forecast moves the way the vegetation did over the horizon (this project's, see docs/evaluate.md).
+
 Arrays carry time first: ``(T, ...)`` where ``...`` is any pixel layout, e.g. ``(H, W)`` or ``(N,)``.
 """
 
@@ -145,3 +148,32 @@ def high_quality(
         if rule.landcover_max is not None:
             keep &= np.nan_to_num(lc, nan=np.inf) <= rule.landcover_max
     return keep
+
+
+MIN_CHANGE = 0.05  # observed NDVI change below which a pixel's direction is not scored (noise level)
+TIE = 1e-6  # a forecast change smaller than this is "no change": half a point, like a coin flip
+
+
+def direction_agreement(
+    observed: np.ndarray, predicted: np.ndarray, reference: np.ndarray, *, min_change: float = MIN_CHANGE
+) -> np.ndarray:
+    """Per pixel: does the forecast change over the horizon have the observed sign? 1, 0, 0.5 or NaN.
+
+    observed, predicted (T, ...); reference (...) the last clear context NDVI (what persistence
+    holds). Change = mean over the valid steps of the horizon's second half minus the reference,
+    for the observation and for the forecast on the same steps. Pixels whose observed change is
+    below `min_change` (or with no valid late step, or no reference) are NaN: not scored. A forecast
+    without change (persistence) scores 0.5, so a skill-less forecast scores 50 %.
+    """
+    obs, pred = prepare_pair(observed, predicted)
+    late = np.zeros(obs.shape[0], dtype=bool)
+    late[obs.shape[0] // 2:] = True
+    valid = np.isfinite(obs) & late.reshape(-1, *([1] * (obs.ndim - 1)))
+    ref = np.asarray(reference, dtype="float64")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n = valid.sum(axis=0)
+        obs_change = np.where(valid, obs, 0.0).sum(axis=0) / n - ref
+        pred_change = np.where(valid, pred, 0.0).sum(axis=0) / n - ref
+        score = np.where(np.abs(pred_change) < TIE, 0.5, (np.sign(pred_change) == np.sign(obs_change)).astype("float64"))
+        scored = (n > 0) & np.isfinite(ref) & (np.abs(obs_change) >= min_change)
+    return np.where(scored, score, np.nan)

@@ -55,13 +55,13 @@ class CompiledVegeNet:
         return torch.compile(fn, dynamic=False, options=dict(INDUCTOR_OPTIONS))
 
     # The compiled bodies: autocast inside, so the bf16 casts of the frozen weights fold into constants.
-    def _eager_future(self, x, timesteps, *, meteo, keep_cond, cache):
+    def _eager_future(self, x, timesteps, *, meteo, keep_cond, cache, dates=None):
         with self._autocast():
-            return self.net.forward_future(x, timesteps, meteo=meteo, keep_cond=keep_cond, cache=cache)
+            return self.net.forward_future(x, timesteps, meteo=meteo, keep_cond=keep_cond, cache=cache, dates=dates)
 
-    def _eager_full(self, z, timesteps, *, meteo, static, keep_cond):
+    def _eager_full(self, z, timesteps, *, meteo, static, keep_cond, dates=None):
         with self._autocast():
-            return self.net(z, timesteps, meteo=meteo, static=static, keep_cond=keep_cond)
+            return self.net(z, timesteps, meteo=meteo, static=static, keep_cond=keep_cond, dates=dates)
 
     def _run(self, compiled: Callable, eager: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
         if self.failed is None:
@@ -72,17 +72,19 @@ class CompiledVegeNet:
                 log.warning("compiling the denoiser failed (%s); sampling without compilation", self.failed)
         return eager(*args, **kwargs)
 
-    def forward_future(self, x, timesteps, *, meteo, keep_cond, cache):
+    def forward_future(self, x, timesteps, *, meteo, keep_cond, cache, dates=None):
         """VegeNet.forward_future, compiled."""
-        return self._run(self._future, self._eager_future, x, timesteps, meteo=meteo, keep_cond=keep_cond, cache=cache)
+        return self._run(self._future, self._eager_future, x, timesteps, meteo=meteo, keep_cond=keep_cond, cache=cache,
+                         dates=dates)
 
-    def __call__(self, z, timesteps, *, meteo, static, keep_cond):
+    def __call__(self, z, timesteps, *, meteo, static, keep_cond, dates=None):
         """VegeNet.forward, compiled (models without a causal context)."""
-        return self._run(self._full, self._eager_full, z, timesteps, meteo=meteo, static=static, keep_cond=keep_cond)
+        return self._run(self._full, self._eager_full, z, timesteps, meteo=meteo, static=static, keep_cond=keep_cond,
+                         dates=dates)
 
-    def encode_context(self, context, *, meteo, static, keep_cond):
+    def encode_context(self, context, *, meteo, static, keep_cond, dates=None):
         """Once per chip: not worth a graph of its own."""
-        return self.net.encode_context(context, meteo=meteo, static=static, keep_cond=keep_cond)
+        return self.net.encode_context(context, meteo=meteo, static=static, keep_cond=keep_cond, dates=dates)
 
 
 def compile_for_sampling(model, *, precision: str, device: torch.device) -> CompiledVegeNet:

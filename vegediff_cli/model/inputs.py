@@ -6,6 +6,7 @@ Shared by training and forecasting so that both see exactly the same inputs.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from ..config import METEO_MEAN, METEO_STATS, METEO_STD, METEO_VARS
 
@@ -85,3 +86,20 @@ def latent_weights(valid: np.ndarray, factor: int) -> np.ndarray:
     t, h, w = valid.shape
     cells = valid.reshape(t, h // factor, factor, w // factor, factor).mean(axis=(2, 4))
     return cells[:, None].astype("float32")
+
+
+DATE_CHANNELS = 3  # sin and cos of the day of year, latitude / 90
+YEAR_DAYS = 365.25
+
+
+def date_features(dates: pd.DatetimeIndex | np.ndarray, latitude: float) -> np.ndarray:
+    """(T,) frame dates and the site's latitude (degrees) -> (T, 3) float32 model date features.
+
+    The day of year as a point on the unit circle (31 December and 1 January are neighbours) and
+    the latitude scaled to [-1, 1], so that the same date can mean green-up in one place and
+    senescence in another.
+    """
+    day = pd.DatetimeIndex(dates).day_of_year.to_numpy(dtype="float64") - 1.0
+    angle = 2.0 * np.pi * day / YEAR_DAYS
+    lat = np.full_like(angle, float(np.clip(latitude, -90.0, 90.0)) / 90.0)
+    return np.stack([np.sin(angle), np.cos(angle), lat], axis=-1).astype("float32")

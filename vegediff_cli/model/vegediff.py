@@ -12,6 +12,17 @@ from .presets import ModelConfig
 from .vae import VegetationVAE
 from .vegenet import VegeNet
 
+PAPER_CONTEXT_MIX = 0.1
+
+
+def resolve_context_mix(settings: SamplerSettings, cfg: ModelConfig) -> float:
+    """Fraction of the mean context latent added to the starting noise: the settings' value when
+    given, else the one the denoiser was trained with, else the paper's 0.1 (Sec. III-D)."""
+    if settings.context_mix is not None:
+        return float(settings.context_mix)
+    trained = cfg.diffusion.train_context_mix
+    return PAPER_CONTEXT_MIX if trained is None else float(trained)
+
 
 class VegeDiff(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
@@ -52,6 +63,9 @@ class VegeDiff(nn.Module):
         """Inverse of to_diffusion_space; frames are on axis -4 (..., T, C, h, w)."""
         return future + context[..., -1:, :, :, :] if self.cfg.vegenet.residual else future
 
+    def context_mix(self, settings: SamplerSettings) -> float:
+        return resolve_context_mix(settings, self.cfg)
+
     @torch.no_grad()
     def sample(
         self,
@@ -64,13 +78,15 @@ class VegeDiff(nn.Module):
         settings: SamplerSettings = SamplerSettings(),
         generator: torch.Generator | None = None,
         noise: torch.Tensor | None = None,
+        dates: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Draw `members` futures per chip: latents (M, B, F, C, h, w) from context (B, K, C, h, w).
 
         meteo (B, K+F, 24) standardised; static (B, 5, H, W). With `conditioned` False (no
         meteorology and no static layers) the unconditional model is used and guidance is off.
         `noise` (M, B, F, C, h, w) fixes the starting noise (e.g. drawn per chip from its own seed,
-        so a chip's forecast does not depend on which batch it was computed in).
+        so a chip's forecast does not depend on which batch it was computed in). `dates`
+        (B, K+F, date_channels): date features of every frame, for models with date_channels.
         """
         b, k, c, h, w = context.shape
         m, horizon = members, self.cfg.vegenet.horizon
@@ -80,7 +96,7 @@ class VegeDiff(nn.Module):
         if noise is None:
             noise = torch.randn((m, b, horizon, c, h, w), generator=generator, device=context.device, dtype=context.dtype)
         # Paper Sec. III-D: start from noise mixed with a fraction of the mean context latent.
-        start = noise + settings.context_mix * ctx.mean(dim=1, keepdim=True)[None]
+        start = noise + self.context_mix(settings) * ctx.mean(dim=1, keepdim=True)[None]
         x = (start * (1.0 + sigmas[0] ** 2).sqrt()).flatten(0, 1)  # (M*B, F, C, h, w), member-major
         guided = conditioned and settings.guidance_scale != 1.0
         passes = 2 if guided else 1  # conditional and unconditional rows side by side
@@ -88,9 +104,11 @@ class VegeDiff(nn.Module):
         ctx_rows = ctx.repeat(passes, 1, 1, 1, 1)
         meteo_rows = meteo.repeat(passes, 1, 1)
         static_rows = static.repeat(passes, 1, 1, 1)
+        date_rows = None if dates is None else dates.repeat(passes, 1, 1)
         cache = None
         if self.cfg.vegenet.causal_context:  # context stream once per chip, shared by steps and members
-            cache = net.encode_context(ctx_rows, meteo=meteo_rows[:, :k], static=static_rows, keep_cond=keep_rows)
+            cache = net.encode_context(ctx_rows, meteo=meteo_rows[:, :k], static=static_rows, keep_cond=keep_rows,
+                                       dates=None if date_rows is None else date_rows[:, :k])
 
         def denoiser(x_t: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             c_in = (1.0 / (sigma**2 + 1.0).sqrt()).view(-1, 1, 1, 1, 1)
@@ -100,10 +118,12 @@ class VegeDiff(nn.Module):
             t_rows = t.view(m, 1, b).expand(m, passes, b).reshape(-1)
             keep = keep_rows.repeat(m)
             if cache is not None:
-                eps = net.forward_future(rows, t_rows, meteo=meteo_rows[:, k:].repeat(m, 1, 1), keep_cond=keep, cache=cache)
+                eps = net.forward_future(rows, t_rows, meteo=meteo_rows[:, k:].repeat(m, 1, 1), keep_cond=keep, cache=cache,
+                                         dates=None if date_rows is None else date_rows[:, k:].repeat(m, 1, 1))
             else:
                 z = torch.cat([ctx_rows.repeat(m, 1, 1, 1, 1), rows], dim=1)
-                eps = net(z, t_rows, meteo=meteo_rows.repeat(m, 1, 1), static=static_rows.repeat(m, 1, 1, 1), keep_cond=keep)
+                eps = net(z, t_rows, meteo=meteo_rows.repeat(m, 1, 1), static=static_rows.repeat(m, 1, 1, 1), keep_cond=keep,
+                          dates=None if date_rows is None else date_rows.repeat(m, 1, 1))
             eps = eps.view(m, passes, b, horizon, c, h, w)
             if guided:
                 eps = eps[:, 1] + settings.guidance_scale * (eps[:, 0] - eps[:, 1])

@@ -7,7 +7,9 @@ Tokens are 2 x 2 patches of each frame's latent. Every block applies
 3. an MLP,
 each modulated by adaLN-Zero whose condition is the per-frame sum of the diffusion timestep
 embedding and the frame's meteorology embedding (meteorology enters *globally*, Eq. 5).
-Context frames are clean and get timestep 0 plus a learned "context" embedding.
+Context frames are clean and get timestep 0 plus a learned "context" embedding. With
+``date_channels`` (a departure from the paper, see MODEL_CARD.md) every frame's condition also
+holds an embedding of its day of year and the site's latitude, which is never dropped.
 
 With ``causal_context`` the context stream never looks at the future, so sampling runs it once
 (:meth:`VegeNet.encode_context`) and then only the future stream per step
@@ -55,6 +57,24 @@ class TimestepEmbedder(nn.Module):
         return self.mlp(sincos_1d(timesteps, self.frequency_dim))  # (N, hidden)
 
 
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v over (N, heads, L, d); `mask` (Lq, Lk) bool, True = may attend.
+
+    On CUDA: PyTorch's fused kernels. On CPUs the sequences are short (31 frames, 64 patches), where
+    the explicit form with the softmax in fp32 is the faster one, and the fused CPU kernel's
+    backward under bf16 autocast is 7 x slower than this (measured on the project's CPU).
+    """
+    if q.is_cuda:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (N, heads, Lq, Lk)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.float().softmax(dim=-1).to(v.dtype) @ v
+
+
+ACTIVATIONS = {"gelu_tanh": lambda: nn.GELU(approximate="tanh"), "gelu": lambda: nn.GELU()}
+
+
 class Attention(nn.Module):
     def __init__(self, hidden: int, heads: int) -> None:
         super().__init__()
@@ -69,7 +89,7 @@ class Attention(nn.Module):
         return qkv[0], qkv[1], qkv[2]
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (N, heads, Lq, head_dim)
+        out = attention(q, k, v, mask)  # (N, heads, Lq, head_dim)
         n, _, length, _ = out.shape
         return self.proj(out.transpose(1, 2).reshape(n, length, -1))  # (N, Lq, D)
 
@@ -80,7 +100,7 @@ class Attention(nn.Module):
 class VegeBlock(nn.Module):
     """Spatial attention -> temporal attention (with static token) -> MLP, all adaLN-Zero."""
 
-    def __init__(self, hidden: int, heads: int, mlp_ratio: float) -> None:
+    def __init__(self, hidden: int, heads: int, mlp_ratio: float, activation: str = "gelu_tanh") -> None:
         super().__init__()
         self.norm_s = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         self.attn_s = Attention(hidden, heads)
@@ -88,7 +108,7 @@ class VegeBlock(nn.Module):
         self.attn_t = Attention(hidden, heads)
         self.norm_m = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         width = int(hidden * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(hidden, width), nn.GELU(approximate="tanh"), nn.Linear(width, hidden))
+        self.mlp = nn.Sequential(nn.Linear(hidden, width), ACTIVATIONS[activation](), nn.Linear(width, hidden))
         self.norm_static = nn.LayerNorm(hidden, eps=1e-6)
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 9 * hidden))
         nn.init.zeros_(self.ada[-1].weight)  # adaLN-Zero: every block starts as the identity
@@ -179,7 +199,9 @@ class VegeNet(nn.Module):
         self.meteo_embed = nn.Sequential(nn.Linear(cfg.meteo_channels, d), nn.SiLU(), nn.Linear(d, d))
         self.null_meteo = nn.Parameter(torch.zeros(d))  # used when meteorology is dropped
         self.role_embed = nn.Embedding(2, d)  # 0 = context frame (clean), 1 = future frame (noised)
-        self.blocks = nn.ModuleList(VegeBlock(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
+        if cfg.date_channels:  # day of year and latitude -> adaLN condition, never dropped
+            self.date_embed = nn.Sequential(nn.Linear(cfg.date_channels, d), nn.SiLU(), nn.Linear(d, d))
+        self.blocks = nn.ModuleList(VegeBlock(d, cfg.heads, cfg.mlp_ratio, cfg.mlp_activation) for _ in range(cfg.depth))
         self.final = FinalLayer(d, c * ps * ps)
         nn.init.normal_(self.null_static, std=0.02)
         nn.init.normal_(self.null_meteo, std=0.02)
@@ -206,14 +228,22 @@ class VegeNet(nn.Module):
         frames = torch.arange(first_frame, first_frame + t, device=z.device)
         return x + pos[None, None] + sincos_1d(frames, self.cfg.hidden).to(x)[None, :, None]
 
-    def _conditions(self, timesteps: torch.Tensor, meteo: torch.Tensor, keep: torch.Tensor, first_frame: int) -> torch.Tensor:
-        """Per-frame adaLN condition (B, T, D): timestep + role + meteorology (or its null token)."""
+    def _conditions(
+        self, timesteps: torch.Tensor, meteo: torch.Tensor, keep: torch.Tensor, first_frame: int,
+        dates: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Per-frame adaLN condition (B, T, D): timestep + role + meteorology (or its null token) + date."""
         b, t, _ = meteo.shape
         frames = torch.arange(first_frame, first_frame + t, device=meteo.device)
         roles = (frames >= self.cfg.context_frames).long()
         frame_t = torch.where(roles.bool()[None], timesteps.view(b, 1).float(), torch.zeros(b, t, device=meteo.device))
         cond = self.t_embed(frame_t.flatten()).view(b, t, -1) + self.role_embed(roles)[None]
-        return cond + torch.where(keep.view(b, 1, 1), self.meteo_embed(meteo), self.null_meteo.view(1, 1, -1))
+        cond = cond + torch.where(keep.view(b, 1, 1), self.meteo_embed(meteo), self.null_meteo.view(1, 1, -1))
+        if self.cfg.date_channels:
+            if dates is None:
+                raise ValueError(f"this model needs dates (B, T, {self.cfg.date_channels}): model/inputs.py date_features")
+            cond = cond + self.date_embed(dates.to(cond.dtype))  # (B, T, D)
+        return cond
 
     def embed_static(self, static: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """(B, S, H, W) static layers -> (B, P, D) tokens; rows with keep=False get the null token."""
@@ -241,19 +271,21 @@ class VegeNet(nn.Module):
         meteo: torch.Tensor,
         static: torch.Tensor,
         keep_cond: torch.Tensor,
+        dates: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict eps of the future frames in one pass (training).
 
         z (B, T, C, h, w): clean context latents followed by noised future latents;
         timesteps (B,) DDPM timesteps of the future frames (float, 0..999);
         meteo (B, T, 24) standardised meteorology; static (B, 5, 8h, 8w);
-        keep_cond (B,) bool: False drops meteorology and static layers (classifier-free guidance).
+        keep_cond (B,) bool: False drops meteorology and static layers (classifier-free guidance);
+        dates (B, T, date_channels) date features (models with date_channels only).
         Returns eps (B, T_future, C, h, w).
         """
         _, t, _, h, w = z.shape
         ctx = self.cfg.context_frames
         x = self._embed_frames(z, 0)  # (B, T, P, D)
-        cond = self._conditions(timesteps, meteo, keep_cond, 0)  # (B, T, D)
+        cond = self._conditions(timesteps, meteo, keep_cond, 0, dates)  # (B, T, D)
         static_tokens = self.embed_static(static, keep_cond)  # (B, P, D)
         mask = self._temporal_mask(t, z.device)
         for block in self.blocks:
@@ -262,17 +294,19 @@ class VegeNet(nn.Module):
         return self.unpatchify(out, h, w)
 
     def encode_context(
-        self, context: torch.Tensor, *, meteo: torch.Tensor, static: torch.Tensor, keep_cond: torch.Tensor
+        self, context: torch.Tensor, *, meteo: torch.Tensor, static: torch.Tensor, keep_cond: torch.Tensor,
+        dates: torch.Tensor | None = None,
     ) -> list[KV]:
         """Run the context stream once (causal_context only): per-block temporal keys/values.
 
-        context (B, K, C, h, w); meteo (B, K, 24) of the context frames; static (B, 5, H, W).
+        context (B, K, C, h, w); meteo (B, K, 24) and dates (B, K, date_channels) of the context
+        frames; static (B, 5, H, W).
         """
         if not self.cfg.causal_context:
             raise RuntimeError("encode_context needs causal_context=True")
         b = context.shape[0]
         x = self._embed_frames(context, 0)
-        cond = self._conditions(torch.zeros(b, device=context.device), meteo, keep_cond, 0)
+        cond = self._conditions(torch.zeros(b, device=context.device), meteo, keep_cond, 0, dates)
         static_tokens = self.embed_static(static, keep_cond)
         cache = []
         for block in self.blocks:
@@ -288,6 +322,7 @@ class VegeNet(nn.Module):
         meteo: torch.Tensor,
         keep_cond: torch.Tensor,
         cache: list[KV],
+        dates: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """eps of the noised future (B, F, C, h, w) given a context cache from encode_context.
 
@@ -297,7 +332,7 @@ class VegeNet(nn.Module):
         _, _, _, h, w = future.shape
         ctx = self.cfg.context_frames
         x = self._embed_frames(future, ctx)
-        cond = self._conditions(timesteps, meteo, keep_cond, ctx)
+        cond = self._conditions(timesteps, meteo, keep_cond, ctx, dates)
         for block, kv in zip(self.blocks, cache, strict=False):
             x = block.forward_future(x, cond, kv)
         return self.unpatchify(self.final(x, cond), h, w)

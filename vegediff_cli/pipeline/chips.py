@@ -39,9 +39,10 @@ class ChipBatch:
 
     context: np.ndarray  # (B, K, 4, H, W) reflectance of the K context frames, NaN where missing
     valid: np.ndarray  # (B, K, H, W) clear-sky flags of the context frames
-    meteo: np.ndarray  # (B, K+F, 24) standardised meteorology (zeros where unknown)
+    meteo: np.ndarray  # (B, K+F, 24) standardised meteorology (zeros where unknown), or (M, B, K+F, 24) per member
     static: np.ndarray  # (B, 5, H, W) normalised static layers
     seeds: list[int]  # one seed per chip: its noise does not depend on the batch it is in
+    dates: np.ndarray | None = None  # (B, K+F, 3) date features (model/inputs.py), for models that read them
 
     def __len__(self) -> int:
         return len(self.seeds)
@@ -52,11 +53,14 @@ class ChipBatch:
         if extra <= 0:
             return self
 
-        def grow(values: np.ndarray) -> np.ndarray:
-            return np.concatenate([values, np.repeat(values[-1:], extra, axis=0)])
+        def grow(values: np.ndarray, axis: int = 0) -> np.ndarray:
+            last = np.take(values, [values.shape[axis] - 1], axis=axis)
+            return np.concatenate([values, np.repeat(last, extra, axis=axis)], axis=axis)
 
-        return ChipBatch(grow(self.context), grow(self.valid), grow(self.meteo), grow(self.static),
-                         [*self.seeds, *[self.seeds[-1]] * extra])
+        meteo = grow(self.meteo, axis=1 if self.meteo.ndim == 4 else 0)  # per-member meteorology: chips on axis 1
+        return ChipBatch(grow(self.context), grow(self.valid), meteo, grow(self.static),
+                         [*self.seeds, *[self.seeds[-1]] * extra],
+                         dates=grow(self.dates) if self.dates is not None else None)
 
 
 def chip_noise(seed: int, members: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -92,15 +96,8 @@ def forecast_chips(
         context = model.encode_frames(frames, batch=chunk).float()  # (B, K, C, h, w)
         latent_shape = (model.cfg.vegenet.horizon, *context.shape[2:])
         noise = torch.stack([chip_noise(s, settings.members, latent_shape)[m0:m1] for s in batch.seeds], dim=1)
-        future = model.sample(
-            context,
-            meteo=torch.from_numpy(batch.meteo).to(device),
-            static=torch.from_numpy(batch.static).to(device),
-            conditioned=conditioned,
-            members=m1 - m0,
-            settings=settings.sampler,
-            noise=noise.to(device=device, dtype=context.dtype),
-        ).float()  # (m, B, F, C, h, w)
+        future = _sample_members(model, context, batch, noise, conditioned=conditioned, settings=settings,
+                                 device=device, first=m0)  # (m, B, F, C, h, w)
         m, _, f = future.shape[:3]
         decoded = model.decode_frames(future.reshape(m * b, f, *future.shape[3:]), batch=chunk).float()
         decoded = decoded.view(m, b, f, *decoded.shape[2:])  # (m, B, F, 4, H, W)
@@ -109,3 +106,34 @@ def forecast_chips(
             blurred = model.decode_frames(context[:, -1:], batch=chunk)[:, 0].float()
             decoded = decoded + (reference - blurred)[None, :, None]
     return decoded.cpu().numpy()
+
+
+def _sample_members(model: VegeDiff, context: torch.Tensor, batch: ChipBatch, noise: torch.Tensor, *,
+                    conditioned: bool, settings: ChipSettings, device: torch.device, first: int = 0) -> torch.Tensor:
+    """(m, B, F, C, h, w) latents of members first .. first+m-1 (m = len(noise)); members with different
+    weather (scenarios) are sampled group by group.
+
+    Members sharing one meteorology run as one batch; each keeps the noise drawn for it from its
+    chip's seed, so a member's forecast does not depend on how the members were grouped or chunked.
+    """
+    count = noise.shape[0]
+    static = torch.from_numpy(batch.static).to(device)
+    noise = noise.to(device=device, dtype=context.dtype)
+    dates = None if batch.dates is None or not model.cfg.vegenet.date_channels else torch.from_numpy(batch.dates).to(device)
+    if batch.meteo.ndim == 3:
+        groups = [(list(range(count)), batch.meteo)]
+    else:
+        groups = {}
+        for j in range(count):
+            key = batch.meteo[first + j].tobytes()
+            groups.setdefault(key, ([], batch.meteo[first + j]))[0].append(j)
+        groups = list(groups.values())
+    out = None
+    for members, meteo in groups:
+        part = model.sample(context, meteo=torch.from_numpy(np.ascontiguousarray(meteo)).to(device), static=static,
+                            conditioned=conditioned, members=len(members), settings=settings.sampler,
+                            noise=noise[members], dates=dates).float()
+        if out is None:
+            out = part.new_empty((count, *part.shape[1:]))
+        out[members] = part
+    return out

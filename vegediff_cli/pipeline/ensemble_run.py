@@ -12,19 +12,25 @@ import datetime as dt
 import logging
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from .. import __version__
+from ..atomic import output_lock
 from ..config import DEFAULT_BELOW, DEFAULT_DROP
+from ..cube import provenance
 from ..cube.forecast_writer import VariableSpec, float_var, grid_writer, open_grid, small_chunk_cache
 from ..cube.readers import open_netcdf
 from ..cube.stream_cogs import export_cogs
 from ..errors import CorruptInputError, MissingVariableError, UsageError
 from ..progress import ProgressFactory, no_progress
+from ..qgis.folder import run_title, write_folder_project
+from ..resources import check_ensemble_memory
 from .ensemble import QUANTILES, check_levels, member_statistics, prob_below, prob_drop
 from .forecast import LAST_CLEAR, MEMBER, PRED
+from .forecast_outputs import default_cogs_folder, remove_stale_cogs
 
 log = logging.getLogger("vegediff.ensemble")
 STATISTICS = ("ndvi_mean", "ndvi_std", *QUANTILES)
@@ -48,10 +54,12 @@ class EnsembleSummary:
     below: tuple[float, ...]
     drop: tuple[float, ...]
     cog_files: int
+    up_to_date: bool = False  # the existing output was made from the same forecast and levels: kept
 
     def as_dict(self) -> dict:
         return {"output": str(self.output), "cogs": str(self.cogs) if self.cogs else None, "members": self.members,
-                "below": list(self.below), "drop": list(self.drop), "cog_files": self.cog_files}
+                "below": list(self.below), "drop": list(self.drop), "cog_files": self.cog_files,
+                "up_to_date": self.up_to_date}
 
 
 def forecast_members(path: str | os.PathLike) -> int:
@@ -90,14 +98,34 @@ def summarise_forecast(
     settings: EnsembleSettings = EnsembleSettings(),
     cogs: str | os.PathLike | None = None,
     progress: ProgressFactory = no_progress,
+    force: bool = False,
 ) -> EnsembleSummary:
-    """Statistics of every pixel's members, written to `output` (and COGs to `cogs`)."""
+    """Statistics of every pixel's members, written to `output` (and COGs to `cogs`).
+
+    Skipped when `output` was already made from this very forecast with the same levels (unless
+    `force`); the output is locked against concurrent runs while it is written.
+    """
+    output, cogs = Path(output), Path(cogs) if cogs is not None else None
+    with output_lock(output, *([cogs] if cogs is not None else []), what="summarised"):
+        summary = _summarise(Path(forecast), output, settings=settings, cogs=cogs, progress=progress, force=force)
+    if cogs is None:
+        remove_stale_cogs(default_cogs_folder(output), output)
+    return summary
+
+
+def _summarise(forecast: Path, output: Path, *, settings: EnsembleSettings, cogs: Path | None,
+               progress: ProgressFactory, force: bool) -> EnsembleSummary:
     try:
         below = check_levels(settings.below, option="--below", low=-1.0, high=1.0)
         drop = check_levels(settings.drop, option="--drop", low=0.0, high=2.0)
     except ValueError as exc:
         raise UsageError(str(exc), fix="NDVI thresholds lie in -1..1 and drops in 0..2") from exc
     members = forecast_members(forecast)
+    made = provenance.record("ensemble", {"forecast": forecast}, {"below": list(below), "drop": list(drop)})
+    if not force and provenance.up_to_date(output, made, cogs=cogs):
+        log.info("%s is up to date (made from this forecast with the same levels); --force redoes it", output)
+        return EnsembleSummary(output, cogs, members, below, drop, len(list(cogs.glob("*.tif"))) if cogs else 0,
+                               up_to_date=True)
     if members < 2:
         raise UsageError(f"{forecast} holds {members} member; ensemble statistics need at least 2",
                          fix="re-run `vegediff forecast --members 16`, or pass the cube with `--members 16`")
@@ -111,6 +139,8 @@ def summarise_forecast(
         if not with_drop:
             log.warning("%s has no %s: %s is not computed", Path(forecast).name, LAST_CLEAR, DROP)
         height, width, steps = ds.sizes["y"], ds.sizes["x"], ds.sizes["time"]
+        check_ensemble_memory(members=members, steps=steps, width=width, levels=len(below) + len(drop),
+                              statistics=len(STATISTICS))
         rows = _rows_per_block(members, steps, width, len(below) + len(drop), settings.memory_mb)
         attrs = {
             "Conventions": "CF-1.8", "title": "vegediff NDVI ensemble statistics", "source": "ensemble",
@@ -118,6 +148,7 @@ def summarise_forecast(
             "forecast": Path(forecast).name, "members": members,
             "below_thresholds": " ".join(f"{v:g}" for v in below), "drops": " ".join(f"{v:g}" for v in drop),
             **{k: ds.attrs[k] for k in PROVENANCE if k in ds.attrs},
+            **provenance.product_attrs(made),
         }
         coords = {"time": ds["time"].values, "threshold": np.asarray(below)}
         if with_drop:
@@ -139,7 +170,11 @@ def summarise_forecast(
                 bar.update(r.stop - r.start)
     finally:
         ds.close()
-    written = export_cogs(output, cog_layers(below, drop if with_drop else ()), cogs) if cogs is not None else []
+    project = partial(write_folder_project, name="ensemble", title=run_title("ensemble", Path(output)))
+    written = (export_cogs(output, cog_layers(below, drop if with_drop else ()), cogs, finish=project)
+               if cogs is not None else [])
+    if cogs is not None:
+        provenance.write_cog_marker(cogs, output, attrs)
     return EnsembleSummary(Path(output), Path(cogs) if cogs else None, members, below, drop if with_drop else (),
                            len(written))
 

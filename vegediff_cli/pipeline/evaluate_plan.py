@@ -11,11 +11,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import netCDF4
+import pandas as pd
+import xarray as xr
 
-from ..errors import InputNotFoundError, UsageError
+from ..cube import provenance
+from ..errors import CorruptInputError, InputNotFoundError, StaleInputError, UsageError
+from ..geo import normalise_tile
 from ..workdir import TileFiles
 from .evaluate_run import CubeJob
 
@@ -133,19 +138,72 @@ def plan_jobs(
     return jobs
 
 
+@dataclass
+class TilePlan:
+    """What `evaluate --tile` scores: a job, or why nothing can be scored yet."""
+
+    job: CubeJob | None  # None: no forecast of the tile has an observed date yet
+    output: Path  # <workdir>/<TILE>/evaluation
+    status: dict = field(default_factory=dict)  # "scored"/"nothing_scorable", forecast file, dates scored/pending
+
+
+def _frame_dates(path: Path) -> pd.DatetimeIndex:
+    """The time axis of a NetCDF file, from its header and time variable only."""
+    try:
+        with xr.open_dataset(path, engine="netcdf4", decode_timedelta=False) as ds:
+            return pd.DatetimeIndex(ds["time"].values).normalize()
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+        raise CorruptInputError(f"{path} has no readable time axis ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})",
+                                fix="re-run the step that made it") from exc
+
+
+def tile_candidates(files: TileFiles) -> list[tuple[Path, Path]]:
+    """(forecast.nc, ensemble.nc) of the tile, newest first: the current forecast, then history/<start>/."""
+    found = [(files.forecast, files.ensemble)] if files.forecast.exists() else []
+    if files.history.is_dir():
+        for folder in sorted((p for p in files.history.iterdir() if p.is_dir()), reverse=True):
+            if (folder / "forecast.nc").is_file():
+                found.append((folder / "forecast.nc", folder / "ensemble.nc"))
+    return found
+
+
 def tile_job(workdir: Path, tile: str, forecasts: Sequence[str], *, ensemble: Path | None,
-             baseline: str | None) -> tuple[CubeJob, Path]:
-    """`--tile`: cube.nc against forecast.nc (or the given forecasts), ensemble.nc when present; output evaluation/."""
+             baseline: str | None) -> TilePlan:
+    """`--tile`: cube.nc against the latest forecast with observed dates (forecast.nc or history/<start>/),
+    scored on those dates, with its ensemble.nc when present; output evaluation/.
+
+    With explicit --forecast files, they are scored as given (every date must be a cube frame).
+    """
     files = TileFiles.of(workdir, tile)
     if not files.cube.exists():
         raise InputNotFoundError(f"{files.cube} does not exist", fix=f"run `vegediff prepare --tile {tile}` first")
-    explicit = bool(forecasts)
-    if not explicit:
-        if not files.forecast.exists():
-            raise InputNotFoundError(f"{files.forecast} does not exist",
-                                     fix=f"run `vegediff forecast --tile {tile}` first, or pass --forecast FILE")
-        forecasts = [f"forecast={files.forecast}"]
-    if ensemble is None and not explicit and files.ensemble.exists():  # ensemble.nc belongs to forecast.nc
-        ensemble = files.ensemble
-    job = plan_jobs([files.cube], forecasts, ensemble=ensemble, baseline=baseline)[0]
-    return job, files.evaluation
+    if forecasts:
+        job = plan_jobs([files.cube], forecasts, ensemble=ensemble, baseline=baseline)[0]
+        return TilePlan(job, files.evaluation, {"status": "scored"})
+    candidates = tile_candidates(files)
+    if not candidates:
+        raise InputNotFoundError(f"{files.forecast} does not exist",
+                                 fix=f"run `vegediff forecast --tile {tile}` first, or pass --forecast FILE")
+    frames = _frame_dates(files.cube)
+    for forecast, own_ensemble in candidates:
+        dates = _frame_dates(forecast)
+        observed = dates[dates.isin(frames)]
+        if len(observed) == 0:
+            continue
+        chosen = ensemble if ensemble is not None else own_ensemble if own_ensemble.is_file() else None
+        if chosen is not None and provenance.stale_input(chosen, "forecast", forecast):
+            raise StaleInputError(f"{chosen} was made from another forecast than {forecast}",
+                                  fix=f"run `vegediff ensemble --tile {tile}` first (or pass --ensemble FILE)")
+        job = plan_jobs([files.cube], [f"forecast={forecast}"], ensemble=chosen, baseline=baseline)[0]
+        pending = dates[~dates.isin(frames)]
+        job = CubeJob(job.target, job.forecasts, job.ensemble,
+                      tuple(f"{d:%Y-%m-%d}" for d in observed) if len(pending) else None)
+        return TilePlan(job, files.evaluation, {
+            "status": "scored", "forecast_file": str(forecast), "ensemble_file": str(chosen) if chosen else None,
+            "dates_scored": [f"{d:%Y-%m-%d}" for d in observed], "dates_pending": [f"{d:%Y-%m-%d}" for d in pending]})
+    first = _frame_dates(candidates[0][0])
+    reason = (f"no forecast of tile {normalise_tile(tile)} has an observed date yet: {candidates[0][0].name} covers "
+              f"{first[0]:%Y-%m-%d} .. {first[-1]:%Y-%m-%d} and the cube ends {frames[-1]:%Y-%m-%d}")
+    return TilePlan(None, files.evaluation, {
+        "status": "nothing_scorable", "reason": reason, "forecast_file": str(candidates[0][0]),
+        "forecast_dates": [f"{d:%Y-%m-%d}" for d in first], "cube_last_date": f"{frames[-1]:%Y-%m-%d}"})

@@ -6,6 +6,7 @@ Output folder (written as a whole, atomically: it appears complete or not at all
     scores.csv     the same as a tidy table: scope, forecast, landcover, metric, value, n_pixels
     figures/       per cube: NDVI maps, RMSE maps, sample time series; per forecast: rank histogram,
                    reliability diagram (member / ensemble forecasts)
+    qgis/<cube>/   per cube: observed and forecast NDVI and RMSE maps as COGs, evaluation.qgs (evaluate_maps.py)
 """
 
 from __future__ import annotations
@@ -22,15 +23,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .. import plots
-from ..atomic import atomic_dir
+from ..atomic import atomic_dir, output_lock
 from ..cube.predictions import read_ensemble, read_forecast
 from ..cube.readers import open_cube
 from ..errors import NoValidDataError, UsageError
 from ..progress import ProgressFactory, no_progress
 from .evaluate import EvaluationSettings, Scores, merge_scores, score_cube
 from .evaluate_figures import cube_figures, safe_name
+from .evaluate_maps import write_cube_maps
 
 log = logging.getLogger("vegediff.evaluate")
+QGIS = "qgis"  # per cube: COG maps and a QGIS project (evaluate_maps.py)
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class CubeJob:
     target: Path  # the target cube (any format open_cube reads)
     forecasts: tuple[tuple[str, Path], ...]  # (name, forecast file) pairs
     ensemble: Path | None = None  # ensemble.nc, scored for reliability with the first forecast
+    dates: tuple[str, ...] | None = None  # score only these forecast dates (YYYY-MM-DD); None: all
 
     @property
     def cube(self) -> str:
@@ -66,6 +70,7 @@ class CubeOutcome:
     cube: str
     scores: dict[str, Scores] = field(default_factory=dict)
     figures: list[str] = field(default_factory=list)
+    project: str | None = None  # QGIS project of the cube's maps, relative to the output folder
     skipped: NoValidDataError | None = None
 
 
@@ -94,8 +99,9 @@ class Report:
 def evaluate_job(job: CubeJob, options: RunOptions, figures: Path | None) -> CubeOutcome:
     """Score one cube (runs in a worker process); a cube with nothing to score comes back as skipped."""
     target = open_cube(job.target)
-    forecasts = {name: read_forecast(path) for name, path in job.forecasts}
-    ensembles = {job.forecasts[0][0]: read_ensemble(job.ensemble)} if job.ensemble is not None else None
+    forecasts = {name: _dates(read_forecast(path), job.dates) for name, path in job.forecasts}
+    ensembles = ({job.forecasts[0][0]: _dates(read_ensemble(job.ensemble), job.dates)}
+                 if job.ensemble is not None else None)
     try:
         scores, maps, baselines = score_cube(target, forecasts, cube=job.cube, baseline=options.baseline,
                                              ensembles=ensembles, settings=options.settings)
@@ -105,7 +111,19 @@ def evaluate_job(job: CubeJob, options: RunOptions, figures: Path | None) -> Cub
     if figures is not None:
         drawn = cube_figures(target, {**forecasts, **baselines}, maps, figures, cube=job.cube)
         outcome.figures = [p.name for p in drawn]
+        project = write_cube_maps(target, forecasts, maps, figures.parent / QGIS / safe_name(job.cube), cube=job.cube)
+        outcome.project = project.relative_to(figures.parent).as_posix() if project else None
     return outcome
+
+
+def _dates(ds, dates: tuple[str, ...] | None):
+    """`ds` restricted to `dates` (the forecast dates already observed), or unchanged."""
+    if dates is None:
+        return ds
+    import pandas as pd
+
+    keep = pd.DatetimeIndex(ds["time"].values).normalize().isin(pd.DatetimeIndex(dates))
+    return ds.isel(time=keep.nonzero()[0])
 
 
 def _run_all(jobs: Sequence[CubeJob], options: RunOptions, figures: Path | None,
@@ -156,7 +174,10 @@ def evaluate_jobs(jobs: Sequence[CubeJob], output: Path, *, options: RunOptions 
     """Score every job and write scores.json, scores.csv and figures/ into `output` (atomically)."""
     if not jobs:
         raise UsageError("no cube to evaluate", fix="pass --input CUBE or --tile TILE")
-    with atomic_dir(output) as tmp:
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"--output {output} is a file; evaluate writes a folder (scores.json, scores.csv, figures/)",
+                         fix="pass a folder name as --output")
+    with output_lock(output, what="evaluated"), atomic_dir(output) as tmp:
         figures = tmp / "figures" if options.plots else None
         outcomes = _run_all(jobs, options, figures, progress)
         skipped = {o.cube: str(o.skipped) for o in outcomes if o.skipped is not None}
@@ -174,7 +195,8 @@ def evaluate_jobs(jobs: Sequence[CubeJob], output: Path, *, options: RunOptions 
         if figures is not None:
             names += [p.name for p in _pooled_figures(report, figures)]
         report.files = {"json": str(output / "scores.json"), "csv": str(output / "scores.csv"),
-                        "figures": [str(output / "figures" / n) for n in sorted(names)]}
+                        "figures": [str(output / "figures" / n) for n in sorted(names)],
+                        "qgis": [str(output / o.project) for o in scored if o.project]}
         (tmp / "scores.json").write_text(json.dumps(json_ready(report.to_dict()), indent=2, allow_nan=False) + "\n")
         write_table(report, tmp / "scores.csv")
     return report

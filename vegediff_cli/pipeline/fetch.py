@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -27,13 +27,16 @@ import rasterio
 import xarray as xr
 
 from ..config import BANDS, SCL, VALID
+from ..cube import provenance
 from ..cube.netcdf import chunk_cache, write_netcdf
 from ..cube.readers import open_netcdf
 from ..cube.schema import finalise, grid_coords
 from ..errors import CorruptInputError, NoValidDataError, UsageError
 from ..progress import ProgressFactory, no_progress
-from ..sources.area import FetchArea
+from ..redact import redact
+from ..sources.area import FetchArea, bbox_area
 from ..sources.cogs import RetryingDriver
+from ..sources.hrefs import DEFAULT_SCHEMES
 from ..sources.http import RetryPolicy
 from ..sources.sentinel2 import BOA_ADD_OFFSET, DEFAULT_CHUNK, dn_offset, load_acquisition
 from ..sources.signing import SasSigner
@@ -68,6 +71,7 @@ class FetchSettings:
     policy: RetryPolicy = field(default_factory=RetryPolicy)  # retries, back-off, timeouts
     sas_url: str | None = None  # Planetary Computer token endpoint (None: default or $VEGEDIFF_PC_SAS_URL)
     page_size: int = 100  # STAC search page size
+    href_schemes: tuple[str, ...] = DEFAULT_SCHEMES  # URL schemes asset hrefs may use (sources/hrefs.py)
 
 
 @dataclass
@@ -106,13 +110,46 @@ def check_dates(start: date, end: date, *, today: date | None = None) -> None:
         raise UsageError(f"--end {end} is before Sentinel-2 started ({SENTINEL2_START})", fix="pick 2015-06-23 or later")
 
 
+def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Area (square degrees) shared by two lon/lat boxes."""
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def native_area(area: FetchArea, scenes: list[SceneItem]) -> FetchArea:
+    """`--bbox` alone: the grid and name of the tile whose granules cover the bbox most, so they are
+    read on their own grid (as odc-stac does), not resampled onto the grid of the UTM zone that
+    happens to hold the bbox's centre; the output is then named after that tile."""
+    if area.query_tile:
+        return area
+    box = area.search_bbox
+    cover: dict[str, float] = {}
+    for scene in scenes:
+        if scene.tile:
+            cover[scene.tile] = cover.get(scene.tile, 0.0) + _overlap(scene.bbox, box)
+    if not cover:
+        return area
+    best = max(cover, key=lambda tile: (cover[tile], tile == area.tile, tile))
+    return area if best == area.tile else bbox_area(box, best)
+
+
+def native_request(request: FetchRequest, found: list[SceneItem]) -> FetchRequest:
+    area = native_area(request.area, found)
+    if area is not request.area:
+        log.info("--bbox: the items are on tile %s; fetching on its grid (not %s's)", area.tile, request.area.tile)
+    return request if area is request.area else replace(request, area=area)
+
+
 def plan_fetch(request: FetchRequest, *, settings: FetchSettings = FetchSettings(),
                stop: threading.Event | None = None) -> FetchPlan:
-    """Search the STAC API and decide which items make which frame; reads no pixels."""
+    """Search the STAC API and decide which items make which frame; reads no pixels.
+
+    With `--bbox` alone the plan's request carries the items' native tile and grid (native_area).
+    """
     check_dates(request.start, request.end)
     found = search_scenes(request.provider, request.area, start=request.start, end=request.end,
                           max_cloud=request.max_cloud, policy=settings.policy, stop=stop,
-                          page_size=settings.page_size)
+                          page_size=settings.page_size, href_schemes=settings.href_schemes)
+    request = native_request(request, found)
     if not found:
         where = f"tile {request.area.tile}" if request.area.query_tile else f"bbox {request.area.search_bbox}"
         cloud = f" with at most {request.max_cloud:g} % cloud cover" if request.max_cloud is not None else ""
@@ -124,7 +161,11 @@ def plan_fetch(request: FetchRequest, *, settings: FetchSettings = FetchSettings
     kept, dropped = drop_duplicates(found)
     for scene in dropped:
         log.info("dropping %s: a newer processing of the same acquisition is used", scene.id)
-    return FetchPlan(request=request, found=found, dropped=dropped, acquisitions=group_acquisitions(kept))
+    native = request.area.tile
+    # Granules of the native tile first: per pixel, the first granule with data is used (no resampling there).
+    acquisitions = [Acquisition(a.day, tuple(sorted(a.items, key=lambda s: (s.tile != native, s.id))))
+                    for a in group_acquisitions(kept)]
+    return FetchPlan(request=request, found=found, dropped=dropped, acquisitions=acquisitions)
 
 
 def _identity(acquisition: Acquisition, area: FetchArea) -> dict[str, Any]:
@@ -173,6 +214,7 @@ def fetch_cube(
 def _fetch_locked(request: FetchRequest, output: Path, store: PartStore, *, settings: FetchSettings, force: bool,
                   progress: ProgressFactory, stop: threading.Event) -> FetchResult:
     plan = plan_fetch(request, settings=settings, stop=stop)
+    request = plan.request  # with --bbox alone: on the items' native tile grid
     result = FetchResult(output=output, plan=plan)
     if force:
         store.remove()
@@ -300,7 +342,7 @@ def _provenance(plan: FetchPlan) -> dict[str, Any]:
     return {
         "title": f"Sentinel-2 L2A B02 B03 B04 B8A SCL at 20 m, tile {req.area.tile}",
         "tile": req.area.tile,
-        "stac_url": req.provider.url,
+        "stac_url": redact(req.provider.url),  # files are shared: no credentials in them
         "stac_provider": req.provider.name,
         "collection": req.provider.collection,
         "query_start": req.start.isoformat(),
@@ -312,4 +354,7 @@ def _provenance(plan: FetchPlan) -> dict[str, Any]:
         "harmonisation": HARMONISATION,
         "fetch_acquisitions": json.dumps(records),
         "history": f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} vegediff fetch",
+        **provenance.product_attrs(provenance.record(
+            "fetch", {"stac_url": redact(req.provider.url), "collection": req.provider.collection},
+            {"tile": req.area.tile, "grid": req.area.summary(), "acquisitions": [r["identity"] for r in records]})),
     }

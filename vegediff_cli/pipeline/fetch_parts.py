@@ -15,14 +15,11 @@ output has been assembled.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
 import shutil
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +31,7 @@ import rioxarray
 import xarray as xr
 from rasterio.windows import Window
 
-from ..atomic import PARTIAL_MARK, atomic_file, remove_partials
+from ..atomic import PARTIAL_MARK, atomic_file, output_lock, remove_partials
 from ..config import BANDS, DEFAULT_CLEAR_SCL, SCL, VALID
 from ..cube.schema import BAND_LONG_NAMES, grid_coords
 from ..errors import OutputError
@@ -117,35 +114,13 @@ class PartStore:
         self.output = output
         self.root = output.parent / f".{output.name}.parts"
 
-    @contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self) -> AbstractContextManager[None]:
         """Exclusive use of the output and its parts: overlapping cron runs must not interleave.
 
-        An flock on a hidden file next to the output; the kernel releases it when the process
-        ends, however it ends, so a killed run never leaves a stale lock.
+        An flock on a hidden file next to the output (atomic.output_lock); the kernel releases it
+        when the process ends, however it ends, and the file goes with the run that made it.
         """
-        path = self.output.parent / f".{self.output.name}.lock"
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(path, "a+")
-        except OSError as exc:
-            raise OutputError(f"cannot write next to {self.output} ({exc.strerror})",
-                              fix="choose a writable --output") from exc
-        try:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip() or "another process"
-                raise OutputError(f"{self.output} is being fetched by another vegediff run ({holder})",
-                                  fix="wait for it to finish (it resumes the same parts), or pass another --output") from None
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"pid {os.getpid()}")
-            handle.flush()
-            yield
-        finally:
-            handle.close()
+        return output_lock(self.output, what="fetched")
 
     def part(self, key: str) -> Path:
         return self.root / f"{key}.tif"

@@ -24,7 +24,9 @@ from pathlib import Path
 import xarray as xr
 
 from .. import __version__
-from ..config import BANDS
+from ..atomic import output_lock
+from ..config import BANDS, CHIP_SIZE
+from ..cube import provenance
 from ..cube.forecast_writer import (
     GridWriter,
     VariableSpec,
@@ -37,16 +39,41 @@ from ..cube.forecast_writer import (
 from ..cube.readers import open_cube
 from ..cube.schema import BAND_LONG_NAMES
 from ..cube.stream_cogs import export_cogs
+from ..cube.validate import check_reflectance
 from ..errors import UsageError
+from ..geo import chip_layout
 from ..model.device import pick_device, resolve_precision
+from ..model.presets import ModelConfig
+from ..model.vegediff import resolve_context_mix
 from ..model.weights import file_digest
 from ..progress import ProgressFactory, no_progress
-from .forecast_blocks import BlockResult, call_layout, chip_settings, default_rows
-from .forecast_model import ignored_meteo_variables, model_config, resolve_weights
-from .forecast_plan import ForecastPlan, ForecastSettings, calls_in_flight_bytes, plan_forecast
+from ..qgis.folder import run_title, write_folder_project
+from ..resources import check_forecast_memory, forecast_memory
+from ..workdir import TileFiles
+from .forecast_blocks import BlockResult, call_layout, chip_settings, default_rows, layout_for
+from .forecast_model import ignored_meteo_variables, model_config, resolve_weights, spread_inflation
+from .forecast_outputs import (
+    DEFAULT_KEEP_HISTORY,
+    check_cube_is_fresh,
+    default_cogs_folder,
+    existing_summary,
+    forecast_record,
+    remove_stale_cogs,
+    retire_previous,
+)
+from .forecast_plan import (
+    ForecastPlan,
+    ForecastSettings,
+    bytes_per_pixel,
+    calls_in_flight_bytes,
+    check_settings,
+    plan_forecast,
+)
 from .forecast_runtime import check_runtime_options, choose_runtime, usable_cores
 from .forecast_stream import stream_blocks
 from .forecast_workers import local_runner, peak_rss_mib
+from .observed import write_context_cogs
+from .tiling import ALIGN, stripe_width
 
 log = logging.getLogger("vegediff.forecast")
 PRED, MEMBER, CLEAR_COUNT, LAST_CLEAR = "ndvi_pred", "ndvi_member", "context_clear_count", "ndvi_last_clear"
@@ -65,7 +92,8 @@ class ForecastJob:
     cube: Path  # prepared cube, GreenEarthNet / EarthNet2021x minicube or EarthNet2021 sample
     output: Path  # forecast.nc to write
     cogs: Path | None = None  # folder for one NDVI COG per step; None: no COGs
-    weather: Path | None = None  # --weather file for the future meteorology
+    weather: str | Path | None = None  # --weather: a NetCDF file, or auto / open-meteo / scenarios / none (pipeline/weather.py)
+    tile: TileFiles | None = None  # the tile folder when the job works in a working directory (--tile)
 
 
 @dataclass
@@ -79,15 +107,27 @@ class ForecastSummary:
     chips_in_layout: int
     seconds: float
     attrs: dict = field(default_factory=dict)
+    up_to_date: bool = False  # the existing output was made from the same inputs and settings: kept
     runtime: dict = field(default_factory=dict)  # Runtime.as_dict() (processes, threads, compiled) and peak memory
 
     def as_dict(self) -> dict:
         return {
-            "output": str(self.output), "cogs": str(self.cogs) if self.cogs else None, "dates": self.dates,
+            "output": str(self.output), "cogs": str(self.cogs) if self.cogs else None, "up_to_date": self.up_to_date,
+            "dates": self.dates,
             "members": self.members, "meteo_source": self.meteo_source, "chips_computed": self.chips,
             "chips_in_layout": self.chips_in_layout, "seconds": round(self.seconds, 2),
-            "precision": self.attrs.get("precision"), "runtime": self.runtime,
+            "precision": self.attrs.get("precision"),
+            "meteo_source_per_step": self.attrs.get("meteo_source_per_step", "").split(),
+            "weather_per_member_step": self.weather_per_member_step(), "runtime": self.runtime,
         }
+
+    def weather_per_member_step(self) -> list[list[str]] | None:
+        """(members, steps) the weather each member used at each step; None without scenarios."""
+        members = [m for m in str(self.attrs.get("weather_per_member", "")).split("|") if m]
+        if not members:
+            return None
+        steps = str(self.attrs.get("meteo_source_per_step", "")).split()
+        return [[label if step == "scenario" else step for step in steps] for label in members]
 
 
 def output_variables(members: int) -> list[VariableSpec]:
@@ -103,7 +143,7 @@ def output_variables(members: int) -> list[VariableSpec]:
     return specs
 
 
-def output_attrs(job: ForecastJob, plan: ForecastPlan, *, weights: Path, model_name: str) -> dict:
+def output_attrs(job: ForecastJob, plan: ForecastPlan, *, weights: Path, cfg: ModelConfig) -> dict:
     s, times = plan.settings, plan.times
     return {
         "Conventions": "CF-1.8",
@@ -114,11 +154,11 @@ def output_attrs(job: ForecastJob, plan: ForecastPlan, *, weights: Path, model_n
         "input": job.cube.name,
         "weights": weights.name,
         "weights_sha256": file_digest(weights),
-        "model": model_name,
+        "model": cfg.name,
         "sampler": s.sampler.sampler,
         "steps": s.sampler.steps,
         "guidance_scale": s.sampler.guidance_scale if plan.conditioned else 1.0,
-        "context_mix": s.sampler.context_mix,
+        "context_mix": resolve_context_mix(s.sampler, cfg),
         "precision": s.precision,  # resolved (fp32/bf16) for local runs; "auto" on a cluster: each worker's device decides
         "seed": s.seed,
         "members": s.members,
@@ -131,6 +171,11 @@ def output_attrs(job: ForecastJob, plan: ForecastPlan, *, weights: Path, model_n
         "meteo_source": plan.meteo.source,
         "meteo_source_per_step": " ".join(plan.meteo.per_step),
         "meteo_ignored": " ".join(plan.meteo.ignored),  # variables the weights hardly saw: left at the E-OBS mean
+        "spread_inflation": " ".join(f"{f:.3f}" for f in plan.spread_inflation) if plan.spread_inflation else "none",
+        # Weather scenarios: member m used weather_per_member[m] at the steps marked "scenario" above.
+        "weather_per_member": "|".join(plan.meteo.scenario_labels[m % len(plan.meteo.scenario_labels)]
+                                       for m in range(s.members)) if plan.meteo.per_member else "",
+        "meteo_attribution": plan.meteo.attribution,
         "forecast_start": f"{times.dates[0]:%Y-%m-%d}",
         "context_dates": " ".join(f"{d:%Y-%m-%d}" for d in times.context_dates),
     }
@@ -156,9 +201,26 @@ class _Prepared:
     attrs: dict
 
 
+def check_memory(cube: xr.Dataset, cfg, settings: ForecastSettings, *, device_type: str) -> None:
+    """Refuse a forecast whose members, batch or model cannot fit --memory-mb and the free memory,
+    before the model is built or any block allocated (vegediff_cli/resources.py)."""
+    check_settings(settings, cfg)  # the values themselves first (--members 0 ...)
+    width, height = int(cube.sizes["x"]), int(cube.sizes["y"])
+    per_pixel = bytes_per_pixel(settings.members, settings.horizon, cfg.vegenet.context_frames)
+    overlap = settings.overlap if 0 <= settings.overlap < CHIP_SIZE // 2 else 0  # checked with the plan
+    chips = len(chip_layout(max(height, CHIP_SIZE), max(width, CHIP_SIZE), overlap=overlap))
+    stripe = settings.stripe_cols or stripe_width(width, bytes_per_pixel=per_pixel, band_rows=settings.band_rows,
+                                                  budget_bytes=settings.memory_mb * 2**20)
+    layout = layout_for(settings.members, settings.batch_size, rows_per_call=default_rows(device_type))
+    estimate = forecast_memory(cfg, members=layout.member_chunk, chips_per_call=min(chips, layout.chips_per_call),
+                               width=width, stripe=stripe, band_rows=settings.band_rows, bytes_per_pixel=per_pixel,
+                               align=ALIGN)
+    check_forecast_memory(estimate, members=settings.members, memory_mb=settings.memory_mb)
+
+
 @contextlib.contextmanager
 def _prepare(jobs: list[ForecastJob], weights: Path, settings: ForecastSettings, workers: int,
-             reserved_bytes: float = 0.0) -> Iterator[list[_Prepared]]:
+             device_type: str = "cpu", reserved_bytes: float = 0.0) -> Iterator[list[_Prepared]]:
     """Open every cube and plan every job first: bad input fails before any long computation."""
     cfg = model_config(weights)
     ignore_meteo = ignored_meteo_variables(weights)
@@ -169,12 +231,15 @@ def _prepare(jobs: list[ForecastJob], weights: Path, settings: ForecastSettings,
         prepared = []
         for job in jobs:
             cube = stack.enter_context(contextlib.closing(open_cube(job.cube)))
+            check_memory(cube, cfg, settings, device_type=device_type)
             plan = plan_forecast(cube, cfg, settings, weather=job.weather, workers=workers, ignore_meteo=ignore_meteo,
-                                 reserved_bytes=reserved_bytes)
+                                 reserved_bytes=reserved_bytes,
+                                 spread_inflation=spread_inflation(weights, settings.horizon))
+            check_reflectance(cube, source=str(job.cube), frames=plan.times.context_index, what="the context frames")
             log.info("%s: %d chips (%d with vegetation and clear context) in %d stripe(s) x %d band(s); meteorology: %s",
                      job.cube.name, len(plan.tiles.chips), len(plan.active), len(plan.tiles.stripes),
                      len(plan.tiles.bands), plan.meteo.source)
-            prepared.append(_Prepared(job, cube, plan, output_attrs(job, plan, weights=weights, model_name=cfg.name)))
+            prepared.append(_Prepared(job, cube, plan, output_attrs(job, plan, weights=weights, cfg=cfg)))
         yield prepared
 
 
@@ -217,9 +282,13 @@ def run_forecasts(
     threads: int | None = None,
     compile: str = "auto",
     progress: ProgressFactory = no_progress,
+    force: bool = False,
+    keep_history: int = DEFAULT_KEEP_HISTORY,
 ) -> list[ForecastSummary]:
     """Forecast every job; with `scheduler` (a Dask address or "local") the blocks run on a cluster.
 
+    A job whose output is up to date (same inputs and settings, pipeline/forecast_outputs.py) is
+    skipped unless `force`; every output is locked against concurrent runs while it is written.
     `workers` (model processes; 0: this process), `threads` (torch threads per process) and `compile`
     (auto, on, off) default to pipeline/forecast_runtime.py's policy; the choice is recorded in the
     output's attributes and the summary.
@@ -228,14 +297,44 @@ def run_forecasts(
         raise UsageError("nothing to forecast", fix="pass --tile TILE or --input CUBE")
     check_runtime_options(workers=workers, threads=threads, compile=compile)
     began = time.perf_counter()
+    outputs = [job.output.resolve() for job in jobs]
+    if len(set(outputs)) < len(outputs):
+        raise UsageError("two forecasts would write the same output file", fix="give each input its own --output")
     weights_path = resolve_weights(weights)
+    torch_device = pick_device(device) if scheduler is None else None
+    if torch_device is not None:
+        settings = replace(settings, precision=resolve_precision(settings.precision, torch_device))
+    with contextlib.ExitStack() as locks:
+        for job in jobs:
+            locks.enter_context(output_lock(job.output, *([job.cogs] if job.cogs else []), what="forecast"))
+        records, done, todo = [], {}, []
+        for index, job in enumerate(jobs):
+            if job.tile is not None:
+                check_cube_is_fresh(job.tile, job.cube)
+            records.append(forecast_record(job.cube, weights_path, job.weather, settings))
+            if not force and provenance.up_to_date(job.output, records[index], cogs=job.cogs):
+                log.info("%s is up to date (same cube, weights and settings); --force redoes it", job.output)
+                known = existing_summary(job.output)
+                done[index] = ForecastSummary(job.output, job.cogs, known["dates"], known["members"],
+                                              known["meteo_source"], 0, 0, time.perf_counter() - began,
+                                              known["attrs"], up_to_date=True)
+            else:
+                todo.append(index)
+        if todo:
+            ran = _run([jobs[i] for i in todo], [records[i] for i in todo], weights_path, settings, torch_device,
+                       device, scheduler, workers, progress, keep_history, began, threads=threads, compile=compile)
+            done.update(zip(todo, ran, strict=True))
+        return [done[i] for i in range(len(jobs))]
+
+
+def _run(jobs: list[ForecastJob], records: list[dict], weights_path: Path, settings: ForecastSettings,
+         torch_device, device: str, scheduler: str | None, workers: int | None, progress: ProgressFactory, keep_history: int,
+         began: float, *, threads: int | None = None, compile: str = "auto") -> list[ForecastSummary]:
     with contextlib.ExitStack() as stack:
         stack.enter_context(small_chunk_cache())
         if scheduler is None:
-            torch_device = pick_device(device)
-            settings = replace(settings, precision=resolve_precision(settings.precision, torch_device))
             rows = default_rows(torch_device.type)
-            prepared = stack.enter_context(_prepare(jobs, weights_path, settings, 1,
+            prepared = stack.enter_context(_prepare(jobs, weights_path, settings, 1, torch_device.type,
                                                     _calls_reserve(weights_path, settings, rows, workers)))
             total, chip_members, calls = _workload(prepared, lambda plan: call_layout(plan, rows_per_call=rows))
             first = prepared[0].plan
@@ -258,11 +357,13 @@ def run_forecasts(
             runtime = choose_runtime(units=calls, chip_members=chip_members, device_type=device_type,
                                      workers=n_workers, threads=1, compile=compile, rows_per_call=rows)
         log.info("runtime: %s", runtime.reason)
-        for item in prepared:
+        for item, made in zip(prepared, records, strict=True):
+            item.attrs.update(provenance.product_attrs(made))
             item.attrs.update(runtime.attrs())
         computed = [0] * len(prepared)
         bar = stack.enter_context(progress(total, "forecast chips"))
         writers = stack.enter_context(_writers(prepared))
+        stack.enter_context(_on_success(lambda: _retire(prepared, keep_history)))  # runs before the renames
         if scheduler is None:
             for index, item in enumerate(prepared):
                 layout = call_layout(item.plan, rows_per_call=rows)
@@ -281,15 +382,23 @@ def run_forecasts(
                 write_block(writers[index], result)
                 computed[index] += result.chips
                 bar.update(result.chips)
-    for item in prepared:
-        if item.job.cogs is not None:
-            write_forecast_cogs(item.job.output, item.job.cogs)
     memory = {"main_peak_rss_mib": peak_rss_mib(), "worker_peak_rss_mib": worker_peaks,
               "memory_mb": settings.memory_mb}
-    return [ForecastSummary(
-        item.job.output, item.job.cogs, [f"{d:%Y-%m-%d}" for d in item.plan.times.dates],
-        item.plan.settings.members, item.plan.meteo.source, computed[index], len(item.plan.tiles.chips),
-        time.perf_counter() - began, item.attrs, {**runtime.as_dict(), **memory}) for index, item in enumerate(prepared)]
+    summaries = []
+    for index, item in enumerate(prepared):
+        job = item.job
+        if job.cogs is not None:
+            write_forecast_cogs(job.output, job.cogs, cube=job.cube)
+            provenance.write_cog_marker(job.cogs, job.output, item.attrs)
+        in_tile = job.tile is not None and job.output == job.tile.forecast
+        stale = job.tile.forecast_cogs if in_tile else default_cogs_folder(job.output)
+        if stale != job.cogs:
+            remove_stale_cogs(stale, job.output)
+        summaries.append(ForecastSummary(
+            job.output, job.cogs, [f"{d:%Y-%m-%d}" for d in item.plan.times.dates],
+            item.plan.settings.members, item.plan.meteo.source, computed[index], len(item.plan.tiles.chips),
+            time.perf_counter() - began, item.attrs, runtime={**runtime.as_dict(), **memory}))
+    return summaries
 
 
 def _calls_reserve(weights: Path, settings: ForecastSettings, rows: int, workers: int | None) -> float:
@@ -301,11 +410,33 @@ def _calls_reserve(weights: Path, settings: ForecastSettings, rows: int, workers
                                  context_frames=cfg.context_frames, horizon=cfg.horizon, pickled=processes > 0)
 
 
-def write_forecast_cogs(forecast: Path, folder: Path) -> list[Path]:
-    """One NDVI COG per forecast step, streamed from the finished file (cube/stream_cogs.py)."""
+@contextlib.contextmanager
+def _on_success(action) -> Iterator[None]:
+    """Run `action` when the block ends without an exception."""
+    yield
+    action()
+
+
+def _retire(prepared: list[_Prepared], keep_history: int) -> None:
+    """Tile jobs: move the previous forecast's products aside just before the new files replace it."""
+    for item in prepared:
+        if item.job.tile is not None and item.job.output == item.job.tile.forecast:
+            retire_previous(item.job.tile, new_start=f"{item.plan.times.dates[0]:%Y-%m-%d}", keep=keep_history)
+
+
+def write_forecast_cogs(forecast: Path, folder: Path, *, cube: Path | None = None) -> list[Path]:
+    """One NDVI COG per forecast step, streamed from the finished file (cube/stream_cogs.py); with `cube`,
+    its observed context frames too; and the QGIS project and styles of them all (qgis/folder.py)."""
     with open_grid(forecast) as ds:
         tags = {"MEMBERS": str(ds.attrs.get("members", "")), "METEO_SOURCE": str(ds.attrs.get("meteo_source", ""))}
-    return export_cogs(forecast, [(PRED, {}, PRED)], folder, extra_tags=tags)
+        context_dates = str(ds.attrs.get("context_dates", "")).split()
+
+    def finish(staging: Path) -> None:  # the COG folder before it is renamed into place
+        if cube is not None:
+            write_context_cogs(cube, context_dates, staging)
+        write_folder_project(staging, name="forecast", title=run_title("forecast", forecast))
+
+    return export_cogs(forecast, [(PRED, {}, PRED)], folder, extra_tags=tags, finish=finish)
 
 
 __all__ = ["ForecastJob", "ForecastSettings", "ForecastSummary", "run_forecasts", "write_forecast_cogs"]

@@ -23,14 +23,19 @@ from ..config import BANDS, NIR, RED, VALID
 from ..cube.masks import ndvi
 from ..geo import Chip
 from ..model.device import resolve_precision
-from ..model.inputs import normalise_static
+from ..model.inputs import date_features, normalise_static
 from ..model.vegediff import VegeDiff
+from .calibration import inflate
 from .chips import ChipBatch, ChipSettings, forecast_chips
 from .forecast_plan import ForecastPlan
 from .forecast_runtime import ROWS_PER_CALL
 from .tiling import Block, blend_weights, chip_seed
 
 RED_INDEX, NIR_INDEX = BANDS.index(RED), BANDS.index(NIR)
+# Darkest clear reflectance a member may have: the clear red reflectance of the GreenEarthNet and
+# EarthNet2021x cubes in ../shared/data never goes below 0.0053 (0.01st percentile 0.0086; their NDVI
+# stays within -0.35 .. 0.97), so members keep |NDVI| < 1 (issue 11: 2 % of member values were +-1).
+REFLECTANCE_FLOOR = 0.005
 
 
 @dataclass
@@ -131,7 +136,11 @@ def chip_batch(window: Window, chips: list[Chip], plan: ForecastPlan) -> ChipBat
         centre_x = 0.5 * (plan.x[chip.col] + plan.x[col1 - 1])
         meteo.append(plan.meteo.at(centre_y, centre_x))
         seeds.append(chip_seed(plan.settings.seed, chip))
-    return ChipBatch(np.stack(context), np.stack(valid), np.stack(meteo).astype("float32"), np.stack(static), seeds)
+    meteo_batch = np.stack(meteo).astype("float32")  # (B, K+F, 24), or (B, M, K+F, 24) with weather scenarios
+    if meteo_batch.ndim == 4:
+        meteo_batch = np.ascontiguousarray(meteo_batch.transpose(1, 0, 2, 3))  # (M, B, K+F, 24)
+    dates = np.repeat(date_features(plan.times.model_dates, plan.latitude)[None], len(chips), axis=0)  # (B, K+F, 3)
+    return ChipBatch(np.stack(context), np.stack(valid), meteo_batch, np.stack(static), seeds, dates)
 
 
 def _blend(acc: Accumulator, col0: int, col1: int, chip: Chip, members: np.ndarray, weights: np.ndarray,
@@ -143,8 +152,9 @@ def _blend(acc: Accumulator, col0: int, col1: int, chip: Chip, members: np.ndarr
         return
     c = slice(left - chip.col, right - chip.col)
     w = weights[:rows, c]  # (r, w)
-    # Reflectance is never negative; clipping the decoder's small undershoots also keeps NDVI in [-1, 1].
-    reflectance = np.maximum(members[:, :, :, :rows, c], 0.0)  # (M, T, 4, r, w)
+    # The decoder undershoots a little; flooring at the darkest clear reflectance ever observed keeps
+    # NDVI inside the observed range instead of at exactly +-1 (a red of 0 gives NDVI 1).
+    reflectance = np.maximum(members[:, :, :, :rows, c], REFLECTANCE_FLOOR)  # (M, T, 4, r, w)
     r_out = slice(chip.row - acc.row0, chip.row - acc.row0 + rows)
     c_out = slice(left - col0, right - col0)
     acc.ndvi[:, :, r_out, c_out] += w * ndvi(reflectance[:, :, RED_INDEX], reflectance[:, :, NIR_INDEX])
@@ -178,10 +188,14 @@ class CallLayout:
 def call_layout(plan: ForecastPlan, *, rows_per_call: int) -> CallLayout:
     """`--batch-size B`: B chips with all their members per call; default: `rows_per_call` chip-members per call,
     members chunked when there are more (16 members -> 4 calls of 4 on CPU)."""
-    members = plan.settings.members
-    if plan.batch_size is not None:
-        return CallLayout(plan.batch_size, members)
-    chunk = min(members, rows_per_call)
+    return layout_for(plan.settings.members, plan.batch_size, rows_per_call=rows_per_call)
+
+
+def layout_for(members: int, batch_size: int | None, *, rows_per_call: int) -> CallLayout:
+    """call_layout before there is a plan (the memory check)."""
+    if batch_size is not None:
+        return CallLayout(batch_size, members)
+    chunk = max(1, min(members, rows_per_call))
     return CallLayout(max(1, rows_per_call // chunk), chunk)
 
 
@@ -253,7 +267,7 @@ class BlockBlender:
         next_carry = acc.rows(block.row1, acc.row1) if acc.row1 > block.row1 else None  # a copy: small
         clear_count, last_clear = _context_summary(self.inputs.window, block.row0, block.row1, block.col0, block.col1)
         result = _finish(block, acc, clear_count, last_clear, self.plan.settings.min_clear_context,
-                         len(self.inputs.chips))
+                         len(self.inputs.chips), self.plan.spread_inflation)
         return result, next_carry
 
 
@@ -284,7 +298,7 @@ def compute_block(
 
 
 def _finish(block: Block, acc: Accumulator, clear_count: np.ndarray, last_clear: np.ndarray,
-            min_clear: int, chips: int) -> BlockResult:
+            min_clear: int, chips: int, inflation: tuple[float, ...] | None = None) -> BlockResult:
     """Divide the block's rows of the sums by the weights, in place; NaN where no chip ran or the context is too cloudy."""
     rows = slice(0, block.row1 - block.row0)
     member_ndvi, bands, weight = acc.ndvi[:, :, rows], acc.bands[:, :, rows], acc.weight[rows]
@@ -295,4 +309,6 @@ def _finish(block: Block, acc: Accumulator, clear_count: np.ndarray, last_clear:
     member_ndvi[:, :, empty] = np.nan
     bands[:, :, empty] = np.nan
     mean = member_ndvi[0] if member_ndvi.shape[0] == 1 else member_ndvi.mean(axis=0)
+    if inflation is not None:  # calibrated spread about an unchanged mean (pipeline/calibration.py)
+        member_ndvi = inflate(member_ndvi, np.asarray(inflation, dtype="float32"))
     return BlockResult(block, mean, bands, member_ndvi, clear_count, last_clear, chips)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -11,25 +12,12 @@ import torch
 from ..config import BANDS, METEO_CHANNELS
 from ..errors import InputNotFoundError, ModelError
 from ..model.presets import ModelConfig
+from ..model.shipped import ENV_WEIGHTS, SHIPPED_WEIGHTS, default_weights, shipped_weights  # noqa: F401 (re-exported)
 from ..model.vegediff import VegeDiff
 from ..model.weights import load_weights, read_metadata
+from ..resources import check_model_size
 
-ENV_WEIGHTS = "VEGEDIFF_WEIGHTS"
-SHIPPED_WEIGHTS = "vegediff-small.safetensors"
 STATIC_CHANNELS = 5  # cop_dem, nasa_dem, alos_dem, esawc_lc, geom_cls (model/inputs.py STATIC_ORDER)
-
-
-def shipped_weights() -> Path:
-    """<repo>/weights/vegediff-small.safetensors, found relative to the installed package."""
-    import vegediff_cli
-
-    return Path(vegediff_cli.__file__).resolve().parents[1] / "weights" / SHIPPED_WEIGHTS
-
-
-def default_weights() -> Path:
-    """$VEGEDIFF_WEIGHTS when set, else the shipped weights."""
-    env = os.environ.get(ENV_WEIGHTS)
-    return Path(env) if env else shipped_weights()
 
 
 def resolve_weights(path: str | os.PathLike | None) -> Path:
@@ -52,7 +40,8 @@ def default_guidance(weights: str | os.PathLike | None) -> float:
     (the run itself then reports the weights problem)."""
     try:
         value = read_metadata(resolve_weights(weights)).get("recommended_guidance")
-        return float(value) if value is not None else PAPER_GUIDANCE
+        scale = float(value) if value is not None else PAPER_GUIDANCE
+        return scale if math.isfinite(scale) and scale >= 0 else PAPER_GUIDANCE
     except Exception:  # noqa: BLE001 - a missing or foreign file is reported by the forecast itself
         return PAPER_GUIDANCE
 
@@ -65,20 +54,41 @@ def ignored_meteo_variables(weights: str | os.PathLike) -> tuple[str, ...]:
     frames (the file's `meteo_coverage`; none for files without it). A forecast sets them to the
     E-OBS mean, as in training, rather than feeding values the model never learned to read: the
     shipped weights saw humidity, wind and radiation in 1 of 7 conditioned sequences."""
-    coverage = json.loads(read_metadata(weights).get("meteo_coverage", "{}"))
-    return tuple(v for v, fraction in coverage.items() if float(fraction) < MIN_METEO_COVERAGE)
+    text = _metadata(weights).get("meteo_coverage", "{}")
+    try:
+        coverage = json.loads(text)
+        return tuple(str(v) for v, fraction in coverage.items() if float(fraction) < MIN_METEO_COVERAGE)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ModelError(f"{weights} has malformed metadata: meteo_coverage {text[:80]!r}",
+                         fix="re-export the weights with `vegediff train` or scripts/select_weights.py") from exc
+
+
+def _metadata(path: str | os.PathLike) -> dict[str, str]:
+    try:
+        return read_metadata(path)
+    except Exception as exc:  # safetensors raises its own error type for files that are not safetensors
+        raise ModelError(f"{path} is not a readable weights file ({str(exc)[:160]})",
+                         fix="re-download or retrain it") from exc
+
+
+def spread_inflation(weights: str | os.PathLike, horizon: int) -> tuple[float, ...] | None:
+    """The member spread factors per forecast step the weights carry (fitted on validation data by
+    scripts/select_weights.py, pipeline/calibration.py); None for files without them."""
+    from .calibration import factors_from_metadata
+
+    factors = factors_from_metadata(read_metadata(weights), horizon)
+    return None if factors is None else tuple(float(f) for f in factors)
 
 
 def model_config(path: str | os.PathLike) -> ModelConfig:
     """The config stored in a weights file, read without loading its tensors, checked against the cube format."""
+    meta = _metadata(path)
     try:
-        meta = read_metadata(path)
         cfg = ModelConfig.from_dict(json.loads(meta["config"]))
-    except (KeyError, ValueError, OSError, TypeError) as exc:
-        raise ModelError(f"{path} is not a vegediff weights file ({type(exc).__name__}: {exc})",
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise ModelError(f"{path} is not a vegediff weights file ({type(exc).__name__}: {str(exc)[:160]})",
                          fix="use a file written by `vegediff train`") from exc
-    except Exception as exc:  # safetensors raises its own error type for non-safetensors files
-        raise ModelError(f"{path} is not a readable weights file ({exc})", fix="re-download or retrain it") from exc
+    check_model_size(cfg, source=str(path))  # before any tensor: a config may declare a huge model
     check_compatible(cfg, source=str(path))
     return cfg
 
@@ -105,6 +115,16 @@ def load_model(path: str | os.PathLike, device: torch.device) -> VegeDiff:
     (0.88 -> 0.62 CPU s per chip, small preset; results equal to 1e-6).
     """
     model_config(path)  # fails fast, with the cube-specific message, before reading tensors
-    model, _ = load_weights(path, device=device)
+    try:
+        model, _ = load_weights(path, device=device)
+    except RuntimeError as exc:  # tensors of other shapes than the config declares
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path} holds tensors that do not fit its own config ({reason})",
+                         fix="retrain or re-export the weights") from exc
+    bad = [name for name, tensor in model.state_dict().items()
+           if tensor.dtype.is_floating_point and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        raise ModelError(f"{path} holds NaN or infinite weights ({len(bad)} tensors, first {bad[0]})",
+                         fix="the training diverged or the file is damaged: use another weights file")
     model.vae.to(memory_format=torch.channels_last)
     return model

@@ -18,7 +18,7 @@ import xarray as xr
 
 from ..config import BANDS, CHIP_SIZE, LANDCOVER, STATIC_LAYERS, STEP_DAYS, VALID, SamplerSettings
 from ..cube.masks import vegetation_mask
-from ..cube.schema import grid_of
+from ..cube.schema import centre_latitude, grid_of
 from ..errors import NoValidDataError, UsageError
 from ..model.device import check_precision
 from ..model.presets import ModelConfig
@@ -47,6 +47,7 @@ class ForecastSettings:
     band_rows: int = 256  # rows per streamed block
     stripe_cols: int | None = None  # columns per stripe; None: the widest that fits memory_mb
     precision: str = "auto"  # inference precision: auto (bf16 where the device has it natively), fp32, bf16
+    calibrate_spread: bool = True  # widen members by the weights' spread_inflation (pipeline/calibration.py)
 
 
 def check_settings(settings: ForecastSettings, cfg: ModelConfig) -> None:
@@ -61,6 +62,9 @@ def check_settings(settings: ForecastSettings, cfg: ModelConfig) -> None:
         raise UsageError(f"--sampler '{settings.sampler.sampler}' is not one of {', '.join(SAMPLERS)}")
     if settings.sampler.steps < 1:
         raise UsageError(f"--steps {settings.sampler.steps} must be at least 1")
+    guidance = settings.sampler.guidance_scale
+    if not np.isfinite(guidance) or guidance < 0:
+        raise UsageError(f"--guidance {guidance} must be a finite number of 0 or more", fix="e.g. --guidance 1")
     check_precision(settings.precision)
     if settings.batch_size is not None and settings.batch_size < 1:
         raise UsageError(f"--batch-size {settings.batch_size} must be at least 1")
@@ -130,6 +134,8 @@ class ForecastPlan:
     y: np.ndarray  # (H,) cube y coordinates (chip centres for meteorology)
     x: np.ndarray  # (W,)
     batch_size: int | None  # chips per model call; None: forecast_blocks.call_layout's default
+    latitude: float = 45.0  # degrees north of the grid's centre (the model's date features)
+    spread_inflation: tuple[float, ...] | None = None  # member spread factor per step; None: raw members
 
     @property
     def conditioned(self) -> bool:
@@ -190,6 +196,7 @@ def plan_forecast(
     workers: int = 1,
     ignore_meteo: tuple[str, ...] = (),
     reserved_bytes: float = 0.0,
+    spread_inflation: tuple[float, ...] | None = None,
 ) -> ForecastPlan:
     """Check the request against the cube and the weights, and plan the blocks.
 
@@ -201,7 +208,7 @@ def plan_forecast(
     times = forecast_times(pd.DatetimeIndex(cube["time"].values), start=settings.start, horizon=settings.horizon,
                            context_frames=cfg.vegenet.context_frames, model_horizon=cfg.vegenet.horizon)
     meteo = resolve_meteo(cube, model_dates=times.model_dates, context_frames=cfg.vegenet.context_frames,
-                          requested=settings.horizon, weather=weather, ignore=ignore_meteo)
+                          requested=settings.horizon, weather=weather, ignore=ignore_meteo, members=settings.members)
     height, width = cube.sizes["y"], cube.sizes["x"]
     stripe = settings.stripe_cols
     if stripe is None:
@@ -222,4 +229,6 @@ def plan_forecast(
                                fix="forecast an area with vegetation, or a cube without esawc_lc to forecast every pixel")
     static_layers = tuple(name for name in STATIC_LAYERS if name in cube)
     return ForecastPlan(settings, times, meteo, tiles, active, static_layers,
-                        np.asarray(cube["y"].values, dtype="float64"), np.asarray(cube["x"].values, dtype="float64"), settings.batch_size)
+                        np.asarray(cube["y"].values, dtype="float64"), np.asarray(cube["x"].values, dtype="float64"),
+                        settings.batch_size, centre_latitude(cube),
+                        spread_inflation if settings.calibrate_spread and settings.members > 1 else None)

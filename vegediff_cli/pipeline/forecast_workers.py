@@ -207,10 +207,12 @@ def probe_call(model, *, layout: CallLayout, settings: ChipSettings, conditioned
     from .chips import forecast_chips
 
     chips, size = layout.chips_per_call, 128
-    frames = model.cfg.vegenet.context_frames
+    net = model.cfg.vegenet
+    frames = net.context_frames
+    dates = np.zeros((chips, frames + net.horizon, net.date_channels), "float32") if net.date_channels else None
     batch = ChipBatch(np.full((chips, frames, 4, size, size), 0.1, "float32"), np.ones((chips, frames, size, size), bool),
-                      np.zeros((chips, frames + model.cfg.vegenet.horizon, model.cfg.vegenet.meteo_channels), "float32"),
-                      np.zeros((chips, model.cfg.vegenet.static_channels, size, size), "float32"), list(range(chips)))
+                      np.zeros((chips, frames + net.horizon, net.meteo_channels), "float32"),
+                      np.zeros((chips, net.static_channels, size, size), "float32"), list(range(chips)), dates=dates)
     began = time.perf_counter()
     forecast_chips(model, batch, conditioned=conditioned, settings=settings, device=device,
                    member_range=(0, min(settings.members, layout.member_chunk)))

@@ -92,20 +92,48 @@ def _neighbours(axis: np.ndarray, value: float) -> tuple[list[int], list[float]]
 
 @dataclass(frozen=True)
 class MeteoInputs:
-    """Which source feeds each model frame; `at` gives a chip's standardised (K+F, 24) condition."""
+    """Which source feeds each model frame; `at` gives a chip's standardised condition.
+
+    With scenarios (``--weather auto|open-meteo|scenarios`` beyond the known weather), the frames
+    in `scenario_rows` differ per member: member m reads ``scenarios[m % len(scenarios)]``.
+    """
 
     frames: int  # model frames, context + future
     parts: tuple[tuple[np.ndarray, MeteoValues], ...]  # (model frame indices, their values) per source
     source: str  # meteo_source attribute: "cube", "climatology", "unconditional", the weather file, joined by "+"
-    per_step: tuple[str, ...]  # source of each requested forecast step
+    per_step: tuple[str, ...]  # source of each requested forecast step ("scenario" where members differ)
     conditioned: bool  # False: the unconditional model (no meteorology, no static layers)
     ignored: tuple[str, ...] = ()  # variables the weights were (almost) never trained with: always the mean
+    scenario_rows: np.ndarray | None = None  # (S,) model frame indices filled by scenarios
+    scenarios: tuple[MeteoValues, ...] = ()  # one per scenario (past year), at the dates of scenario_rows
+    scenario_labels: tuple[str, ...] = ()  # "era5 2019", ... one per scenario
+    members: int = 1  # ensemble members (scenario m % len(scenarios) feeds member m)
+    attribution: str = ""  # terms of the downloaded weather (Open-Meteo: CC BY 4.0), "" when none
+
+    @property
+    def per_member(self) -> bool:
+        return bool(self.scenarios)
+
+    def member_labels(self) -> list[list[str]]:
+        """(members, requested steps) the weather each member used at each step."""
+        rows = []
+        for m in range(self.members):
+            label = self.scenario_labels[m % len(self.scenario_labels)] if self.scenarios else ""
+            rows.append([label if step == "scenario" else step for step in self.per_step])
+        return rows
 
     def at(self, y: float, x: float) -> np.ndarray:
-        """(frames, 24) standardised meteorology at a chip centre; zeros (the mean) where unknown or ignored."""
+        """(frames, 24) standardised meteorology at a chip centre, or (members, frames, 24) with scenarios."""
         raw = np.full((self.frames, len(METEO_VARS), len(METEO_STATS)), np.nan, dtype="float32")
         for rows, values in self.parts:
             raw[rows] = values.at(y, x)
+        if self.scenarios:
+            per_member = np.repeat(raw[None], self.members, axis=0)
+            for m in range(self.members):
+                per_member[m, self.scenario_rows] = self.scenarios[m % len(self.scenarios)].at(y, x)
+            for var in self.ignored:
+                per_member[:, :, METEO_VARS.index(var)] = np.nan
+            return np.stack([standardise_meteo(r, self.frames) for r in per_member])
         for var in self.ignored:
             raw[:, METEO_VARS.index(var)] = np.nan
         return standardise_meteo(raw, self.frames)
@@ -217,26 +245,54 @@ def resolve_meteo(
     requested: int,
     weather: str | os.PathLike | None = None,
     ignore: tuple[str, ...] = (),
+    members: int = 1,
+    client=None,
 ) -> MeteoInputs:
-    """Choose the source of every model frame (see the module docstring); `ignore`d variables stay at the mean."""
+    """Choose the source of every model frame (see the module docstring); `ignore`d variables stay at the mean.
+
+    `weather`: None or "none" (no network), a NetCDF path, or an Open-Meteo mode (pipeline/weather.py:
+    "auto", "open-meteo", "scenarios"), which may download; `client` overrides the Open-Meteo endpoints.
+    """
+    from . import weather as online
+
     dates = pd.DatetimeIndex(model_dates).normalize()
     future = dates[context_frames:]
     start = future[0]
+    mode = online.check_mode(weather) if weather is not None else "none"
     from_cube = cube_meteo(cube)
-    from_weather = read_weather(weather, dates=dates, crs=cube.rio.crs) if weather is not None else None
-    weather_label = Path(weather).name if weather is not None else ""
-    if from_weather is not None and not from_weather.covered(future[:requested]).any():
-        first, last = from_weather.span or (from_weather.dates.min(), from_weather.dates.max())
-        raise UsageError(
-            f"--weather {weather_label} covers {first:%Y-%m-%d} to {last:%Y-%m-%d}, none of the forecast dates "
-            f"{future[0]:%Y-%m-%d} to {future[requested - 1]:%Y-%m-%d}",
-            fix="pass weather for the forecast period, or leave --weather out")
-    clim = climatology(from_cube, future, before=start) if from_cube is not None else None
-
+    from_weather = None
+    weather_label = ""
+    if mode is None:
+        from_weather = read_weather(weather, dates=dates, crs=cube.rio.crs)
+        weather_label = Path(weather).name
+        if not from_weather.covered(future[:requested]).any():
+            first, last = from_weather.span or (from_weather.dates.min(), from_weather.dates.max())
+            raise UsageError(
+                f"--weather {weather_label} covers {first:%Y-%m-%d} to {last:%Y-%m-%d}, none of the forecast dates "
+                f"{future[0]:%Y-%m-%d} to {future[requested - 1]:%Y-%m-%d}",
+                fix="pass weather for the forecast period, or leave --weather out")
+    known = scenario_set = None
+    attribution = ""
+    if mode in ("auto", "open-meteo", "scenarios"):
+        try:
+            known, scenario_set = _online(cube, dates, context_frames, requested, mode=mode, from_cube=from_cube,
+                                          members=members, client=client, weather=weather)
+            attribution = online.openmeteo.ATTRIBUTION
+        except online.openmeteo.Unreachable as exc:
+            if mode != "auto":  # weather asked for by name: no silent substitute
+                raise
+            log.warning("%s: forecasting without downloaded weather, as with --weather none "
+                        "(pass --weather open-meteo to require it)", exc.problem)
+            mode = "none"
+    clim = climatology(from_cube, future, before=start) if from_cube is not None and mode == "none" else None
+    use_cube_future = mode in ("none", "auto") or mode is None
+    known_label = known[0] if known else ""
+    future_order = [(weather_label, from_weather), ("cube", from_cube if use_cube_future else None),
+                    (known_label, known[1] if known else None), ("climatology", clim)]
+    context_order = [("cube", from_cube), (weather_label, from_weather), (known_label, known[1] if known else None)]
     labels = np.full(len(dates), "none", dtype=object)
     chosen: dict[str, tuple[MeteoValues, list[int]]] = {}
-    future_order = [(weather_label, from_weather), ("cube", from_cube), ("climatology", clim)]
-    context_order = [("cube", from_cube), (weather_label, from_weather)]
+    scenario_rows: list[int] = []
     for frame, date in enumerate(dates):
         order = context_order if frame < context_frames else future_order
         for label, values in order:
@@ -244,6 +300,10 @@ def resolve_meteo(
                 labels[frame] = label
                 chosen.setdefault(label, (values, []))[1].append(frame)
                 break
+        else:
+            if context_frames <= frame < context_frames + requested and scenario_set:
+                labels[frame] = "scenario"
+                scenario_rows.append(frame)
     per_step = tuple(str(v) for v in labels[context_frames:context_frames + requested])
     if all(label == "none" for label in per_step):
         log.info("no meteorology for the forecast dates: using the unconditional model")
@@ -253,7 +313,67 @@ def resolve_meteo(
         log.warning("no meteorology for %d forecast date(s) (first %s): the E-OBS mean is used there",
                     len(uncovered), uncovered[0])
     parts = tuple((np.asarray(rows), values.select(dates[rows])) for values, rows in chosen.values())
-    used = [label for label, _ in future_order if label in per_step]
+    used = [label for label, _ in future_order if label and label in per_step]
+    scenarios: tuple[MeteoValues, ...] = ()
+    scenario_labels: tuple[str, ...] = ()
+    if scenario_rows and scenario_set:
+        rows_dates = dates[scenario_rows]
+        scenarios = tuple(s.select(rows_dates) for _, s in scenario_set)
+        scenario_labels = tuple(label for label, _ in scenario_set)
+        used.append("scenarios (" + ", ".join(scenario_labels) + ")" if len(scenario_labels) > 1 else scenario_labels[0])
+        log.info("weather beyond the known period: %s", ", ".join(scenario_labels))
     if ignore:
         log.info("meteorology: %s left at the E-OBS mean (the weights were hardly trained with them)", " ".join(ignore))
-    return MeteoInputs(len(dates), parts, "+".join(used), per_step, True, tuple(ignore))
+    return MeteoInputs(len(dates), parts, "+".join(used), per_step, True, tuple(ignore),
+                       np.asarray(scenario_rows, dtype=int) if scenarios else None, scenarios, scenario_labels,
+                       members, attribution)
+
+
+def _series_values(series) -> MeteoValues:
+    return MeteoValues(series.dates, series.values[..., None, None].astype("float32"))
+
+
+def _online(cube: xr.Dataset, dates: pd.DatetimeIndex, context_frames: int, requested: int, *, mode: str,
+            from_cube: MeteoValues | None, members: int, client, weather: object = None):
+    """Known weather (label, MeteoValues) and scenarios [(label, MeteoValues)] for the frames that need them."""
+    from ..sources.openmeteo import OpenMeteo
+    from . import weather as online
+
+    client = client or OpenMeteo.from_env()
+    lon, lat = cube_centre_lonlat(cube)
+    now = online.today()
+    future = dates[context_frames:context_frames + requested]
+    covered_by_cube = from_cube.covered(dates) if from_cube is not None else np.zeros(len(dates), bool)
+    # Only the context and the requested steps: later model frames keep whatever covers them (else the mean).
+    need_known = [d for i, d in enumerate(dates[:context_frames + requested])
+                  if not (covered_by_cube[i] and (i < context_frames or mode == "auto"))]
+    if mode == "scenarios":
+        need_known = [d for d in need_known if d < future[0]]  # context frames only
+    known = None
+    if need_known:
+        series = online.known_weather(client, lon, lat, pd.DatetimeIndex(need_known), now=now)
+        if series is not None:
+            known = (series.label, _series_values(series))
+    known_dates = known[1].dates if known else pd.DatetimeIndex([])
+    rest = pd.DatetimeIndex([d for i, d in enumerate(future) if d not in known_dates
+                             and not (mode == "auto" and covered_by_cube[context_frames + i])])
+    scenario_set = []
+    if len(rest):
+        picked = online.chosen_years(weather)
+        scenario_set = [(s.label, _series_values(s))
+                        for s in online.scenarios(client, lon, lat, rest, members=members, now=now, years=picked)]
+    return known, scenario_set
+
+
+def cube_centre_lonlat(cube: xr.Dataset) -> tuple[float, float]:
+    """Longitude and latitude of the cube's centre."""
+    from rasterio.warp import transform as warp_transform
+
+    y, x = cube["y"].values, cube["x"].values
+    cy, cx = float((y.min() + y.max()) / 2), float((x.min() + x.max()) / 2)
+    crs = cube.rio.crs
+    if crs is None:
+        raise GeoreferenceError("the cube has no CRS, so its weather cannot be downloaded",
+                                fix="prepare the cube with vegediff prepare, or pass --weather FILE")
+    (lon,), (lat,) = warp_transform(crs, "EPSG:4326", [cx], [cy])
+    return float(lon), float(lat)

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from ..config import CONTEXT_FRAMES, NIR, RED, VALID
+from ..cube.cog import write_cog
 from ..cube.masks import ndvi
 from ..cube.netcdf import CHUNK_XY
+from ..cube.readers import open_cube
 from ..errors import UsageError
+from ..qgis.products import OBSERVED
 
 
 def observed_ndvi(cube: xr.Dataset, frames: Sequence[int] | np.ndarray, rows: slice = slice(None),
@@ -30,6 +36,36 @@ def observed_ndvi(cube: xr.Dataset, frames: Sequence[int] | np.ndarray, rows: sl
     valid = cube[VALID].isel(window).values.astype(bool)
     values = ndvi(red, nir).astype("float64")
     return np.clip(np.where(valid & np.isfinite(values), values, np.nan), -1.0, 1.0)
+
+
+def write_observed_cogs(cube: xr.Dataset, frames: Sequence[int], folder: str | os.PathLike) -> list[Path]:
+    """``observed_ndvi_<YYYY-MM-DD>.tif`` in `folder` for each frame index: clear-sky NDVI, nodata elsewhere.
+
+    One frame is held in memory at a time. A cube without a CRS gets none (a COG must be placed).
+    """
+    crs = cube.rio.crs
+    if crs is None or len(frames) == 0:
+        return []
+    transform = cube.rio.transform(recalc=True)
+    dates = pd.DatetimeIndex(cube["time"].values)
+    written = []
+    for index in frames:
+        date = f"{dates[index]:%Y-%m-%d}"
+        values = observed_ndvi(cube, [index])[0].astype("float32")
+        tags = {"DATE": dates[index].isoformat(), "VARIABLE": OBSERVED, "UNITS": "1", "FRAME": str(int(index))}
+        written.append(write_cog(values, Path(folder) / f"{OBSERVED}_{date}.tif", crs=crs.to_string(),
+                                 transform=transform, description=f"observed NDVI (clear sky) {date}", tags=tags))
+    return written
+
+
+def write_context_cogs(cube_path: str | os.PathLike, dates: Sequence[str], folder: str | os.PathLike) -> list[Path]:
+    """write_observed_cogs for the frames of the cube at `dates` (YYYY-MM-DD; dates it lacks are skipped)."""
+    cube = open_cube(cube_path)
+    try:
+        found = pd.DatetimeIndex(cube["time"].values).normalize().get_indexer(pd.DatetimeIndex(list(dates)))
+        return write_observed_cogs(cube, [int(i) for i in found if i >= 0], folder)
+    finally:
+        cube.close()
 
 
 def context_indices(first_forecast_frame: int, *, context_frames: int = CONTEXT_FRAMES) -> np.ndarray:

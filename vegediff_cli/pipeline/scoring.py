@@ -19,7 +19,7 @@ from ..config import LANDCOVER
 from ..cube.masks import has_landcover
 from ..cube.predictions import ENSEMBLE_PROBABILITIES, MEMBER, PRED, frame_indices
 from ..metrics.aggregate import GroupSums
-from ..metrics.deterministic import QualityRule, high_quality, pixel_scores
+from ..metrics.deterministic import QualityRule, direction_agreement, high_quality, pixel_scores
 from ..metrics.probabilistic import EnsembleSums
 from .observed import context_indices, observed_ndvi, read_windows, row_slices
 
@@ -131,6 +131,7 @@ def score_forecast(
         for part in row_slices(observed.shape[1], observed.shape[2], depth=compute_depth, budget=compute_values):
             obs = observed[:, part]
             scores = pixel_scores(obs, predicted[:, part])
+            scores["direction"] = direction_agreement(obs, predicted[:, part], _last_clear(context_ndvi[:, part]))
             keep[part] = high_quality(obs, context_ndvi[:, part], None if lc is None else lc[part], rule=rule)
             # a pixel the forecast left out entirely (NaN at every step: outside its window or chips)
             # is not scored; GreenEarthNet's 0.5 fill is for gaps, and its predictions have none

@@ -61,6 +61,14 @@ def fetch_area(
     return FetchArea(grid=grid, tile=name, query_tile=False, search_bbox=tuple(box))  # type: ignore[arg-type]
 
 
+def bbox_area(box: tuple[float, float, float, float], tile: str) -> FetchArea:
+    """`--bbox` alone, on the grid of `tile` (the tile the items are on): the bbox snapped outward to
+    that tile's 20 m lattice, which extends beyond the tile if the bbox does (same UTM zone)."""
+    name = normalise_tile(tile)
+    grid = _snap(tile_grid(name), box, clip=False, what=f"--bbox {_fmt(box)}")
+    return FetchArea(grid=grid, tile=name, query_tile=False, search_bbox=tuple(box))  # type: ignore[arg-type]
+
+
 def tile_at(lon: float, lat: float) -> str:
     """The MGRS 100 km square (Sentinel-2 tile name) containing a point."""
     import mgrs

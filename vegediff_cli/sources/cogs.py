@@ -26,9 +26,11 @@ from odc.geo.geobox import GeoBox
 from odc.loader import RasterLoadParams, RasterSource, RioDriver, RioReader
 
 from ..errors import CorruptInputError, RemoteError, RunInterrupted, VegediffError
-from .http import GDAL_NO_CACHE, RetryPolicy, probe, retry_call
+from ..redact import redact
+from .http import GDAL_NO_CACHE, RetryPolicy, no_network_error, probe, retry_call
 
 _HTTP_STATUS = re.compile(r"HTTP response code: (\d{3})")
+_NO_HOST = re.compile(r"Could not resolve host", re.IGNORECASE)  # curl's words for a DNS failure
 Signer = Callable[[str], str]
 
 
@@ -89,7 +91,7 @@ class RetryingReader:
                 raise
 
         try:
-            roi, pixels = retry_call(attempt, policy=driver.policy, what=f"reading {href}", stop=driver.stop,
+            roi, pixels = retry_call(attempt, policy=driver.policy, what=f"reading {redact(href)}", stop=driver.stop,
                                      retryable=lambda exc: _retryable(exc, signed=driver.invalidate is not None))
         except (VegediffError, RunInterrupted):
             raise
@@ -101,7 +103,10 @@ class RetryingReader:
 
 
 def _retryable(exc: BaseException, *, signed: bool) -> bool:
-    """Not worth another try: a bad request, a missing file, or a refusal no new token can fix."""
+    """Not worth another try: a bad request, a missing file, a host that does not resolve, or a
+    refusal no new token can fix."""
+    if _unresolved(exc):
+        return False
     status = _status(exc)
     if status in (401, 403):
         return signed
@@ -116,6 +121,10 @@ def _status(exc: BaseException) -> int | None:
     return None
 
 
+def _unresolved(exc: BaseException) -> bool:
+    return any(_NO_HOST.search(str(err or "")) for err in (exc, exc.__cause__))
+
+
 def _reason(exc: BaseException) -> str:
     """GDAL's own words: rasterio keeps the detailed message in the exception's cause."""
     text = str(exc.__cause__ or exc).strip().splitlines()
@@ -124,17 +133,19 @@ def _reason(exc: BaseException) -> str:
 
 def _final_error(href: str, exc: BaseException, driver: RetryingDriver) -> VegediffError:
     attempts = driver.policy.attempts
+    if _unresolved(exc):
+        return no_network_error(href, f"reading {redact(href)}")
     status = _status(exc)
     signed = driver.sign(href) if driver.sign is not None else href
     problem = f"HTTP {status}" if status is not None else probe(signed, policy=driver.policy)
     if problem is not None:
         return RemoteError(
-            f"cannot read {href}: {problem} after {attempts} tries",
+            f"cannot read {redact(href)}: {problem} after {attempts} tries",
             fix="the server failed or is rate-limiting: rerun later (finished dates are kept and the "
                 "run resumes), or raise --retries/--timeout",
         )
     return CorruptInputError(
-        f"{href} is not a readable COG ({_reason(exc)})",
+        f"{redact(href)} is not a readable COG ({redact(_reason(exc))})",
         fix="the file on the server is truncated or corrupt: rerun later (finished dates are kept) "
             "or report it to the data provider",
     )

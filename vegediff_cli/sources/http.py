@@ -9,8 +9,11 @@ One :class:`RetryPolicy` drives both paths:
   sets connect and stall timeouts and GDAL's own quick retries, and the reader in
   ``sources/cogs.py`` wraps each window read in :func:`retry_call` for everything else.
 
-"Timeout" means seconds without progress (a stalled connection), not a limit on a whole
-download: a slow but steady network still finishes a large read.
+"Timeout" means seconds without progress (a stalled connection). On top of it, every request
+has bounds a hostile or broken server cannot stretch: the whole answer must arrive within
+``request_seconds`` (5 x the timeout: a 1 byte/s drip never counts as a stall, but it does run
+out of time), a body may not exceed ``max_body_bytes`` (64 MiB; a STAC page is well under 1 MiB),
+and a name that does not resolve fails at once with "no network / cannot resolve HOST".
 """
 
 from __future__ import annotations
@@ -18,16 +21,20 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import requests
+import urllib3
 
 from .. import __version__
 from ..errors import RemoteError, RunInterrupted
+from ..redact import redact
 
 log = logging.getLogger("vegediff.fetch")
 T = TypeVar("T")
@@ -45,6 +52,12 @@ class RetryPolicy:
     max_wait: float = 60.0  # cap on one wait, including a server's Retry-After
     timeout: float = 60.0  # seconds without a byte from the server before a try is abandoned (stall)
     connect_timeout: float = 15.0  # seconds to open a connection
+    max_body_bytes: int = 64 << 20  # largest API answer read (JSON pages, tokens); more is refused
+
+    @property
+    def request_seconds(self) -> float:
+        """Longest one API request may take from sending to the body's last byte (drips end here)."""
+        return 5 * self.timeout + self.connect_timeout
 
     def wait(self, failures: int, retry_after: float | None = None) -> float:
         """Seconds to wait after the `failures`-th failed try (1-based)."""
@@ -131,6 +144,60 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+class _Refused(Exception):
+    """A failure no retry can fix (an answer beyond the size limit)."""
+
+
+class _TooSlow(Exception):
+    """The answer did not finish within `request_seconds` (a drip): retried like a stall."""
+
+
+def resolution_failure(exc: BaseException) -> bool:
+    """True when `exc` (or a cause) is a DNS failure: no network, or a host name that does not exist."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        err = stack.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, socket.gaierror) or type(err).__name__ == "NameResolutionError":
+            return True
+        stack.extend([err.__cause__, err.__context__, *[a for a in getattr(err, "args", ()) if isinstance(a, BaseException)]])
+        reason = getattr(err, "reason", None)
+        if isinstance(reason, BaseException):
+            stack.append(reason)
+    return False
+
+
+def no_network_error(url: str, what: str) -> RemoteError:
+    host = urlsplit(url).hostname or url
+    return RemoteError(f"no network / cannot resolve {host} ({what})",
+                       fix="check the network connection and the host name (--stac-url, --sas-url, --static-stac-url)")
+
+
+def _read_body(response: requests.Response, policy: RetryPolicy, deadline: float) -> bytes:
+    """The whole body, within `max_body_bytes` and before `deadline`; raises on a drip or a flood."""
+    limit = policy.max_body_bytes
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _Refused(f"its answer is {int(declared) / 2**20:.0f} MiB, more than the {limit / 2**20:.0f} MiB accepted")
+    raw = response.raw
+    read = getattr(raw, "read1", None) or (lambda amt, decode_content: raw.read(amt, decode_content=decode_content))
+    body = bytearray()
+    while True:
+        if time.monotonic() > deadline:
+            raise _TooSlow(f"the answer took more than {policy.request_seconds:g} s")
+        chunk = read(65536, decode_content=True)  # read1: whatever has arrived, so a drip is noticed
+        if not chunk:
+            break
+        body += chunk
+        if len(body) > limit:
+            raise _Refused(f"its answer is more than the {limit / 2**20:.0f} MiB accepted")
+    response._content_consumed = True  # noqa: SLF001 - close() then returns the connection to the pool
+    return bytes(body)
+
+
 def request_with_retries(
     session: requests.Session,
     request: requests.Request,
@@ -142,39 +209,65 @@ def request_with_retries(
     """Send `request`; retry transient failures; raise RemoteError naming the URL when out of tries.
 
     The body is read inside the loop, so a connection that stalls or closes mid-body is
-    retried like any other transient failure.
+    retried like any other transient failure; a body beyond the size limit, a redirect loop or
+    an unresolvable host are not retried.
     """
-    prepared = session.prepare_request(request)
+    try:
+        prepared = session.prepare_request(request)
+    except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, ValueError) as exc:
+        raise RemoteError(f"{what} URL {redact(request.url)} is not valid ({redact(_one_line(exc))})",
+                          fix="check --stac-url") from None
     url = prepared.url or request.url
+    shown = redact(url)
+    if urlsplit(url).scheme.lower() not in ("http", "https"):
+        raise RemoteError(f"{what} link {shown} is not an http(s) URL", fix="check --stac-url; only http(s) is followed")
     last = ""
     for n in range(1, policy.attempts + 1):
         if stop is not None and stop.is_set():
-            raise RunInterrupted(f"stopped before requesting {url}")
+            raise RunInterrupted(f"stopped before requesting {shown}")
         retry_after = None
+        deadline = time.monotonic() + policy.request_seconds
         try:
-            response = session.send(prepared, timeout=(policy.connect_timeout, policy.timeout))
-            _ = response.content  # read the whole body now: truncation and stalls surface here
-        except requests.exceptions.Timeout:
+            response = session.send(prepared, timeout=(policy.connect_timeout, policy.timeout), stream=True)
+            try:
+                response._content = _read_body(response, policy, deadline)  # noqa: SLF001 - requests' body cache
+            finally:
+                response.close()
+        except _Refused as exc:
+            raise RemoteError(f"{what} {prepared.method} {shown}: {exc}",
+                              fix="check --stac-url: it does not answer like a STAC API") from None
+        except requests.exceptions.TooManyRedirects:
+            raise RemoteError(f"{what} {prepared.method} {shown} redirects in a loop",
+                              fix="check --stac-url (the server's redirects never end)") from None
+        except (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL) as exc:
+            raise RemoteError(f"{what} {prepared.method} {shown} led to an invalid URL ({redact(_one_line(exc))})",
+                              fix="check --stac-url") from None
+        except _TooSlow as exc:
+            last = str(exc)
+        except (requests.exceptions.Timeout, TimeoutError, urllib3.exceptions.ReadTimeoutError):
             last = f"no answer within {policy.timeout:g} s"
-        except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-            last = f"connection failed ({_one_line(exc)})"
+        except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
+                urllib3.exceptions.HTTPError, OSError) as exc:
+            if resolution_failure(exc):
+                raise no_network_error(url, f"{what} {prepared.method} {shown}") from None
+            last = f"connection failed ({redact(_one_line(exc))})"
         else:
             if response.status_code < 400:
                 return response
             last = f"HTTP {response.status_code}"
             if response.status_code not in RETRY_STATUS:
                 raise RemoteError(
-                    f"{what} {prepared.method} {url} answered {last}: {_one_line(response.text)[:200]}",
+                    f"{what} {prepared.method} {shown} answered {last}: {redact(_one_line(response.text))[:200]}",
                     fix=_fix_for(response.status_code),
                 )
             retry_after = retry_after_seconds(response.headers.get("Retry-After"))
         if n == policy.attempts:
             break
         delay = policy.wait(n, retry_after)
-        log.warning("%s %s: %s; try %d of %d in %.1f s", what, url, last, n + 1, policy.attempts, delay)
+        log.warning("%s %s: %s; try %d of %d in %.1f s", what, shown, last, n + 1, policy.attempts, delay)
         pause(delay, stop)
     raise RemoteError(
-        f"{what} {prepared.method} {url} failed after {policy.attempts} tries (last: {last})",
+        f"{what} {prepared.method} {shown} failed after {policy.attempts} tries (last: {last})",
         fix="the server may be down or rate-limiting: retry later (a rerun resumes), or raise --retries/--timeout",
     )
 
@@ -196,7 +289,7 @@ def get_json(url: str, *, policy: RetryPolicy, what: str, session: requests.Sess
     try:
         return response.json()
     except ValueError as exc:
-        raise RemoteError(f"{what} {url} did not answer with JSON", fix="check the URL") from exc
+        raise RemoteError(f"{what} {redact(url)} did not answer with JSON", fix="check the URL") from exc
 
 
 def probe(url: str, *, policy: RetryPolicy) -> str | None:
@@ -207,7 +300,9 @@ def probe(url: str, *, policy: RetryPolicy) -> str | None:
     except requests.exceptions.Timeout:
         return f"no answer within {policy.timeout:g} s"
     except requests.exceptions.RequestException as exc:
-        return f"connection failed ({_one_line(exc)})"
+        if resolution_failure(exc):
+            return f"no network / cannot resolve {urlsplit(url).hostname}"
+        return f"connection failed ({redact(_one_line(exc))})"
     return None if response.status_code < 400 else f"HTTP {response.status_code}"
 
 

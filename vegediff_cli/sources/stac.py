@@ -7,23 +7,28 @@ are read in ``sentinel2.py``.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pystac
 import requests
+from pystac import Link
 from pystac_client import Client
 from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
 
-from ..errors import MissingVariableError, RemoteError, UsageError, VegediffError
+from ..errors import CorruptInputError, MissingVariableError, RemoteError, UsageError, VegediffError
 from ..geo import normalise_tile
+from ..redact import redact
 from .area import FetchArea
+from .hrefs import DEFAULT_SCHEMES, check_href
 from .http import RetryPolicy, new_session, request_with_retries, retry_call
 
 log = logging.getLogger("vegediff.fetch")
@@ -187,14 +192,17 @@ def _item_baseline(item: pystac.Item) -> str:
     )
 
 
-def _asset_href(item: pystac.Item, band: str) -> str:
+def _asset_href(item: pystac.Item, band: str, schemes: Sequence[str] = DEFAULT_SCHEMES) -> str:
+    """The href of `band`, checked against the allowed schemes (sources/hrefs.py) before anything reads it."""
+    base = item.get_self_href()
     for key in ASSET_KEYS[band]:
         if key in item.assets:
-            return item.assets[key].href
-    for asset in item.assets.values():  # fall back to eo:bands names
+            return check_href(item.assets[key].href, schemes=schemes, base=base,
+                              what=f"STAC item {item.id} asset {key}")
+    for key, asset in item.assets.items():  # fall back to eo:bands names
         names = {str(b.get(k, "")).upper() for b in asset.extra_fields.get("eo:bands", []) or [] for k in ("name", "common_name")}
         if band in names and "jp2" not in (asset.media_type or ""):
-            return asset.href
+            return check_href(asset.href, schemes=schemes, base=base, what=f"STAC item {item.id} asset {key}")
     raise MissingVariableError(
         f"STAC item {item.id} has no asset for {band} (looked for {', '.join(ASSET_KEYS[band])}; "
         f"it has {', '.join(sorted(item.assets))})",
@@ -202,8 +210,9 @@ def _asset_href(item: pystac.Item, band: str) -> str:
     )
 
 
-def scene_item(item: pystac.Item) -> SceneItem:
-    """Reduce a pystac Item to a SceneItem; MissingVariableError if a band or the baseline is missing."""
+def scene_item(item: pystac.Item, *, href_schemes: Sequence[str] = DEFAULT_SCHEMES) -> SceneItem:
+    """Reduce a pystac Item to a SceneItem; MissingVariableError if a band or the baseline is missing,
+    CorruptInputError if an asset href is not one fetch may read (sources/hrefs.py)."""
     props = item.properties
     when = item.datetime or _parse_time(props.get("start_datetime"))
     if when is None:
@@ -221,7 +230,7 @@ def scene_item(item: pystac.Item) -> SceneItem:
         baseline=_item_baseline(item),
         processed=processed,
         cloud_cover=None if cloud is None else float(cloud),
-        hrefs={band: _asset_href(item, band) for band in ASSET_KEYS},
+        hrefs={band: _asset_href(item, band, href_schemes) for band in ASSET_KEYS},
         boa_offset_applied=bool(props.get("earthsearch:boa_offset_applied", False)),
         bbox=tuple(float(v) for v in bbox),  # type: ignore[arg-type]
         geometry=item.geometry,
@@ -275,14 +284,29 @@ def group_acquisitions(scenes: Iterable[SceneItem]) -> list[Acquisition]:
 
 
 # --- search ------------------------------------------------------------------------------
-class RetryingStacIO(StacApiIO):
-    """pystac-client IO with the fetch retry policy (429/5xx/timeouts/cut bodies, Retry-After)."""
+MAX_PAGES = 1000  # pages of one search (100 items each: 100 000 items, ~500 tile-years of Sentinel-2)
+MAX_ITEMS = 50_000  # items of one search
+SEARCH_SECONDS = 3600.0  # wall time of one whole search, every page and retry included
 
-    def __init__(self, policy: RetryPolicy, stop: threading.Event | None = None) -> None:
+
+class RetryingStacIO(StacApiIO):
+    """pystac-client IO with the fetch retry policy (429/5xx/timeouts/cut bodies, Retry-After) and bounds.
+
+    A broken or hostile API cannot keep a search going forever: ``next`` links that lead back to a
+    page already read, more than MAX_PAGES pages or MAX_ITEMS items, or a search longer than
+    SEARCH_SECONDS end it with a RemoteError; only http(s) links are followed (pystac would read
+    a local file named by a link).
+    """
+
+    def __init__(self, policy: RetryPolicy, stop: threading.Event | None = None, *, max_pages: int = MAX_PAGES,
+                 max_items: int = MAX_ITEMS, search_seconds: float = SEARCH_SECONDS) -> None:
         super().__init__(max_retries=None, timeout=(policy.connect_timeout, policy.timeout))
         self.session = new_session()
         self.policy = policy
         self.stop = stop
+        self.max_pages = max_pages
+        self.max_items = max_items
+        self.search_seconds = search_seconds
 
     def request(self, href: str, method: str | None = None, headers: dict[str, str] | None = None,
                 parameters: dict[str, Any] | None = None) -> str:
@@ -294,7 +318,66 @@ class RetryingStacIO(StacApiIO):
         if self._req_modifier:
             request = self._req_modifier(request) or request
         response = request_with_retries(self.session, request, policy=self.policy, stop=self.stop)
-        return response.content.decode("utf-8")
+        try:
+            return response.content.decode("utf-8")
+        except UnicodeDecodeError:
+            raise RemoteError(f"STAC API {redact(href)} answered with bytes that are not UTF-8 JSON",
+                              fix="check --stac-url; it must be a STAC API root") from None
+
+    def read_text(self, source: Any, *args: Any, **kwargs: Any) -> str:
+        href = source.href if hasattr(source, "href") else str(source)
+        if not re.match(r"^https?://", str(href), re.IGNORECASE):
+            raise RemoteError(f"the STAC API links to {redact(href)}, which is not an http(s) URL",
+                              fix="check --stac-url; only http(s) links are followed")
+        return super().read_text(source, *args, **kwargs)
+
+    def get_pages(self, url: str, method: str | None = None,
+                  parameters: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+        """pystac-client's paging loop, bounded (see the class docstring)."""
+        began = time.monotonic()
+        seen: set[str] = set()
+        pages = items = 0
+        request: Any = url
+        link_parameters = parameters
+        while True:
+            key = _page_key(request, method, link_parameters)
+            if key in seen:
+                raise RemoteError(f"the STAC API's next link leads back to a page already read ({redact(_href(request))})",
+                                  fix="the server's paging loops: report it to its operator, or narrow the search")
+            seen.add(key)
+            if time.monotonic() - began > self.search_seconds:
+                raise RemoteError(f"the STAC search took more than {self.search_seconds:g} s ({pages} pages)",
+                                  fix="narrow the search (--start/--end, --bbox) or retry later")
+            if isinstance(request, str):
+                page = self.read_json(request, method=method, parameters=parameters)
+            else:
+                page = self.read_json(request, parameters=parameters)
+            if not isinstance(page, dict) or not (page.get("features") or page.get("collections")):
+                return
+            pages += 1
+            items += len(page.get("features") or page.get("collections") or [])
+            if pages > self.max_pages or items > self.max_items:
+                raise RemoteError(f"the STAC search returned more than {self.max_pages} pages or {self.max_items} items",
+                                  fix="narrow the search (--start/--end, --bbox, --max-cloud)")
+            yield page
+            link = next((lk for lk in page.get("links", []) or [] if isinstance(lk, dict) and lk.get("rel") == "next"),
+                        None)
+            if link is None:
+                return
+            request = Link.from_dict(link)
+            link_parameters = link.get("body")
+
+
+def _href(request: Any) -> str:
+    return request.href if hasattr(request, "href") else str(request)
+
+
+def _page_key(request: Any, method: str | None, parameters: Any) -> str:
+    """What identifies a page request: URL, method and body (POST paging puts the token in the body)."""
+    if hasattr(request, "to_dict"):
+        link = request.to_dict()
+        return json.dumps([link.get("href"), link.get("method", "GET"), link.get("body")], sort_keys=True, default=str)
+    return json.dumps([str(request), method or "GET", parameters], sort_keys=True, default=str)
 
 
 def search_scenes(
@@ -308,6 +391,7 @@ def search_scenes(
     stop: threading.Event | None = None,
     page_size: int = 100,
     method: str = "POST",
+    href_schemes: Sequence[str] = DEFAULT_SCHEMES,
 ) -> list[SceneItem]:
     """All L2A items over `area` between `start` and `end` (inclusive days), every page.
 
@@ -332,11 +416,12 @@ def search_scenes(
         client = _open(provider, policy, stop)
         _check_collection(client, provider)
         try:
-            return list(client.search(method=method, **params).items())
+            found = list(client.search(method=method, **params).items_as_dicts())
         except RemoteError as exc:
             if method != "POST" or "HTTP 405" not in str(exc):
                 raise
-            return list(client.search(method="GET", **params).items())
+            found = list(client.search(method="GET", **params).items_as_dicts())
+        return [_parse_item(doc) for doc in found]
 
     # A page cut short mid-search restarts the search; each request retries on its own first.
     try:
@@ -345,8 +430,23 @@ def search_scenes(
     except APIError as exc:
         raise RemoteError(f"STAC API {provider.url} answered nonsense ({_short(exc)})",
                           fix="check --stac-url; it must be a STAC API root") from exc
-    scenes = [scene_item(item) for item in items]
+    scenes = [scene_item(item, href_schemes=href_schemes) for item in items]
     return [s for s in scenes if _wanted(s, area, start, end, max_cloud)]
+
+
+def _parse_item(doc: Any) -> pystac.Item:
+    """A search result as a pystac Item; CorruptInputError naming the item when it is malformed."""
+    name = doc.get("id", "?") if isinstance(doc, dict) else "?"
+    try:
+        item = pystac.Item.from_dict(doc, preserve_dict=False)
+        if item.datetime is None and _parse_time(item.properties.get("start_datetime")) is None:
+            raise ValueError("no datetime")
+        return item
+    except Exception as exc:  # noqa: BLE001 - pystac raises many types for malformed documents
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise CorruptInputError(f"STAC item {name} is malformed ({reason})",
+                                fix="the STAC API answered a broken item: report it to its operator, or fetch "
+                                    "other dates (--start/--end)") from None
 
 
 def _open(provider: Provider, policy: RetryPolicy, stop: threading.Event | None) -> Client:

@@ -22,8 +22,11 @@ from rasterio.errors import RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 
-from ..errors import CorruptInputError, GeoreferenceError, InputNotFoundError, RemoteError
+from ..errors import CorruptInputError, GeoreferenceError, InputNotFoundError, RemoteError, VegediffError
 from ..geo import GridSpec
+from ..redact import redact
+from .hrefs import DEFAULT_SCHEMES, check_href
+from .http import RetryPolicy
 
 log = logging.getLogger("vegediff.static")
 
@@ -85,17 +88,22 @@ def read_local_layer(path: str | os.PathLike, grid: GridSpec, layer: StaticLayer
 
 
 def read_stac_layers(
-    url: str, grid: GridSpec, *, layers: tuple[StaticLayer, ...] = STAC_LAYERS, notes: list[str]
+    url: str, grid: GridSpec, *, layers: tuple[StaticLayer, ...] = STAC_LAYERS, notes: list[str],
+    href_schemes: tuple[str, ...] = DEFAULT_SCHEMES, policy: RetryPolicy = RetryPolicy(attempts=3),
 ) -> dict[str, np.ndarray]:
     """Search a STAC API for each layer's collection over the grid and mosaic it onto the grid.
 
     Layers whose collection has no item over the cube are left out (and noted); the caller
-    records them as missing. Server failures raise RemoteError.
+    records them as missing. Server failures raise RemoteError. Requests follow fetch's retry
+    policy and bounds (sources/http.py, sources/stac.py); asset hrefs are checked before any read
+    (sources/hrefs.py).
     """
     import pystac_client
     from odc.geo.geobox import GeoBox
     from odc.stac import load
     from pystac_client.exceptions import APIError
+
+    from .stac import RetryingStacIO, _parse_item
 
     modifier = None
     try:  # Planetary Computer assets need short-lived SAS tokens
@@ -106,32 +114,46 @@ def read_stac_layers(
         pass
     bbox = transform_bounds(CRS.from_user_input(grid.crs), CRS.from_epsg(4326), *grid.bounds, densify_pts=21)
     geobox = GeoBox((grid.height, grid.width), grid.transform, grid.crs)
+    shown = redact(url)
     try:
-        client = pystac_client.Client.open(url, modifier=modifier)
+        client = pystac_client.Client.open(url, modifier=modifier, stac_io=RetryingStacIO(policy))
+    except VegediffError:
+        raise
     except (APIError, OSError, ValueError) as exc:
-        raise RemoteError(f"STAC API {url} could not be opened ({str(exc)[:160]})",
+        raise RemoteError(f"STAC API {shown} could not be opened ({redact(str(exc)[:160])})",
                           fix="check --static-stac-url and your network, then retry") from exc
     found: dict[str, np.ndarray] = {}
     for layer in layers:
         try:
-            items = list(client.search(collections=[layer.collection], bbox=list(bbox), max_items=100).items())
+            docs = client.search(collections=[layer.collection], bbox=list(bbox), max_items=100).items_as_dicts()
+            items = [_parse_item(doc) for doc in docs]
+        except RemoteError as exc:
+            raise RemoteError(f"STAC search of {layer.collection} at {shown} failed ({exc.problem})",
+                              fix="retry later, or pass local files with --dem / --landcover") from exc
+        except VegediffError:
+            raise
         except (APIError, OSError, ValueError) as exc:
-            raise RemoteError(f"STAC search of {layer.collection} at {url} failed ({str(exc)[:160]})",
+            raise RemoteError(f"STAC search of {layer.collection} at {shown} failed ({redact(str(exc)[:160])})",
                               fix="retry later, or pass local files with --dem / --landcover") from exc
         if not items:
-            message = f"no {layer.collection} item at {url} covers the cube: {layer.name} left out"
+            message = f"no {layer.collection} item at {shown} covers the cube: {layer.name} left out"
             log.warning(message)
             notes.append(message)
             continue
         asset = next((key for key in layer.assets if key in items[0].assets), None)
         if asset is None:
-            raise RemoteError(f"{layer.collection} items at {url} have none of the assets {', '.join(layer.assets)}",
+            raise RemoteError(f"{layer.collection} items at {shown} have none of the assets {', '.join(layer.assets)}",
                               fix="use a STAC API with Planetary Computer style collections")
+        for item in items:  # odc-stac reads exactly these hrefs: check (and resolve) them first
+            if asset in item.assets:
+                item.assets[asset].href = check_href(item.assets[asset].href, schemes=href_schemes,
+                                                     base=item.get_self_href(),
+                                                     what=f"STAC item {item.id} asset {asset}")
         try:
             data = load(items, bands=[asset], geobox=geobox, resampling=_resampling(layer).name,
                         groupby="solar_day", fail_on_error=True)[asset]
         except Exception as exc:  # odc-stac/rasterio raise many types for unreachable or broken COGs
-            raise RemoteError(f"reading {layer.collection} COGs failed ({type(exc).__name__}: {str(exc)[:160]})",
+            raise RemoteError(f"reading {layer.collection} COGs failed ({type(exc).__name__}: {redact(str(exc)[:160])})",
                               fix="retry later, or pass local files with --dem / --landcover") from exc
         nodata = data.attrs.get("nodata")
         mosaic = np.full((grid.height, grid.width), np.nan, dtype="float32")
@@ -142,5 +164,5 @@ def read_stac_layers(
             if layer.categorical:
                 values[values == 0] = np.nan
             mosaic = np.where(np.isfinite(values), values, mosaic)
-        found[layer.name] = _covered(mosaic, layer, f"{url} ({layer.collection})", notes)
+        found[layer.name] = _covered(mosaic, layer, f"{shown} ({layer.collection})", notes)
     return found

@@ -1,8 +1,14 @@
-"""Resumable training state: model, EMA, optimiser, step and RNG states in one atomic file."""
+"""Resumable training state: model, EMA, optimiser, step and RNG states in one atomic file.
+
+A checkpoint is read with ``torch.load(weights_only=True)``: PyTorch's restricted unpickler
+accepts tensors, numbers, strings, lists, tuples and dicts only, so a crafted file in the run
+folder (a pickle whose ``__reduce__`` calls ``os.system``) is refused instead of executed.
+"""
 
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +16,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_file
+from ..errors import CorruptInputError
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
@@ -18,10 +25,34 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The state saved at `path` (None when there is none); never runs code stored in the file."""
     path = Path(path)
     if not path.exists():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError,
+            AttributeError, ImportError, KeyError, IndexError) as exc:
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise CorruptInputError(
+            f"{path} is not a vegediff training checkpoint that can be read safely ({reason})",
+            fix="delete it (training then starts afresh) or pass another --run-dir; "
+                "checkpoints holding code are never loaded") from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise CorruptInputError(f"{path} is not a vegediff training checkpoint (no step counter)",
+                                fix="delete it (training then starts afresh) or pass another --run-dir")
+    return state
+
+
+def restore(target: Any, state: dict[str, Any], key: str, path: str | os.PathLike) -> None:
+    """``target.load_state_dict(state[key])`` for a module, optimiser or EMA; a checkpoint of another
+    model (missing key, other shapes) is a CorruptInputError naming the file, not a crash."""
+    try:
+        target.load_state_dict(state[key])
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise CorruptInputError(f"{path} does not fit this model ({key}: {reason})",
+                                fix="delete it (training then starts afresh) or pass another --run-dir") from None
 
 
 def rng_state(rng: np.random.Generator) -> dict[str, Any]:

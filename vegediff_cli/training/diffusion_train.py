@@ -19,7 +19,7 @@ from ..diffusion.training import diffusion_loss
 from ..model.device import autocast
 from ..model.vegediff import VegeDiff
 from ..progress import ProgressFactory, no_progress
-from .checkpoint import EMA, load_checkpoint, restore_rng, rng_state, save_checkpoint
+from .checkpoint import EMA, load_checkpoint, restore, restore_rng, rng_state, save_checkpoint
 from .sequences import Sequence
 from .settings import DiffusionTrainSettings
 from .windows import EncodedSequence, encode_sequence, sample_batch
@@ -75,9 +75,9 @@ def train_diffusion(
     start = 0
     state = load_checkpoint(checkpoint_path)
     if state is not None:
-        net.load_state_dict(state["vegenet"])
-        ema.load_state_dict(state["ema"])
-        optimiser.load_state_dict(state["optimiser"])
+        restore(net, state, "vegenet", checkpoint_path)
+        restore(ema, state, "ema", checkpoint_path)
+        restore(optimiser, state, "optimiser", checkpoint_path)
         restore_rng(rng, state["rng"])
         start, losses = state["step"], state["losses"]
         ema.updates = start
@@ -91,11 +91,12 @@ def train_diffusion(
             context, future = model.to_diffusion_space(batch["context"], batch["future"])
             for group in optimiser.param_groups:
                 group["lr"] = learning_rate(step, settings)
-            with autocast(device):
+            with autocast(device, settings.precision):
                 loss = diffusion_loss(
                     net, future, context=context, meteo=batch["meteo"], static=batch["static"],
                     loss_mask=batch["weights"], conditioned=batch["conditioned"],
                     alphas_cumprod=model.alphas_cumprod, cfg=model.cfg.diffusion,
+                    dates=batch["dates"] if net.cfg.date_channels else None,
                 )
             optimiser.zero_grad(set_to_none=True)
             loss.backward()

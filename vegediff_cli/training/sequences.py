@@ -1,10 +1,13 @@
 """Training sequences: every accepted real source -> one in-memory `Sequence` on the 5-day grid.
 
 Sources: anything `open_cube` reads (vegediff cubes, GreenEarthNet / EarthNet2021x minicubes,
-EarthNet2021 samples: with meteorology) and plain Sentinel-2 time series in NetCDF
+EarthNet2021 samples: with meteorology), plain Sentinel-2 L2A time series in NetCDF
 (``B2/B02, B3/B03, B4/B04, B8A or B8, SCL`` digital numbers, e.g. the `nrt` package's Romanian
-forest series: no meteorology, used with the condition dropped). 10 m series are averaged to
-20 m and irregular acquisition dates are placed on the 5-day grid (latest clear view wins).
+forest and Rhone valley series: no meteorology, used with the condition dropped; a missing B02 is
+estimated from the other bands, band_models.py) and 8-bit L1C series (toa_series.py). 10 m
+series are averaged to 20 m, and a 10 m series is skipped where the same acquisitions exist at
+20 m (true B8A). Irregular acquisition dates are placed on the 5-day grid (latest clear view wins).
+Every sequence knows its latitude, for the model's date features.
 """
 
 from __future__ import annotations
@@ -19,8 +22,11 @@ import xarray as xr
 from ..config import BANDS, METEO_STATS, METEO_VARS, STEP_DAYS, VALID, meteo_name
 from ..cube.masks import clear_from_scl
 from ..cube.readers import open_cube, open_netcdf
+from ..cube.schema import centre_latitude
 from ..errors import MissingVariableError
 from ..model.inputs import STATIC_ORDER
+from .band_models import estimate_blue
+from .toa_series import is_toa_series, read_toa_series
 
 
 @dataclass
@@ -33,6 +39,7 @@ class Sequence:
     times: pd.DatetimeIndex  # (T,) frame dates
     meteo: np.ndarray | None  # (T, 8, 3) E-OBS units (NaN = missing) or None
     static: dict[str, np.ndarray]  # available static layers, (H, W) each
+    latitude: float  # degrees north of the series' centre (date features)
 
     @property
     def has_meteo(self) -> bool:
@@ -51,20 +58,26 @@ def from_cube(ds: xr.Dataset, name: str) -> Sequence:
             if n in ds and ds[n].dims == ("time", "stat"):
                 meteo[:, i] = ds[n].sel(stat=list(METEO_STATS)).values
     static = {n: ds[n].values.astype("float32") for n in STATIC_ORDER if n in ds}
-    return Sequence(name, frames, valid, pd.DatetimeIndex(ds["time"].values), meteo, static)
+    return Sequence(name, frames, valid, pd.DatetimeIndex(ds["time"].values), meteo, static, centre_latitude(ds))
 
 
-def _band(ds: xr.Dataset, *names: str) -> np.ndarray:
+def _band(ds: xr.Dataset, *names: str, required: bool = True) -> np.ndarray | None:
     for n in names:
         if n in ds:
             return ds[n].transpose("time", "y", "x").values.astype("float32")
-    raise MissingVariableError(f"Sentinel-2 series lacks band {names[0]}", fix="provide B02, B03, B04, B8A/B8 and SCL")
+    if not required:
+        return None
+    raise MissingVariableError(f"Sentinel-2 series lacks band {names[0]}", fix="provide B03, B04, B8A/B8 and SCL (B02 optional)")
 
 
 def from_s2_series(path: Path) -> Sequence:
-    """A NetCDF of Sentinel-2 digital numbers (x 1e-4 = reflectance) with SCL, any revisit."""
+    """A NetCDF of Sentinel-2 L2A digital numbers (x 1e-4 = reflectance) with SCL, any revisit."""
     ds = open_netcdf(path, load=True)
-    dn = np.stack([_band(ds, "B02", "B2"), _band(ds, "B03", "B3"), _band(ds, "B04", "B4"), _band(ds, "B8A", "B8")], 1)
+    green, red = _band(ds, "B03", "B3"), _band(ds, "B04", "B4")
+    nir, blue = _band(ds, "B8A", "B8"), _band(ds, "B02", "B2", required=False)
+    if blue is None:  # e.g. the nrt package's 20 m series
+        blue = 1e4 * estimate_blue(green * 1e-4, red * 1e-4, nir * 1e-4)
+    dn = np.stack([blue, green, red, nir], 1)
     scl = _band(ds, "SCL")
     resolution = abs(float(ds["x"].values[1] - ds["x"].values[0]))
     if resolution < 15:  # 10 m -> 20 m by 2 x 2 means (SCL: any cloudy sub-pixel makes it unclear)
@@ -77,7 +90,20 @@ def from_s2_series(path: Path) -> Sequence:
     reflectance = dn * 1e-4
     valid = clear & np.isfinite(reflectance).all(axis=1) & (reflectance[:, 3] > 0)
     frames, valid, times = to_five_day_grid(reflectance, valid, pd.DatetimeIndex(ds["time"].values))
-    return Sequence(path.stem, frames, valid, times, None, {})
+    return Sequence(path.stem, frames, valid, times, None, {}, _series_latitude(ds))
+
+
+def _series_latitude(ds: xr.Dataset) -> float:
+    if ds.rio.crs is None and "spatial_ref" in ds and "crs_wkt" in ds["spatial_ref"].attrs:
+        ds = ds.rio.write_crs(ds["spatial_ref"].attrs["crs_wkt"])
+    return centre_latitude(ds)
+
+
+def from_toa_series(path: Path) -> Sequence:
+    """An 8-bit L1C series (toa_series.py) on the 5-day grid; repeated frames count as missing."""
+    reflectance, clear, fresh, dates, latitude = read_toa_series(path)
+    frames, valid, times = to_five_day_grid(reflectance[fresh], clear[fresh], dates[fresh])
+    return Sequence(path.stem, frames, valid, times, None, {}, latitude)
 
 
 def to_five_day_grid(frames: np.ndarray, valid: np.ndarray, times: pd.DatetimeIndex):
@@ -96,15 +122,17 @@ def to_five_day_grid(frames: np.ndarray, valid: np.ndarray, times: pd.DatetimeIn
 
 
 def source_kind(path: Path) -> str | None:
-    """"cube" (open_cube reads it), "series" (plain Sentinel-2 DN series) or None (not imagery)."""
+    """"cube" (open_cube reads it), "series" (Sentinel-2 L2A DN series), "toa" (8-bit L1C series) or None."""
     if path.suffix == ".npz":
         return "cube" if path.name.startswith("context_") else None
+    if is_toa_series(path):
+        return "toa"
     if path.suffix != ".nc":
         return None
     with xr.open_dataset(path) as raw:
         if "s2_B02" in raw or "vegediff_cube_version" in raw.attrs:
             return "cube"
-        if ("B02" in raw or "B2" in raw) and "SCL" in raw:
+        if any(b in raw for b in ("B03", "B3")) and "SCL" in raw:
             return "series"
     return None
 
@@ -117,16 +145,44 @@ def load_sequence(path: Path) -> Sequence:
         return from_cube(open_cube(path).load(), path.stem)
     if kind == "series":
         return from_s2_series(path)
+    if kind == "toa":
+        return from_toa_series(path)
     raise MissingVariableError(f"{path} holds no Sentinel-2 imagery", fix="pass cubes, minicubes or S2 series")
 
 
 def discover(roots: list[Path]) -> list[Path]:
-    """Training files under the given files/folders (EarthNet2021: context files only)."""
+    """Training files under the given files/folders (EarthNet2021: context files only).
+
+    A 10 m series is left out when a series at a coarser resolution has the same acquisitions
+    over the same area (the `nrt` package ships the Romanian forest at 10 m and 20 m): the model
+    reads 20 m pixels, and the 20 m file has the true B8A.
+    """
     found: list[Path] = []
     for root in map(Path, roots):
         candidates = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
         found.extend(p for p in candidates if "reference_predictions" not in p.parts and source_kind(p))
-    return found
+    return _drop_finer_duplicates(found)
+
+
+def _series_footprint(path: Path) -> tuple | None:
+    """(first date, last date, count, rounded bounds) and resolution of an L2A series; None for other sources."""
+    if path.suffix != ".nc" or source_kind(path) != "series":
+        return None
+    with xr.open_dataset(path) as ds:
+        x, y, t = ds["x"].values, ds["y"].values, ds["time"].values
+        resolution = abs(float(x[1] - x[0]))
+        half = resolution / 2
+        bounds = tuple(round(float(v) / 100) for v in (x.min() - half, y.min() - half, x.max() + half, y.max() + half))
+        return (str(t[0]), str(t[-1]), len(t), bounds), resolution
+
+
+def _drop_finer_duplicates(paths: list[Path]) -> list[Path]:
+    footprints = {p: _series_footprint(p) for p in paths}
+    coarsest: dict[tuple, float] = {}
+    for footprint in filter(None, footprints.values()):
+        key, resolution = footprint
+        coarsest[key] = max(resolution, coarsest.get(key, 0.0))
+    return [p for p in paths if footprints[p] is None or footprints[p][1] >= coarsest[footprints[p][0]]]
 
 
 def meteo_coverage(sequences: list[Sequence]) -> dict[str, float]:

@@ -16,6 +16,7 @@ class VAETrainSettings:
     ndvi_weight: float = 1.0  # weight of the NDVI L1 term
     seed: int = 0
     checkpoint_every: int = 250  # steps between resumable checkpoints
+    precision: str = "auto"  # autocast: auto (bf16 on GPUs and CPUs with native bf16), fp32, bf16
 
 
 @dataclass(frozen=True)
@@ -30,3 +31,4 @@ class DiffusionTrainSettings:
     seed: int = 0
     checkpoint_every: int = 200  # steps between resumable checkpoints
     keep_every: int = 0  # also keep a copy of the checkpoint every this many steps (0: none), for model selection
+    precision: str = "auto"  # autocast: auto (bf16 on GPUs and CPUs with native bf16), fp32, bf16

@@ -20,10 +20,10 @@ from ..model.presets import ModelConfig
 from ..model.vae import kl_divergence
 from ..model.vegediff import VegeDiff
 from ..progress import ProgressFactory, no_progress
-from .checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from .checkpoint import load_checkpoint, restore, restore_rng, rng_state, save_checkpoint
 from .sequences import Sequence
 from .settings import VAETrainSettings
-from .windows import FramePool, spatial_size
+from .windows import FramePool, spatial_size, square
 
 log = logging.getLogger("vegediff.train")
 
@@ -47,8 +47,7 @@ def latent_statistics(model: VegeDiff, sequences: list[Sequence], device: torch.
     """Per-channel mean and std of the (raw) latents of all gap-filled training frames."""
     chunks = []
     for seq in sequences:
-        side = spatial_size(seq)
-        filled = gap_fill(seq.frames[..., :side, :side], seq.valid[..., :side, :side])
+        filled = gap_fill(*square(seq, spatial_size(seq)))
         for start in range(0, filled.shape[0], 32):
             batch = torch.from_numpy(filled[start : start + 32]).to(device)
             mean, _ = model.vae.encode_distribution(batch)
@@ -80,8 +79,8 @@ def train_vae(
     start = 0
     state = load_checkpoint(checkpoint_path)
     if state is not None:
-        model.vae.load_state_dict(state["vae"])
-        optimiser.load_state_dict(state["optimiser"])
+        restore(model.vae, state, "vae", checkpoint_path)
+        restore(optimiser, state, "optimiser", checkpoint_path)
         restore_rng(rng, state["rng"])
         start, losses = state["step"], state["losses"]
         log.info("VAE: resuming at step %d", start)
@@ -90,7 +89,7 @@ def train_vae(
         bar.update(start)
         for step in range(start, settings.steps):
             frames, valid = pool.batch(settings.batch, settings.crop, rng)
-            with autocast(device):
+            with autocast(device, settings.precision):
                 loss = vae_loss(model, frames.to(device), valid.to(device), settings)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()

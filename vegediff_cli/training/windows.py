@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 
-from ..config import CONTEXT_FRAMES, SEQUENCE_FRAMES
-from ..model.inputs import gap_fill, latent_weights, normalise_static, standardise_meteo
+from ..config import CONTEXT_FRAMES, SEQUENCE_FRAMES, STEP_DAYS
+from ..model.inputs import date_features, gap_fill, latent_weights, normalise_static, standardise_meteo
 from ..model.vegediff import VegeDiff
 from .sequences import Sequence
 
@@ -25,9 +26,20 @@ def dihedral(array: np.ndarray, k: int) -> np.ndarray:
 
 
 def spatial_size(seq: Sequence, multiple: int = 16) -> int:
-    """Largest square side (multiple of 16 px, at most 128) that fits the sequence."""
+    """Largest square side (multiple of 16 px, at most 128) that fits the sequence; 16 for smaller
+    series (the Rhone valley's 10 x 10 px), which are padded with pixels that count as missing."""
     side = min(seq.frames.shape[-2:])
-    return int(min(128, side - side % multiple))
+    return int(max(multiple, min(128, side - side % multiple)))
+
+
+def square(seq: Sequence, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """The sequence's frames (T, 4, side, side) and valid flags, cropped, or edge-padded with invalid pixels."""
+    frames, valid = seq.frames[..., :side, :side], seq.valid[..., :side, :side]
+    pad_h, pad_w = side - frames.shape[-2], side - frames.shape[-1]
+    if pad_h or pad_w:
+        frames = np.pad(frames, [(0, 0), (0, 0), (0, pad_h), (0, pad_w)], mode="edge")
+        valid = np.pad(valid, [(0, 0), (0, pad_h), (0, pad_w)], constant_values=False)
+    return frames, valid
 
 
 class FramePool:
@@ -75,6 +87,7 @@ class EncodedSequence:
     latents: torch.Tensor  # (8, T, C, h, w) normalised latents of the gap-filled frames
     weights: torch.Tensor  # (8, T, 1, h, w) fraction of clear pixels per latent cell
     meteo: torch.Tensor  # (T, 24) standardised meteorology (zeros when absent)
+    dates: torch.Tensor  # (T + 30, 3) date features of the frames and of 30 frames after the end
     static: torch.Tensor  # (8, 5, H, W) normalised static layers
     conditioned: bool  # False: no meteorology and no static layers -> always unconditional
 
@@ -91,7 +104,7 @@ class EncodedSequence:
 @torch.no_grad()
 def encode_sequence(seq: Sequence, model: VegeDiff, *, device: torch.device) -> EncodedSequence:
     side = spatial_size(seq)
-    frames, valid = seq.frames[..., :side, :side], seq.valid[..., :side, :side]
+    frames, valid = square(seq, side)
     filled = gap_fill(frames, valid)
     static, has_static = normalise_static({k: v[:side, :side] for k, v in seq.static.items()}, (side, side))
     latents, weights, statics = [], [], []
@@ -102,7 +115,9 @@ def encode_sequence(seq: Sequence, model: VegeDiff, *, device: torch.device) -> 
         weights.append(torch.from_numpy(latent_weights(dihedral(valid, k), factor)))
         statics.append(torch.from_numpy(dihedral(static, k)))
     meteo = torch.from_numpy(standardise_meteo(seq.meteo, len(seq.times)))
-    return EncodedSequence(seq.name, torch.stack(latents), torch.stack(weights), meteo, torch.stack(statics),
+    extended = seq.times.append(seq.times[-1] + pd.to_timedelta(STEP_DAYS * np.arange(1, SEQUENCE_FRAMES + 1), unit="D"))
+    dates = torch.from_numpy(date_features(extended, seq.latitude))
+    return EncodedSequence(seq.name, torch.stack(latents), torch.stack(weights), meteo, dates, torch.stack(statics),
                            conditioned=seq.has_meteo or has_static)
 
 
@@ -123,6 +138,7 @@ def sample_window(seq: EncodedSequence, rng: np.random.Generator) -> dict[str, t
         "future": latents[CONTEXT_FRAMES:],
         "weights": window(seq.weights[k])[CONTEXT_FRAMES:],
         "meteo": window(seq.meteo),
+        "dates": seq.dates[start : start + SEQUENCE_FRAMES],
         "static": seq.static[k],
         "conditioned": torch.tensor(seq.conditioned),
     }

@@ -24,8 +24,10 @@ from ...config import BANDS, DEFAULT_CLEAR_SCL, DLMASK, METEO_VARS, SCL, STATIC_
 from ...cube import schema
 from ...cube.masks import clear_from_scl
 from ...cube.readers import open_cube
+from ...cube.validate import check_reflectance
 from ...errors import NoValidDataError, UsageError
 from ...progress import ProgressFactory, no_progress
+from ...redact import redact
 from ...sources import era5, static
 from ...sources.scenes import inspect_scenes, read_scene
 from . import frames as framing
@@ -35,6 +37,7 @@ from .regrid import TargetGrid, reproject_dataset
 
 log = logging.getLogger("vegediff.prepare")
 MINICUBE_SOURCES = ("greenearthnet", "earthnet2021x")
+METEO_MODES = ("auto", "open-meteo", "none")
 TIME_RULE = ("one frame every 5 days; frame t covers days t-4..t; each pixel holds the latest clear observation "
              "in its window; no temporal gap filling (invalid = NaN, valid_mask 0)")
 
@@ -48,6 +51,7 @@ class PrepareSettings:
     meteo_layout: str = "auto"  # auto, series or grid (see meteo.py)
     max_meteo_distance_km: float = 25.0  # farthest a point meteorology series may lie from the cube centre
     chunk_px: int = 1024  # edge of the dask chunks (pixels): bounds memory per worker thread
+    href_schemes: tuple[str, ...] = ("https", "http")  # URL schemes static-layer asset hrefs may use (sources/hrefs.py)
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,11 @@ class PrepareInputs:
     era5_download: Path | None = None  # download hourly ERA5 for the cube with cdsapi into this file first
     eobs: tuple[Path, ...] = ()  # E-OBS NetCDF files
     meteo_from: Path | None = None  # use the daily eobs_* series of this GreenEarthNet minicube
+    # Downloaded meteorology: "none" (library default: never touch the network), "auto" (Open-Meteo's
+    # ERA5 archive when no file is given and the input has no series of its own; the CLI default),
+    # "open-meteo" (always, replacing the input's own series).
+    meteo: str = "none"
+    open_meteo: Any = None  # sources.openmeteo.OpenMeteo client; None: from the environment
     dem: Path | None = None  # local DEM GeoTIFF -> cop_dem
     landcover: Path | None = None  # local ESA WorldCover GeoTIFF -> esawc_lc
     static_stac_url: str | None = None  # STAC API with cop-dem-glo-30 and esa-worldcover collections
@@ -134,6 +143,7 @@ def _raw_from_scenes(paths: Sequence[Path], target: TargetGrid | None, chunk_px:
 
 def _raw_from_cube(path: Path, target: TargetGrid | None, chunk_px: int) -> tuple[xr.Dataset, TargetGrid]:
     ds = open_cube(path)
+    check_reflectance(ds, source=str(path))
     own = TargetGrid.of_dataset(ds)
     ds = ds.drop_vars("spatial_ref", errors="ignore")
     spatial = {"time": 1, "y": chunk_px, "x": chunk_px}
@@ -175,7 +185,18 @@ def build_cube(
         return _build(inputs, settings, progress)
 
 
+def check_settings(settings: PrepareSettings) -> None:
+    """UsageError for settings no cube can be built with (checked before any file is read)."""
+    if settings.meteo_layout not in meteo.LAYOUTS:
+        raise UsageError(f"--meteo-layout '{settings.meteo_layout}' is not one of {', '.join(meteo.LAYOUTS)}",
+                         fix="use auto (default), series or grid")
+    distance = settings.max_meteo_distance_km
+    if not (isinstance(distance, int | float) and np.isfinite(distance) and distance > 0):
+        raise UsageError(f"--max-meteo-distance {distance} must be a positive number of km", fix="e.g. 25")
+
+
 def _build(inputs: PrepareInputs, settings: PrepareSettings, progress: ProgressFactory) -> PreparedCube:
+    check_settings(settings)
     if (inputs.source is None) == (not inputs.scenes):
         raise UsageError("give either an input cube or --scenes, not both or neither",
                          fix="pass --input/--tile for a fetched cube, or --scenes FILE... for GeoTIFF scenes")
@@ -220,7 +241,7 @@ def _build(inputs: PrepareInputs, settings: PrepareSettings, progress: ProgressF
     cube = schema.finalise(cube, crs=target.grid.crs, source="prepare", attrs=attrs)
 
     cube = _attach_meteo(cube, raw, inputs, settings, target, notes, same_frames=acquisitions.equals(frame_times))
-    cube = _attach_static(cube, raw, inputs, target, notes)
+    cube = _attach_static(cube, raw, inputs, target, notes, href_schemes=settings.href_schemes)
     return PreparedCube(cube=cube, clear_fraction=clear_fraction, acquisitions=framing.observation_count(members),
                         notes=notes)
 
@@ -234,17 +255,25 @@ def _attach_meteo(cube, raw, inputs, settings, target, notes, *, same_frames: bo
     meteo_from = inputs.meteo_from
     own = [meteo_name(v) for v in METEO_VARS if meteo_name(v) in raw]
     explicit = bool(era5_files or inputs.eobs or meteo_from)
+    if inputs.meteo not in METEO_MODES:
+        raise UsageError(f"--meteo '{inputs.meteo}' is not one of {', '.join(METEO_MODES)}")
+    if explicit and inputs.meteo == "open-meteo":
+        raise UsageError("--meteo open-meteo and a meteorology file were both given", fix="pass one meteorology source per run")
+    minicube = raw.attrs.get("source") in MINICUBE_SOURCES and inputs.source is not None
+    if inputs.meteo == "open-meteo" or (inputs.meteo == "auto" and not explicit and not own and not minicube):
+        return _attach_open_meteo(cube, request, inputs, settings, target, notes)
     if not explicit and own and same_frames:
         for name in own:  # the input's own (time, stat) meteorology already sits on these frames
             cube[name] = raw[name].load()
         cube = cube.assign_coords(stat=raw["stat"].values)
         cube.attrs.update({"meteo_source": "input cube", "meteo_layout": "series"})
         return cube
-    if not explicit and raw.attrs.get("source") in MINICUBE_SOURCES and inputs.source is not None:
+    if not explicit and minicube:
         meteo_from = inputs.source  # re-aggregate the minicube's daily series onto the new frames
     daily = meteo.load_daily(request, era5_files=era5_files, eobs_files=tuple(inputs.eobs), meteo_from=meteo_from)
     if daily is None:
-        message = "no meteorology given (--era5, --eobs or --meteo-from): the cube has no eobs_* variables"
+        message = ("no meteorology (--meteo none and no --era5, --eobs or --meteo-from): the cube has no eobs_* "
+                   "variables, so forecasts from it are unconditional")
         log.warning(message)
         notes.append(message)
         cube.attrs["meteo_source"] = "none"
@@ -254,7 +283,22 @@ def _attach_meteo(cube, raw, inputs, settings, target, notes, *, same_frames: bo
     return meteo.place(cube, daily, target, layout=settings.meteo_layout)
 
 
-def _attach_static(cube, raw, inputs, target, notes) -> xr.Dataset:
+def _attach_open_meteo(cube, request, inputs, settings, target, notes) -> xr.Dataset:
+    from ...sources.openmeteo import OpenMeteo
+
+    client = inputs.open_meteo or OpenMeteo.from_env()
+    daily = meteo.load_open_meteo(request, target, layout=settings.meteo_layout, client=client)
+    transfer = client.transfer
+    message = (f"meteorology: Open-Meteo ERA5 archive, {daily.attrs['meteo_cells']} cells, {transfer.requests} request(s), "
+               f"{transfer.bytes / 1e3:.0f} kB ({transfer.cached} from cache)")
+    log.info(message)
+    notes.append(message)
+    if daily.attrs.get("meteo_unit_notes"):
+        notes.extend(daily.attrs["meteo_unit_notes"].split(" | "))
+    return meteo.place(cube, daily, target, layout=settings.meteo_layout)
+
+
+def _attach_static(cube, raw, inputs, target, notes, *, href_schemes: tuple[str, ...]) -> xr.Dataset:
     layers: dict[str, np.ndarray] = {}
     sources: list[str] = []
     for name in STATIC_LAYERS:
@@ -269,9 +313,10 @@ def _attach_static(cube, raw, inputs, target, notes) -> xr.Dataset:
     if inputs.static_stac_url:
         wanted = tuple(layer for layer in static.STAC_LAYERS
                        if not (layer is static.DEM and inputs.dem) and not (layer is static.LANDCOVER and inputs.landcover))
-        found = static.read_stac_layers(inputs.static_stac_url, target.grid, layers=wanted, notes=notes)
+        found = static.read_stac_layers(inputs.static_stac_url, target.grid, layers=wanted, notes=notes,
+                                        href_schemes=href_schemes)
         layers.update(found)
-        sources.extend(f"{name}: {inputs.static_stac_url}" for name in found)
+        sources.extend(f"{name}: {redact(inputs.static_stac_url)}" for name in found)
     cube = cube.drop_vars([n for n in STATIC_LAYERS if n in cube])
     cube = schema.add_static(cube, layers)
     cube.attrs["static_sources"] = "; ".join(sources) or "none"

@@ -60,6 +60,15 @@ def load_daily(
     return None
 
 
+def load_open_meteo(request: MeteoRequest, target: TargetGrid, *, layout: str, client) -> xr.Dataset:
+    """ERA5 daily series from Open-Meteo on the ERA5 cells that the chosen layout's positions need."""
+    from ...sources import openmeteo  # requests-only, but keep prepare's import light
+
+    chosen = layout_for(layout, target, openmeteo.ERA5_SPACING)
+    lon, lat, _, _ = sample_positions(target, chosen, openmeteo.ERA5_SPACING)
+    return openmeteo.read_archive(request, lon=lon, lat=lat, client=client)
+
+
 def aggregate(values: np.ndarray, days: pd.DatetimeIndex, frames: pd.DatetimeIndex) -> np.ndarray:
     """(D, ...) daily values -> (T, 3, ...) mean/min/max over the days t-4..t of each frame."""
     out = np.full((len(frames), len(METEO_STATS), *values.shape[1:]), np.nan, dtype="float32")
@@ -105,13 +114,29 @@ def choose_layout(layout: str, daily: xr.Dataset, target: TargetGrid) -> str:
     if layout == "grid" and not gridded:
         raise UsageError(f"{daily.attrs.get('meteo_source', 'the meteorology')} is a point series and cannot be gridded",
                          fix="use --meteo-layout series (or auto) with point sources such as --meteo-from")
+    return layout_for(layout, target, eobs.grid_spacing(daily)) if gridded else "series"
+
+
+def layout_for(layout: str, target: TargetGrid, spacing_deg: float) -> str:
+    """`auto` -> grid when the cube spans more than one cell of a gridded source, else series."""
+    if layout not in LAYOUTS:
+        raise UsageError(f"--meteo-layout '{layout}' is not one of {', '.join(LAYOUTS)}")
     if layout != "auto":
         return layout
-    if not gridded:
-        return "series"
     west, south, east, north = target.lonlat_bounds()
-    spacing = eobs.grid_spacing(daily)
-    return "grid" if max(east - west, north - south) > spacing else "series"
+    return "grid" if max(east - west, north - south) > spacing_deg else "series"
+
+
+def sample_positions(target: TargetGrid, layout: str, spacing_deg: float):
+    """Where meteorology is sampled: lon, lat (N,) and, for the grid layout, node y, x in the cube's CRS."""
+    if layout == "series":
+        west, south, east, north = target.lonlat_bounds()
+        return np.array([(west + east) / 2.0]), np.array([(south + north) / 2.0]), None, None
+    node_y, node_x = _node_axes(target, spacing_deg)
+    grid_x, grid_y = np.meshgrid(node_x, node_y)
+    lon_list, lat_list = warp_transform(CRS.from_user_input(target.grid.crs), CRS.from_epsg(4326),
+                                        grid_x.ravel().tolist(), grid_y.ravel().tolist())
+    return np.asarray(lon_list), np.asarray(lat_list), node_y, node_x
 
 
 def _node_axes(target: TargetGrid, spacing_deg: float) -> tuple[np.ndarray, np.ndarray]:
@@ -134,18 +159,13 @@ def place(cube: xr.Dataset, daily: xr.Dataset, target: TargetGrid, *, layout: st
     days = pd.DatetimeIndex(daily["time"].values)
     cube = cube.drop_vars([meteo_name(v) for v in METEO_VARS if meteo_name(v) in cube] +
                           [c for c in ("meteo_y", "meteo_x") if c in cube.coords])
+    spacing = eobs.grid_spacing(daily) if eobs.is_gridded(daily) else 0.25  # unused for series
+    lon, lat, node_y, node_x = sample_positions(target, chosen, spacing)
     if chosen == "series":
-        west, south, east, north = target.lonlat_bounds()
-        lon, lat = np.array([(west + east) / 2.0]), np.array([(south + north) / 2.0])
         dims: tuple[str, ...] = ("time", "stat")
         shape: tuple[int, ...] = ()
         cube.attrs.update({"meteo_longitude": float(lon[0]), "meteo_latitude": float(lat[0])})
     else:
-        node_y, node_x = _node_axes(target, eobs.grid_spacing(daily))
-        grid_x, grid_y = np.meshgrid(node_x, node_y)
-        lon_list, lat_list = warp_transform(CRS.from_user_input(target.grid.crs), CRS.from_epsg(4326),
-                                            grid_x.ravel().tolist(), grid_y.ravel().tolist())
-        lon, lat = np.asarray(lon_list), np.asarray(lat_list)
         dims, shape = ("time", "stat", "meteo_y", "meteo_x"), (len(node_y), len(node_x))
         units = "degrees" if CRS.from_user_input(target.grid.crs).is_geographic else "m"
         cube = cube.assign_coords(
@@ -170,4 +190,6 @@ def place(cube: xr.Dataset, daily: xr.Dataset, target: TargetGrid, *, layout: st
         "meteo_layout": chosen,
         "meteo_unit_notes": daily.attrs.get("meteo_unit_notes", ""),
     })
+    if daily.attrs.get("meteo_attribution"):  # Open-Meteo's CC BY 4.0 terms travel with the cube
+        cube.attrs["meteo_attribution"] = daily.attrs["meteo_attribution"]
     return cube

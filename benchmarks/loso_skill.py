@@ -1,0 +1,150 @@
+"""Leave-one-site-out skill: the shipped training recipe, retrained with each conditioned site held out.
+
+Folds (conditioned sites of ../shared/data; the shipped recipe already leaves out the GreenEarthNet
+29SND 2021 test cube and the EarthNet2021x 29SND 2017 validation cube, so every fold leaves out
+those two as well as its own site):
+
+    29SND-2021   GreenEarthNet JAS2021 29SND (Portugal, summer drying)      = the shipped recipe itself
+    34VCL-2021   GreenEarthNet MJJ2021 34VCL (Sweden, spring green-up)
+    29SND-2017   EarthNet2021x 29SND 2017 + the EarthNet2021 29SND sample (Portugal, Jun-Nov)
+    29SQC-2017   the five EarthNet2021 29SQC samples (Portugal, Jul-Nov)
+
+Each fold trains the denoiser (`scripts/train_weights.py --name loso-FOLD --exclude ...`, short runs),
+takes the last checkpoint's weights of the kind and the guidance the shipped selection chose, fits
+the spread inflation on its validation data (the held-out seasons of the long series and a cube: the
+EarthNet2021x cube; for the 29SND-2017 fold, which holds it out, the JAS2021 cube), forecasts its held-out cubes and scores them beside persistence,
+the context mean and, where a cube has earlier years, climatology. None of these cubes has earlier
+years, so climatology is n/a here.
+
+    python benchmarks/loso_skill.py --train --steps 3000     # train the missing folds (hours on a CPU), then score
+    python benchmarks/loso_skill.py                          # score the folds already trained in runs/
+    python benchmarks/loso_skill.py --fold 34VCL-2021 --members 16 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.heldout_skill import forecast_cube, skill_rows  # noqa: E402
+from scripts.select_weights import calibrate, export, season_validation_cubes  # noqa: E402
+from scripts.train_weights import ROOT, SHARED  # noqa: E402
+from vegediff_cli.model.weights import read_metadata  # noqa: E402
+from vegediff_cli.pipeline.calibration import METADATA_KEY  # noqa: E402
+
+JAS = SHARED / "greenearthnet" / "JAS2021_minicube_0_29SND_39.29_-8.56.nc"
+MJJ = SHARED / "greenearthnet" / "MJJ2021_minicube_241_34VCL_59.04_17.96.nc"
+EN21X = SHARED / "earthnet2021x" / "minicube_29SND_39.17_-8.05_2017.nc"
+EN21 = SHARED / "earthnet2021" / "context"
+
+
+@dataclass(frozen=True)
+class Fold:
+    name: str
+    exclude: tuple[str, ...]  # file-name parts held out of training, beyond the recipe's two
+    tests: tuple[Path, ...]  # held-out cubes scored
+    validation: Path  # cube the fold's spread inflation is fitted on
+
+    @property
+    def run_dir(self) -> Path:
+        return ROOT / "runs" / ("shipped" if self.name == "29SND-2021" else f"loso-{self.name}")
+
+
+def folds() -> list[Fold]:
+    return [
+        Fold("29SND-2021", (), (JAS,), EN21X),
+        Fold("34VCL-2021", ("MJJ2021_minicube_241_34VCL",), (MJJ,), EN21X),
+        Fold("29SND-2017", ("context_29SND_2017",), (EN21X, *sorted(EN21.glob("context_29SND_2017*.npz"))), JAS),
+        Fold("29SQC-2017", ("context_29SQC_2017",), tuple(sorted(EN21.glob("context_29SQC_2017*.npz"))), EN21X),
+    ]
+
+
+def train(fold: Fold, steps: int) -> None:
+    command = [sys.executable, str(ROOT / "scripts" / "train_weights.py"), "--name", fold.run_dir.name,
+               "--steps", str(steps)]
+    for part in fold.exclude:
+        command += ["--exclude", part]
+    subprocess.run(command, check=True)
+
+
+def fold_weights(fold: Fold, folder: Path, *, shipped: dict[str, str], members: int) -> tuple[Path, float]:
+    """The fold's weights: last checkpoint, the shipped selection's kind and guidance, its own spread inflation."""
+    guidance = float(shipped.get("recommended_guidance", 1.0))
+    kind = shipped.get("selected_weights", "ema")
+    last = sorted((fold.run_dir / "diffusion").glob("diffusion-step*.ckpt"))[-1]
+    raw = export(fold.run_dir / "final.safetensors", last, folder / f"{fold.name}-raw.safetensors", kind=kind, extra={})
+    seasons = season_validation_cubes(folder)
+    factors, _ = calibrate(fold.validation, seasons, raw, folder, members=members, guidance=guidance)
+    weights = export(fold.run_dir / "final.safetensors", last, folder / f"{fold.name}.safetensors", kind=kind,
+                     extra={"recommended_guidance": str(guidance), METADATA_KEY: json.dumps(factors)})
+    return weights, guidance
+
+
+def score_fold(fold: Fold, *, shipped: dict[str, str], members: int, seed: int) -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        weights, guidance = fold_weights(fold, folder, shipped=shipped, members=members)
+        for cube in fold.tests:
+            forecast = forecast_cube(cube, folder, weights=weights, members=members, steps=10, seed=seed,
+                                     guidance=guidance)
+            cube_rows, details = skill_rows(cube, forecast)
+            p = details["probabilistic"] or {}
+            for row in cube_rows:
+                row["fold"] = fold.name
+                if row["forecast"] == "vegediff":
+                    row.update({"crps": p.get("crps"), "mae_ensemble_mean": p.get("mae_ensemble_mean"),
+                                "spread_skill": p.get("spread_skill_ratio")})
+            rows += cube_rows
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| fold | cube | forecast | RMSE | NSE | R2 | direction | fair CRPS | MAE of mean | spread/skill |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def fmt(value, digits: int = 4) -> str:
+        return "" if value is None else f"{value:.{digits}f}"
+
+    for r in rows:
+        lines.append(f"| {r['fold']} | {r['cube'][:40]} | {r['forecast']} | {fmt(r['rmse'])} | {fmt(r['nse'])} | "
+                     f"{fmt(r['r2'])} | {fmt(r.get('direction'), 3)} | {fmt(r.get('crps'))} | "
+                     f"{fmt(r.get('mae_ensemble_mean'))} | {fmt(r.get('spread_skill'), 3)} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fold", action="append", help="only these folds (default: all)")
+    parser.add_argument("--train", action="store_true", help="train folds whose run folder is missing")
+    parser.add_argument("--steps", type=int, default=3000, help="denoiser steps of a fold trained with --train")
+    parser.add_argument("--members", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--shipped", type=Path, default=ROOT / "weights" / "vegediff-small.safetensors",
+                        help="weights whose selection (kind, guidance) the folds reuse")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    chosen = [f for f in folds() if not args.fold or f.name in args.fold]
+    shipped = read_metadata(args.shipped)
+    rows = []
+    for fold in chosen:
+        if not (fold.run_dir / "final.safetensors").exists():
+            if not args.train:
+                print(f"{fold.name}: not trained ({fold.run_dir} missing); pass --train", file=sys.stderr)
+                continue
+            train(fold, args.steps)
+        rows += score_fold(fold, shipped=shipped, members=args.members, seed=args.seed)
+        print(markdown([r for r in rows if r["fold"] == fold.name]), file=sys.stderr)
+    print(json.dumps(rows, default=float) if args.json else markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
