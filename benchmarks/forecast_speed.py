@@ -25,6 +25,7 @@ Nothing here is a test. Rerun everything (about an hour on 2 cores) with
 
     python benchmarks/forecast_speed.py --json forecast_speed.json
     python benchmarks/forecast_speed.py --tile-size 1024 --skip-load    # a few minutes, for development
+    python benchmarks/forecast_speed.py --skip-compile --skip-policy --skip-tile   # quickest check
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from vegediff_cli.config import SamplerSettings  # noqa: E402
 from vegediff_cli.geo import chip_layout  # noqa: E402
 from vegediff_cli.model.compiled import compile_for_sampling  # noqa: E402
 from vegediff_cli.model.device import inference_autocast, resolve_precision  # noqa: E402
+from vegediff_cli.model.inputs import date_features  # noqa: E402
 from vegediff_cli.pipeline.forecast_model import default_guidance, load_model, resolve_weights  # noqa: E402
 from vegediff_cli.pipeline.forecast_runtime import (  # noqa: E402
     COMPILE_MIN_CHIP_MEMBERS,
@@ -163,7 +165,7 @@ def startup() -> None:
 
 
 # --- 4. the denoiser ----------------------------------------------------------------------------
-def denoiser(weights: Path, peaks: dict, folder: Path) -> None:
+def denoiser(weights: Path, peaks: dict, folder: Path, *, compiled: bool = True) -> None:
     print("\n## the denoiser: one chip, 20 frames, Euler 10, the weights' guidance, 1 thread")
     torch.set_num_threads(1)
     device = torch.device("cpu")
@@ -174,19 +176,21 @@ def denoiser(weights: Path, peaks: dict, folder: Path) -> None:
     frames = 0.05 + 0.3 * torch.rand(chips, 10, 4, 128, 128, generator=gen)
     meteo = torch.randn(chips, 30, 24, generator=gen)
     static = torch.randn(chips, 5, 128, 128, generator=gen)
+    dates = chip_dates(model, chips)
     settings = SamplerSettings(steps=10, guidance_scale=default_guidance(weights))
     with torch.no_grad(), inference_autocast(device, precision):
         context = model.encode_frames(frames).float()
 
         def sample():
-            return model.sample(context, meteo=meteo, static=static, conditioned=True, members=1, settings=settings)
+            return model.sample(context, meteo=meteo, static=static, conditioned=True, members=1, settings=settings,
+                                dates=dates)
 
         with FlopCounterMode(display=False) as counter:
             sample()
         flops = counter.get_total_flops() / chips
         flops_by_op = {str(op): count for op, count in counter.get_flop_counts().get("Global", {}).items()}
         times = {}
-        for label in ("eager", "compiled"):
+        for label in ("eager", "compiled") if compiled else ("eager",):
             if label == "compiled":
                 began = time.process_time()
                 compile_for_sampling(model, precision=precision, device=device)
@@ -207,8 +211,19 @@ def denoiser(weights: Path, peaks: dict, folder: Path) -> None:
             say("denoiser", f"{label}_cpu_s_per_chip", seconds, f"{label}: {seconds:.3f} CPU s per chip = {rate:.0f} GFLOP "
                 f"per CPU s = {rate / peak:.0%} of the 1-thread {precision} matmul peak ({peak:.0f}) (target 30 %)")
         profile(sample, flops_by_op, times["eager"] * chips, peak, precision)
-    saving = times["eager"] - times["compiled"]
-    compile_cost(weights, precision, saving, folder)
+    if compiled:
+        compile_cost(weights, precision, times["eager"] - times["compiled"], folder)
+
+
+def chip_dates(model, chips: int) -> torch.Tensor | None:
+    """(chips, 30, 3) date features of the real chip's frames (weights with date_channels need them), else None."""
+    if not model.cfg.vegenet.date_channels:
+        return None
+    import pandas as pd
+
+    frames = pd.date_range(end=HINDCAST_START, periods=11, freq="5D")[:-1].append(
+        pd.date_range(HINDCAST_START, periods=20, freq="5D"))
+    return torch.from_numpy(date_features(frames, 39.29)).expand(chips, -1, -1).contiguous()
 
 
 def profile(sample, flops_by_op: dict[str, int], cpu_seconds: float, peak: float, precision: str) -> None:
@@ -252,12 +267,14 @@ def compile_cost(weights: Path, precision: str, saving: float, folder: Path) -> 
             "from vegediff_cli.model.device import inference_autocast\n"
             "d = torch.device('cpu'); m = load_model(sys.argv[1], d)\n"
             "x = torch.rand(4, 10, 4, 128, 128)\n"
+            "n = m.cfg.vegenet.date_channels\n"
+            "dates = torch.zeros(4, 30, n) if n else None\n"
             "with torch.no_grad(), inference_autocast(d, sys.argv[2]):\n"
             "    c = m.encode_frames(x).float()\n"
             "    t = time.process_time(); w = time.perf_counter()\n"
             "    compile_for_sampling(m, precision=sys.argv[2], device=d)\n"
             "    m.sample(c, meteo=torch.zeros(4, 30, 24), static=torch.zeros(4, 5, 128, 128), conditioned=True,"
-            " settings=SamplerSettings(steps=1))\n"
+            " settings=SamplerSettings(steps=1), dates=dates)\n"
             "    print(time.process_time() - t, time.perf_counter() - w)\n")
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
     for label in ("cold", "warm"):
@@ -282,7 +299,8 @@ def compile_cost(weights: Path, precision: str, saving: float, folder: Path) -> 
 def run_cli(*args: str, env: dict | None = None) -> dict:
     """One `vegediff forecast ... --json` run: wall, CPU (all its processes), peak RSS of its process tree."""
     began, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    process = subprocess.Popen([vegediff_command(), "forecast", *args, "--quiet", "--json"], stdout=subprocess.PIPE,
+    # --force: reruns with the same inputs would otherwise be skipped as up to date
+    process = subprocess.Popen([vegediff_command(), "forecast", *args, "--force", "--quiet", "--json"], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=env)
     peak, tree = 0, psutil.Process(process.pid)
     while process.poll() is None:
@@ -398,6 +416,7 @@ def main() -> None:
     parser.add_argument("--skip-tile", action="store_true")
     parser.add_argument("--skip-load", action="store_true", help="skip the tile run under load")
     parser.add_argument("--skip-policy", action="store_true")
+    parser.add_argument("--skip-compile", action="store_true", help="eager denoiser only: no compilation (minutes cold)")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -407,7 +426,7 @@ def main() -> None:
         machine()
         peaks = matmul_peaks()
         startup()
-        denoiser(weights, peaks, folder)
+        denoiser(weights, peaks, folder, compiled=not args.skip_compile)
         one_chip(folder)
         if not args.skip_policy:
             policy(folder, args.policy_size)
