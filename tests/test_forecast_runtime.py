@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +125,33 @@ def test_member_chunks_and_padded_batches_give_the_same_members(one_thread):
     padded = forecast_chips(model, batch, conditioned=True, settings=ChipSettings(members=3, sampler=FAST, pad_chips=4))
     assert padded.shape == whole.shape
     np.testing.assert_allclose(padded, whole, atol=2e-5)
+
+
+def test_chunks_and_padding_keep_per_member_weather_and_dates(one_thread):
+    """Scenario weather (one series per member) and date features survive member chunks and padded batches."""
+    cfg = PRESETS["tiny"]
+    cfg = replace(cfg, vegenet=replace(cfg.vegenet, date_channels=3))
+    torch.manual_seed(0)
+    model = VegeDiff(cfg).eval()
+    with torch.no_grad():  # a fresh denoiser's zero-initialised output layers would ignore weather and dates
+        for p in model.vegenet.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    rng = np.random.default_rng(1)
+    base = _batch(2)
+    batch = ChipBatch(base.context, base.valid, rng.normal(0, 1, (3, 2, 30, 24)).astype("float32"), base.static,
+                      base.seeds, dates=rng.uniform(-1, 1, (2, 30, 3)).astype("float32"))
+    settings = ChipSettings(members=3, sampler=FAST)
+    whole = forecast_chips(model, batch, conditioned=True, settings=settings)
+    chunks = np.concatenate([forecast_chips(model, batch, conditioned=True, settings=settings, member_range=r)
+                             for r in ((0, 1), (1, 3))])
+    np.testing.assert_allclose(chunks, whole, atol=2e-5)
+    padded = forecast_chips(model, batch, conditioned=True, settings=ChipSettings(members=3, sampler=FAST, pad_chips=3))
+    np.testing.assert_allclose(padded, whole, atol=2e-5)
+    shared = ChipBatch(base.context, base.valid, np.repeat(batch.meteo[:1], 3, axis=0), base.static, base.seeds,
+                       dates=batch.dates)
+    assert not np.allclose(forecast_chips(model, shared, conditioned=True, settings=settings)[1:], whole[1:])
+    undated = ChipBatch(batch.context, batch.valid, batch.meteo, batch.static, batch.seeds, dates=batch.dates * 0)
+    assert not np.allclose(forecast_chips(model, undated, conditioned=True, settings=settings), whole)
 
 
 def test_a_failing_compiler_falls_back_to_eager_sampling(monkeypatch, caplog, one_thread):
