@@ -7,15 +7,22 @@ the synthetic cube's site, so scenario members read real, different years.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import xarray as xr
 
-from vegediff_cli.config import METEO_VARS
+from vegediff_cli.config import METEO_VARS, SamplerSettings
 from vegediff_cli.cube.readers import open_cube
+from vegediff_cli.model.presets import PRESETS
+from vegediff_cli.model.vegediff import VegeDiff
+from vegediff_cli.model.weights import save_weights
+from vegediff_cli.pipeline.forecast import ForecastJob, run_forecasts
+from vegediff_cli.pipeline.forecast_plan import ForecastSettings
 from vegediff_cli.pipeline.meteo_inputs import cube_centre_lonlat, resolve_meteo
 from vegediff_cli.sources.openmeteo import OpenMeteo
 
@@ -126,18 +133,6 @@ def test_cli_offline_auto_goes_without_weather_and_open_meteo_is_exit_8(cli, mon
 
 def test_worker_processes_forecast_scenario_weather_and_dates_as_this_process(cube_path, archive, monkeypatch, tmp_path):
     """The worker pool gets every per-chip input of the parent (per-member weather, date features): same file."""
-    from dataclasses import replace
-
-    from vegediff_cli.config import SamplerSettings
-    from vegediff_cli.model.presets import PRESETS
-    from vegediff_cli.pipeline.forecast import ForecastJob, run_forecasts
-    from vegediff_cli.pipeline.forecast_plan import ForecastSettings
-
-    import torch
-
-    from vegediff_cli.model.vegediff import VegeDiff
-    from vegediff_cli.model.weights import save_weights
-
     cfg = PRESETS["tiny"]
     torch.manual_seed(0)
     model = VegeDiff(replace(cfg, vegenet=replace(cfg.vegenet, date_channels=3)))
