@@ -7,10 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..model.device import pick_device
-from ..training.diffusion_train import DiffusionTrainSettings
-from ..training.run import run_diffusion, run_vae
-from ..training.vae_train import VAETrainSettings
+from ..training.settings import DiffusionTrainSettings, VAETrainSettings
 from .options import JsonOpt, QuietOpt, emit_json, finite, setup
 
 DataOpt = Annotated[list[Path], typer.Option("--data", "-d", help="Folder or file of training data (repeatable).")]
@@ -40,6 +37,9 @@ def vae(
     json_out: JsonOpt = False,
 ) -> None:
     """Stage 1: train the VAE on every clear Sentinel-2 frame of the training data."""
+    from ..model.device import pick_device
+    from ..training.run import run_vae
+
     progress = setup(quiet)
     settings = VAETrainSettings(steps=steps, batch=batch, crop=crop, seed=seed)
     result = run_vae(data, exclude=exclude or [], preset_name=preset, settings=settings, run_dir=run_dir,
@@ -64,6 +64,9 @@ def diffusion(
     json_out: JsonOpt = False,
 ) -> None:
     """Stage 2: train the denoiser on latent sequences (VAE frozen); writes VAE + denoiser weights."""
+    from ..model.device import pick_device
+    from ..training.run import run_diffusion
+
     progress = setup(quiet)
     finite(lr, "--lr")
     settings = DiffusionTrainSettings(steps=steps, batch=batch, lr=lr, seed=seed)

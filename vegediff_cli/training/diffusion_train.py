@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,24 +21,10 @@ from ..model.vegediff import VegeDiff
 from ..progress import ProgressFactory, no_progress
 from .checkpoint import EMA, load_checkpoint, restore, restore_rng, rng_state, save_checkpoint
 from .sequences import Sequence
+from .settings import DiffusionTrainSettings
 from .windows import EncodedSequence, encode_sequence, sample_batch
 
 log = logging.getLogger("vegediff.train")
-
-
-@dataclass(frozen=True)
-class DiffusionTrainSettings:
-    steps: int = 4000  # optimiser steps
-    batch: int = 8  # windows per step
-    lr: float = 3e-4  # peak AdamW learning rate
-    warmup: int = 200  # linear warm-up steps, then cosine decay to 10 %
-    weight_decay: float = 0.01
-    ema_decay: float = 0.999  # EMA of weights used for sampling
-    series_fraction: float = 0.25  # share of batches drawn from other spatial sizes (e.g. 20 m series)
-    seed: int = 0
-    checkpoint_every: int = 200  # steps between resumable checkpoints
-    keep_every: int = 0  # also keep a copy of the checkpoint every this many steps (0: none), for model selection
-    precision: str = "auto"  # autocast: auto (bf16 on GPUs and CPUs with native bf16), fp32, bf16
 
 
 def learning_rate(step: int, settings: DiffusionTrainSettings) -> float:

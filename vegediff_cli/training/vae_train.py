@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,22 +22,10 @@ from ..model.vegediff import VegeDiff
 from ..progress import ProgressFactory, no_progress
 from .checkpoint import load_checkpoint, restore, restore_rng, rng_state, save_checkpoint
 from .sequences import Sequence
+from .settings import VAETrainSettings
 from .windows import FramePool, spatial_size, square
 
 log = logging.getLogger("vegediff.train")
-
-
-@dataclass(frozen=True)
-class VAETrainSettings:
-    steps: int = 4000  # optimiser steps
-    batch: int = 16  # crops per step
-    crop: int = 48  # crop side in pixels (fully convolutional; 48 fits the 20 m Romanian series)
-    lr: float = 2e-4  # AdamW learning rate
-    kl_weight: float = 1e-6  # weight of the summed KL term (latent diffusion's first stage)
-    ndvi_weight: float = 1.0  # weight of the NDVI L1 term
-    seed: int = 0
-    checkpoint_every: int = 250  # steps between resumable checkpoints
-    precision: str = "auto"  # autocast: auto (bf16 on GPUs and CPUs with native bf16), fp32, bf16
 
 
 def _ndvi(x: torch.Tensor) -> torch.Tensor:
