@@ -11,7 +11,7 @@ those two as well as its own site):
 
 Each fold trains the denoiser (`scripts/train_weights.py --name loso-FOLD --exclude ...`, short runs),
 takes the last checkpoint's weights of the kind and the guidance the shipped selection chose, fits
-the spread inflation on its validation data (the held-out seasons of the long series and a cube: the
+the spread inflation on its validation data (as scripts/select_weights.py, common factor included) (the held-out seasons of the long series and a cube: the
 EarthNet2021x cube; for the 29SND-2017 fold, which holds it out, the JAS2021 cube), forecasts its held-out cubes and scores them beside persistence,
 the context mean and, where a cube has earlier years, climatology. None of these cubes has earlier
 years, so climatology is n/a here.
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -34,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.heldout_skill import forecast_cube, skill_rows  # noqa: E402
-from scripts.select_weights import calibrate, export, season_validation_cubes  # noqa: E402
+from scripts.select_weights import calibrate, export, score, season_validation_cubes  # noqa: E402
 from scripts.train_weights import ROOT, SHARED  # noqa: E402
 from vegediff_cli.model.weights import read_metadata  # noqa: E402
 from vegediff_cli.pipeline.calibration import METADATA_KEY  # noqa: E402
@@ -84,6 +85,13 @@ def fold_weights(fold: Fold, folder: Path, *, shipped: dict[str, str], members: 
     factors, _ = calibrate(fold.validation, seasons, raw, folder, members=members, guidance=guidance)
     weights = export(fold.run_dir / "final.safetensors", last, folder / f"{fold.name}.safetensors", kind=kind,
                      extra={"recommended_guidance": str(guidance), METADATA_KEY: json.dumps(factors)})
+    # as select_weights.py: one common factor brings the validation cube's spread/skill to 1
+    ratio = score(fold.validation, weights, folder, members=members, guidance=guidance,
+                  calibrated=True)["probabilistic"].get("spread_skill_ratio")
+    if ratio and math.isfinite(ratio) and abs(ratio - 1) > 0.02:
+        factors = [round(max(1.0, f / ratio), 4) for f in factors]
+        weights = export(fold.run_dir / "final.safetensors", last, folder / f"{fold.name}.safetensors", kind=kind,
+                         extra={"recommended_guidance": str(guidance), METADATA_KEY: json.dumps(factors)})
     return weights, guidance
 
 

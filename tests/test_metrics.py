@@ -261,10 +261,15 @@ def test_spread_inflation_keeps_the_mean_and_fits_the_error():
 
     rng = np.random.default_rng(0)
     members = rng.normal(0.5, 0.02, size=(8, 3, 10, 10))
+    members[:, :, 0, 0] = np.linspace(-0.2, 0.95, 8)[:, None]  # one wide pixel sets the decodable range
     wider = inflate(members, np.array([2.0, 3.0, 4.0]))
-    np.testing.assert_allclose(wider.mean(axis=0), members.mean(axis=0), atol=1e-12)
-    ratio = wider.std(axis=0).mean(axis=(1, 2)) / members.std(axis=0).mean(axis=(1, 2))
+    rest = np.ones((10, 10), bool)
+    rest[0, 0] = False
+    np.testing.assert_allclose(wider.mean(axis=0)[:, rest], members.mean(axis=0)[:, rest], atol=1e-12)
+    ratio = wider.std(axis=0)[:, rest].mean(axis=1) / members.std(axis=0)[:, rest].mean(axis=1)
     np.testing.assert_allclose(ratio, [2.0, 3.0, 4.0], rtol=1e-6)
+    # never beyond the range the members span at that step (issue 11: no member at exactly +-1)
+    assert wider.min() >= -0.2 and wider.max() <= 0.95 and np.isclose(wider[:, :, 0, 0].max(), 0.95)
     assert inflate(members[:1], np.array([3.0, 3.0, 3.0])) is members[:1] or np.array_equal(
         inflate(members[:1], np.array([3.0, 3.0, 3.0])), members[:1])  # one member: nothing to widen
     factors = fit_inflation(np.array([0.1, 0.15, 0.2, 0.25]), np.array([0.05, 0.05, 0.05, 0.05]), np.array([10, 10, 10, 10]))

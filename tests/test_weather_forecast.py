@@ -7,15 +7,22 @@ the synthetic cube's site, so scenario members read real, different years.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import xarray as xr
 
-from vegediff_cli.config import METEO_VARS
+from vegediff_cli.config import METEO_VARS, SamplerSettings
 from vegediff_cli.cube.readers import open_cube
+from vegediff_cli.model.presets import PRESETS
+from vegediff_cli.model.vegediff import VegeDiff
+from vegediff_cli.model.weights import save_weights
+from vegediff_cli.pipeline.forecast import ForecastJob, run_forecasts
+from vegediff_cli.pipeline.forecast_plan import ForecastSettings
 from vegediff_cli.pipeline.meteo_inputs import cube_centre_lonlat, resolve_meteo
 from vegediff_cli.sources.openmeteo import OpenMeteo
 
@@ -122,3 +129,28 @@ def test_cli_offline_auto_goes_without_weather_and_open_meteo_is_exit_8(cli, mon
     result = cli(*args, "--output", tmp_path / "h.nc", "--weather", "open-meteo")
     assert result.code == 8 and "--weather none" in result.err.strip().splitlines()[-1]
     assert not (tmp_path / "h.nc").exists()
+
+
+def test_worker_processes_forecast_scenario_weather_and_dates_as_this_process(cube_path, archive, monkeypatch, tmp_path):
+    """The worker pool gets every per-chip input of the parent (per-member weather, date features): same file."""
+    cfg = PRESETS["tiny"]
+    torch.manual_seed(0)
+    model = VegeDiff(replace(cfg, vegenet=replace(cfg.vegenet, date_channels=3)))
+    with torch.no_grad():  # a fresh denoiser's zero-initialised output layers would ignore weather and dates
+        for p in model.vegenet.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    weights = save_weights(model, tmp_path / "dated.safetensors", metadata={"purpose": "tests"})
+    settings = ForecastSettings(horizon=4, members=3, start=pd.Timestamp("1993-06-20"),
+                                sampler=SamplerSettings(steps=1, guidance_scale=1.0))
+    monkeypatch.setenv("VEGEDIFF_TODAY", TODAY)
+    with OpenMeteoServer(archive, today=TODAY) as server:
+        monkeypatch.setenv("VEGEDIFF_OPEN_METEO_ARCHIVE_URL", server.archive_url)
+        monkeypatch.setenv("VEGEDIFF_OPEN_METEO_FORECAST_URL", server.forecast_url)
+        runs = {n: run_forecasts([ForecastJob(cube_path, tmp_path / f"w{n}.nc", weather="scenarios")], weights=weights,
+                                 settings=settings, device="cpu", workers=n)[0] for n in (0, 2)}
+    assert runs[0].runtime["workers"] == 0 and runs[2].runtime["workers"] == 2
+    assert runs[2].weather_per_member_step() == [["era5 1992"] * 4, ["era5 1991"] * 4, ["era5 1990"] * 4]
+    with xr.open_dataset(tmp_path / "w0.nc") as a, xr.open_dataset(tmp_path / "w2.nc") as b:
+        for name in ("ndvi_member", "ndvi_pred", "s2_B04_pred"):
+            np.testing.assert_array_equal(b[name].values, a[name].values, err_msg=name)
+        assert not np.allclose(a["ndvi_member"].values[0], a["ndvi_member"].values[1], equal_nan=True)

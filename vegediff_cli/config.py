@@ -66,6 +66,13 @@ GEOMORPHONS = "geom_cls"
 # ESA WorldCover classes scored by GreenEarthNet (tree, shrub, grass, crop).
 VEGETATION_CLASSES: dict[int, str] = {10: "tree", 20: "shrub", 30: "grass", 40: "crop"}
 
+# --- Ensemble products ---------------------------------------------------------------------
+DEFAULT_BELOW: tuple[float, ...] = (0.3, 0.5)  # sparse / stressed vegetation, and below a healthy canopy
+DEFAULT_DROP: tuple[float, ...] = (0.1, 0.2)  # a marked and a severe loss of greenness
+
+# --- Forecast outputs ----------------------------------------------------------------------
+DEFAULT_KEEP_HISTORY = 1  # earlier forecasts kept per tile (history/<start>/), for evaluate --tile
+
 
 @dataclass(frozen=True)
 class SamplerSettings:

@@ -13,6 +13,7 @@ import typer
 
 from ..errors import EXIT_CODES, RunInterrupted, VegediffError
 from ..io_errors import classify_io_error
+from ..pipeline.forecast_runtime import configure_process
 from ..redact import redact
 from . import ensemble, evaluate, fetch, forecast, info, prepare, train
 
@@ -83,6 +84,7 @@ def _sigterm(signum, frame) -> None:  # cron and schedulers stop jobs with SIGTE
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     signal.signal(signal.SIGTERM, _sigterm)
+    configure_process()  # before any command loads torch: OpenMP reads its settings once
     args = list(argv if argv is not None else sys.argv[1:])
     options = args[: args.index("--")] if "--" in args else args
     debug = "--debug" in options or os.environ.get("VEGEDIFF_DEBUG") == "1"

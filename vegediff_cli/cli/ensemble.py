@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ..config import DEFAULT_BELOW, DEFAULT_DROP, DEFAULT_KEEP_HISTORY
 from ..errors import InputNotFoundError, UsageError
-from ..pipeline.ensemble import DEFAULT_BELOW, DEFAULT_DROP
-from ..pipeline.ensemble_run import EnsembleSettings, forecast_members, summarise_forecast
-from ..pipeline.forecast import ForecastJob, run_forecasts
-from ..pipeline.forecast_model import default_guidance
-from ..pipeline.forecast_outputs import DEFAULT_KEEP_HISTORY
-from ..pipeline.forecast_plan import ForecastSettings
 from ..workdir import TileFiles, resolve_input, resolve_output
 from .forecast import (
     BatchOpt,
     CogsOpt,
+    CompileOpt,
     DeviceOpt,
     GuidanceOpt,
     HorizonOpt,
@@ -33,6 +29,7 @@ from .forecast import (
     SpreadOpt,
     StartOpt,
     StepsOpt,
+    ThreadsOpt,
     WeatherOpt,
     WeightsOpt,
     WorkersOpt,
@@ -40,6 +37,9 @@ from .forecast import (
     cogs_beside,
 )
 from .options import InputOpt, JsonOpt, OutputOpt, QuietOpt, TileOpt, WorkdirOpt, emit_json, setup, workdir_of
+
+if TYPE_CHECKING:
+    from ..pipeline.forecast_plan import ForecastSettings
 
 log = logging.getLogger("vegediff.ensemble")
 DEFAULT_MEMBERS = 16
@@ -92,6 +92,8 @@ def ensemble(
     memory_mb: MemoryOpt = 1024,
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
+    threads: ThreadsOpt = None,
+    compile: CompileOpt = "auto",
     cogs: CogsOpt = True,
     calibrated_spread: SpreadOpt = True,
     force: Annotated[bool, typer.Option("--force", help="Summarise again even when ensemble.nc is up to date "
@@ -106,6 +108,10 @@ def ensemble(
     when it is missing or has fewer members, or when --input is a cube. Writes ensemble.nc and one
     COG per statistic and step.
     """
+    from ..pipeline.ensemble_run import EnsembleSettings, summarise_forecast
+    from ..pipeline.forecast import ForecastJob, run_forecasts
+    from ..pipeline.forecast_model import default_guidance
+
     progress = setup(quiet)
     root = workdir_of(workdir)
     target = resolve_output(output, tile, root, "ensemble", inputs=(input, forecast_output))
@@ -135,8 +141,8 @@ def ensemble(
         log.info("running the forecast with %d members -> %s", count, forecast_file)
         files = TileFiles.of(root, tile) if input is None else None
         [ran] = run_forecasts([ForecastJob(cube, forecast_file, forecast_cogs, weather, tile=files)], weights=weights,
-                              settings=settings, device=device, scheduler=scheduler, workers=workers, progress=progress,
-                              keep_history=keep_history)
+                              settings=settings, device=device, scheduler=scheduler, workers=workers, threads=threads,
+                              compile=compile, progress=progress, keep_history=keep_history)
     settings = EnsembleSettings(below=tuple(below) if below else DEFAULT_BELOW, drop=tuple(drop) if drop else DEFAULT_DROP)
     summary = summarise_forecast(forecast_file, target, settings=settings, cogs=folder, progress=progress, force=force)
     if json_out:
@@ -200,6 +206,8 @@ def _needs_run(forecast_file: Path, members: int | None, *, from_input: bool) ->
     """Whether the tile's forecast must be (re)run to get enough members; a given forecast is never rerun."""
     if not forecast_file.exists():
         return True
+    from ..pipeline.ensemble_run import forecast_members
+
     have = forecast_members(forecast_file)
     enough = have >= (members if members is not None else 2)
     if not enough and from_input:

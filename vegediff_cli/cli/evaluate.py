@@ -5,20 +5,18 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ..config import CONTEXT_FRAMES
 from ..errors import UsageError
-from ..metrics.deterministic import QUALITY_RULES
-from ..pipeline.baselines import BASELINES
-from ..pipeline.evaluate import EvaluationSettings
-from ..pipeline.evaluate_plan import find_targets, plan_jobs, tile_job
-from ..pipeline.evaluate_run import Report, RunOptions, evaluate_jobs, json_ready
 from .options import JsonOpt, QuietOpt, TileOpt, WorkdirOpt, emit_json, setup, workdir_of
 
 log = logging.getLogger("vegediff.evaluate")
+
+if TYPE_CHECKING:
+    from ..pipeline.evaluate_run import Report
 
 
 def _choice(value: str, allowed: tuple[str, ...], option: str) -> str:
@@ -91,6 +89,12 @@ def evaluate(
 ) -> None:
     """Score NDVI forecasts against the observed cube: GreenEarthNet's RMSE, NSE, R2 and |bias| per land cover,
     fair CRPS, spread-skill, rank histogram and reliability for ensembles, against a baseline; JSON, CSV and figures."""
+    from ..metrics.deterministic import QUALITY_RULES
+    from ..pipeline.baselines import BASELINES
+    from ..pipeline.evaluate import EvaluationSettings
+    from ..pipeline.evaluate_plan import find_targets, plan_jobs, tile_job
+    from ..pipeline.evaluate_run import RunOptions, evaluate_jobs, json_ready
+
     progress = setup(quiet)
     baseline_name = _choice(baseline, (*BASELINES, "none"), "--baseline")
     rule = QUALITY_RULES[_choice(pixels, tuple(QUALITY_RULES), "--pixels")]

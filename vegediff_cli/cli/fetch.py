@@ -10,15 +10,9 @@ from datetime import UTC, date, datetime
 from typing import Annotated
 
 import typer
-from rasterio.errors import NotGeoreferencedWarning
 
 from ..errors import RunInterrupted, UsageError
-from ..pipeline.fetch import FetchRequest, FetchSettings, fetch_cube, plan_fetch
 from ..redact import redact
-from ..sources.area import fetch_area
-from ..sources.hrefs import parse_schemes
-from ..sources.http import RetryPolicy
-from ..sources.stac import resolve_provider
 from ..workdir import resolve_output
 from .options import JsonOpt, OutputOpt, QuietOpt, TileOpt, WorkdirOpt, emit_json, finite, setup, workdir_of
 
@@ -74,6 +68,14 @@ def fetch(
     Writes the raw cube <workdir>/<TILE>/s2_raw.nc (or --output). A rerun resumes an
     interrupted fetch and, on an existing output, reads only new acquisitions.
     """
+    from rasterio.errors import NotGeoreferencedWarning
+
+    from ..pipeline.fetch import FetchRequest, FetchSettings, fetch_cube, plan_fetch
+    from ..sources.area import fetch_area
+    from ..sources.hrefs import parse_schemes
+    from ..sources.http import RetryPolicy
+    from ..sources.stac import resolve_provider
+
     progress = setup(quiet)
     for value, option in ((timeout, "--timeout"), (backoff, "--backoff"), (max_cloud, "--max-cloud")):
         finite(value, option)

@@ -5,19 +5,20 @@ from __future__ import annotations
 import datetime as dt
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
 
-from ..config import SamplerSettings
+from ..config import DEFAULT_KEEP_HISTORY, SamplerSettings
 from ..errors import UsageError
-from ..pipeline.forecast import ForecastJob, run_forecasts
-from ..pipeline.forecast_model import PAPER_GUIDANCE, default_guidance
-from ..pipeline.forecast_outputs import DEFAULT_KEEP_HISTORY
-from ..pipeline.forecast_plan import ForecastSettings
 from ..workdir import TileFiles, resolve_input, resolve_output
 from .options import JsonOpt, OutputOpt, QuietOpt, WorkdirOpt, emit_json, setup, workdir_of
+
+if TYPE_CHECKING:  # the command modules import the pipeline only when they run: `vegediff --help` stays fast
+    import pandas as pd
+
+    from ..pipeline.forecast import ForecastJob
+    from ..pipeline.forecast_plan import ForecastSettings
 
 # Options shared with `vegediff ensemble`, which runs a forecast when it needs members.
 WeightsOpt = Annotated[Path | None, typer.Option(
@@ -41,7 +42,8 @@ PrecisionOpt = Annotated[str, typer.Option(
     help="auto (bf16 on GPUs and on CPUs with native bf16, about 1.7 x faster there; fp32 elsewhere), fp32 or bf16. "
          "The output records the one used.")]
 BatchOpt = Annotated[int | None, typer.Option(
-    "--batch-size", help="Chips per model call (default: 4 chip-members on CPU, 64 on GPU).", show_default=False)]
+    "--batch-size", help="Chips (with all their members) per model call (default: 4 chip-members per call on CPU, "
+                         "members in chunks of 4; 64 on GPU).", show_default=False)]
 WeatherOpt = Annotated[str, typer.Option(
     envvar="VEGEDIFF_WEATHER",
     help="Weather for forecast dates the cube does not cover. auto: Open-Meteo (no account): ERA5 and its "
@@ -56,7 +58,16 @@ SchedulerOpt = Annotated[str | None, typer.Option(
     help="Dask scheduler address (tcp://HOST:PORT) to spread blocks over its workers, or 'local' for a local cluster.",
     show_default=False)]
 WorkersOpt = Annotated[int | None, typer.Option(
-    help="Workers of --scheduler local (default: one per GPU, else one per two cores).", show_default=False)]
+    help="Model processes, one torch thread each (default: one per usable core when the forecast's model calls "
+         "add up to 45 s or more; 0: run in this process). With --scheduler local: its workers (default: one per "
+         "GPU, else one per core).", show_default=False)]
+ThreadsOpt = Annotated[int | None, typer.Option(
+    help="Torch threads per model process (default 1: faster for this model, and robust under other load).",
+    show_default=False)]
+CompileOpt = Annotated[str, typer.Option(
+    "--compile", help="Compile the denoiser (TorchInductor, frozen weights; about 25 % faster per chip on CPU, "
+                      "10 s to a few minutes to compile, cached in ~/.cache/vegediff): auto (on CPU above "
+                      "400 chip-members per process), on or off.")]
 CogsOpt = Annotated[bool, typer.Option("--cogs/--no-cogs", help="Also write Cloud-Optimized GeoTIFFs.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Run the forecast even when the output is up to date "
                                                         "(made from the same cube, weights and settings).")]
@@ -72,6 +83,8 @@ SpreadOpt = Annotated[bool, typer.Option(
 def parse_start(text: str | None) -> pd.Timestamp | None:
     if text is None:
         return None
+    import pandas as pd
+
     try:  # ISO only: pandas would read "May 40th" as 2040-05-01
         return pd.Timestamp(dt.date.fromisoformat(text.strip()))
     except ValueError as exc:
@@ -81,6 +94,9 @@ def parse_start(text: str | None) -> pd.Timestamp | None:
 def build_settings(*, horizon: int, members: int, sampler: str, steps: int, guidance: float | None, seed: int,
                    start: str | None, overlap: int, batch_size: int | None, min_clear_context: int,
                    memory_mb: int, precision: str = "auto", calibrate_spread: bool = True) -> ForecastSettings:
+    from ..pipeline.forecast_model import PAPER_GUIDANCE
+    from ..pipeline.forecast_plan import ForecastSettings
+
     if memory_mb < 64:
         raise UsageError(f"--memory-mb {memory_mb} is too small", fix="give at least 64 MiB")
     if guidance is not None and (not math.isfinite(guidance) or guidance < 0):
@@ -101,6 +117,7 @@ def cogs_beside(output: Path) -> Path:
 def plan_jobs(tiles: list[str], inputs: list[Path], output: Path | None, root: Path, *, cogs: bool,
               weather: str | Path | None) -> list[ForecastJob]:
     """Inputs and outputs of every forecast (one per tile / input); `weather` is a mode or a file."""
+    from ..pipeline.forecast import ForecastJob
     from ..pipeline.weather import check_mode
 
     weather_file = Path(weather) if weather is not None and check_mode(weather) is None else None
@@ -154,6 +171,8 @@ def forecast(
     memory_mb: MemoryOpt = 1024,
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
+    threads: ThreadsOpt = None,
+    compile: CompileOpt = "auto",
     cogs: CogsOpt = True,
     force: ForceOpt = False,
     keep_history: KeepHistoryOpt = DEFAULT_KEEP_HISTORY,
@@ -166,6 +185,9 @@ def forecast(
     Writes forecast.nc (ndvi_pred, s2_B02_pred..s2_B8A_pred, ndvi_member with --members > 1,
     context_clear_count) on the cube's grid, and one NDVI COG per step.
     """
+    from ..pipeline.forecast import run_forecasts
+    from ..pipeline.forecast_model import default_guidance
+
     progress = setup(quiet)
     root = workdir_of(workdir)
     if guidance is None:
@@ -176,7 +198,8 @@ def forecast(
                               calibrate_spread=calibrated_spread)
     jobs = plan_jobs(list(tile or []), list(input or []), output, root, cogs=cogs, weather=weather)
     summaries = run_forecasts(jobs, weights=weights, settings=settings, device=device, scheduler=scheduler,
-                              workers=workers, progress=progress, force=force, keep_history=keep_history)
+                              workers=workers, threads=threads, compile=compile, progress=progress, force=force,
+                              keep_history=keep_history)
     if json_out:
         result = [s.as_dict() for s in summaries]
         emit_json(result[0] if len(result) == 1 else {"forecasts": result})

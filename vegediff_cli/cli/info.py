@@ -9,8 +9,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..cube.describe import describe, describe_product
-from ..cube.readers import open_cube
 from ..errors import EXIT_CODES, UsageError
 from ..redact import redact
 from ..workdir import resolve_input
@@ -62,6 +60,9 @@ def info(
 
 def _describe(target: Path) -> dict:
     """A cube's description, or a forecast's / ensemble's (recognised by their variables)."""
+    from ..cube.describe import describe, describe_product
+    from ..cube.readers import open_cube
+
     if target.suffix.lower() != ".npz":
         from ..cube.forecast_writer import open_grid
 

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
 
 from ..config import DEFAULT_CLEAR_SCL
 from ..errors import UsageError
-from ..pipeline.prepare import PrepareInputs, PrepareSettings
-from ..pipeline.prepare.run import run_prepare
-from ..sources.hrefs import parse_schemes
 from ..workdir import resolve_input, resolve_output
 from .options import InputOpt, JsonOpt, OutputOpt, QuietOpt, TileOpt, WorkdirOpt, emit_json, setup, workdir_of
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def parse_classes(text: str) -> tuple[int, ...]:
@@ -30,6 +29,8 @@ def parse_classes(text: str) -> tuple[int, ...]:
 def parse_anchor(text: str | None) -> pd.Timestamp | None:
     if text is None:
         return None
+    import pandas as pd
+
     try:
         return pd.Timestamp(text).normalize()
     except ValueError as exc:
@@ -97,6 +98,10 @@ def prepare(
 ) -> None:
     """Turn a fetched cube or GeoTIFF scenes (or a GreenEarthNet minicube / EarthNet2021 sample) into the 5-day,
     analysis-ready cube with valid mask, E-OBS-equivalent meteorology and static layers."""
+    from ..pipeline.prepare import PrepareInputs, PrepareSettings
+    from ..pipeline.prepare.run import run_prepare
+    from ..sources.hrefs import parse_schemes
+
     progress = setup(quiet)
     root = workdir_of(workdir)
     scene_files = _scene_files(scenes, extra)

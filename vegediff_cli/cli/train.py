@@ -13,13 +13,7 @@ from typing import Annotated
 import typer
 
 from ..errors import UsageError
-from ..model.device import check_precision
-from ..model.presets import preset as preset_config
-from ..training.diffusion_train import DiffusionTrainSettings
-from ..training.order import SAMPLINGS
-from ..training.parallel import is_main_process
-from ..training.run import run_diffusion, run_vae
-from ..training.vae_train import VAETrainSettings
+from ..training.settings import SAMPLINGS, DiffusionTrainSettings, VAETrainSettings
 from .options import JsonOpt, QuietOpt, emit_json, finite, setup
 
 DataOpt = Annotated[list[Path], typer.Option("--data", "-d", help="Folder or file of training data (repeatable).")]
@@ -47,6 +41,8 @@ app = typer.Typer(help="Train the vegetation VAE (stage 1) and the VegeNet denoi
 
 
 def _emit(result: dict, json_out: bool) -> None:
+    from ..training.parallel import is_main_process
+
     if json_out and is_main_process():  # under torchrun, one summary from rank 0
         emit_json(result)
 
@@ -74,6 +70,10 @@ def vae(
     json_out: JsonOpt = False,
 ) -> None:
     """Stage 1: train the VAE on every clear Sentinel-2 frame of the training data."""
+    from ..model.device import check_precision
+    from ..model.presets import preset as preset_config
+    from ..training.run import run_vae
+
     progress = setup(quiet)
     preset_config(preset)
     check_precision(precision)
@@ -120,6 +120,10 @@ def diffusion(
     json_out: JsonOpt = False,
 ) -> None:
     """Stage 2: train the denoiser on latent sequences (VAE frozen); writes VAE + denoiser weights."""
+    from ..model.device import check_precision
+    from ..model.presets import preset as preset_config
+    from ..training.run import run_diffusion
+
     progress = setup(quiet)
     check_precision(precision)
     finite(lr, "--lr")

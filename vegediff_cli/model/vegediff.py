@@ -32,6 +32,9 @@ class VegeDiff(nn.Module):
         self.vegenet = VegeNet(cfg.vegenet)
         d = cfg.diffusion
         self.register_buffer("alphas_cumprod", alphas_cumprod(d.train_steps, d.beta_start, d.beta_end), persistent=False)
+        # What sample() calls instead of self.vegenet: an object with its sampling methods, e.g. model/compiled.py's
+        # CompiledVegeNet (same results up to rounding). Not a submodule: weights files never see it.
+        self.sampling_net: VegeNet | None = None
 
     # --- first stage ------------------------------------------------------------------------
     def encode_frames(self, frames: torch.Tensor, *, batch: int = 32) -> torch.Tensor:
@@ -87,7 +90,7 @@ class VegeDiff(nn.Module):
         """
         b, k, c, h, w = context.shape
         m, horizon = members, self.cfg.vegenet.horizon
-        net = self.vegenet
+        net = self.sampling_net if self.sampling_net is not None else self.vegenet
         ctx, _ = self.to_diffusion_space(context)
         sigmas = sampling_sigmas(self.alphas_cumprod, settings.steps).to(context.device)
         if noise is None:

@@ -13,6 +13,7 @@ ratio form of the same idea, and needs nothing but the two figures).
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import xarray as xr
@@ -25,12 +26,22 @@ METADATA_KEY = "spread_inflation"  # weights metadata: JSON list, one factor per
 
 
 def inflate(members: np.ndarray, factors: np.ndarray | None) -> np.ndarray:
-    """members (M, T, ...) NDVI -> mean + factor[t] (member - mean), in [-1, 1]; unchanged for M < 2."""
+    """members (M, T, ...) NDVI -> mean + factor[t] (member - mean); unchanged for M < 2.
+
+    Inflated values stay inside the NDVI range the decoded members span at that step (over all
+    members and pixels given): stretching can widen the distribution at a pixel, but never push a
+    member to NDVI values the decoder cannot produce, such as exactly +-1.
+    """
     if factors is None or members.shape[0] < 2:
         return members
     mean = members.mean(axis=0, keepdims=True)
-    scale = np.asarray(factors, dtype=members.dtype)[: members.shape[1]].reshape(1, -1, *([1] * (members.ndim - 2)))
-    return np.clip(mean + scale * (members - mean), -1.0, 1.0)
+    shape = (1, -1, *([1] * (members.ndim - 2)))
+    scale = np.asarray(factors, dtype=members.dtype)[: members.shape[1]].reshape(shape)
+    axes = tuple(a for a in range(members.ndim) if a != 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # steps without any value: NaN bounds, NaN stays NaN
+        low, high = np.nanmin(members, axis=axes).reshape(shape), np.nanmax(members, axis=axes).reshape(shape)
+    return np.clip(mean + scale * (members - mean), low, high)
 
 
 def factors_from_metadata(metadata: dict[str, str], horizon: int) -> np.ndarray | None:

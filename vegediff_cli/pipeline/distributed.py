@@ -28,23 +28,30 @@ from .forecast_blocks import BlockResult, compute_block
 from .forecast_plan import ForecastPlan
 
 log = logging.getLogger("vegediff.forecast")
-_MODELS: dict[tuple[str, str], Any] = {}  # (weights path, device) -> model, per worker process
+_MODELS: dict[tuple[str, str, bool, str], Any] = {}  # (weights, device, compiled, precision) -> model, per worker
 _CUBES: dict[str, Any] = {}  # cube path -> opened cube, per worker process
 
 
-def _worker_model(weights: str, device_name: str):
+def _worker_model(weights: str, device_name: str, compiled: bool, precision: str):
     import torch
 
-    from ..model.device import pick_device
+    from ..model.device import pick_device, resolve_precision
     from .forecast_model import load_model
 
-    key = (weights, device_name)
+    key = (weights, device_name, compiled, precision)
     if key not in _MODELS:
         threads = os.environ.get("VEGEDIFF_WORKER_THREADS")
         if threads:
             torch.set_num_threads(int(threads))
         device = pick_device(device_name)
-        _MODELS[key] = (load_model(weights, device), device)
+        model = load_model(weights, device)
+        if compiled:
+            from ..model.compiled import compile_for_sampling
+            from .forecast_runtime import use_compile_cache
+
+            use_compile_cache()
+            compile_for_sampling(model, precision=resolve_precision(precision, device), device=device)
+        _MODELS[key] = (model, device)
     return _MODELS[key]
 
 
@@ -58,11 +65,12 @@ def _worker_cube(path: str):
     return _CUBES[path]
 
 
-def block_task(weights: str, device_name: str, cube_path: str, plan: ForecastPlan, stripe: int, band: int, carry):
+def block_task(weights: str, device_name: str, cube_path: str, plan: ForecastPlan, stripe: int, band: int, carry,
+               compiled: bool = False):
     """Runs on a worker: one block of one job."""
-    model, device = _worker_model(weights, device_name)
+    model, device = _worker_model(weights, device_name, compiled, plan.settings.precision)
     block = plan.tiles.blocks(stripe)[band]
-    return compute_block(model, _worker_cube(cube_path), plan, block, carry, device=device)
+    return compute_block(model, _worker_cube(cube_path), plan, block, carry, device=device, compiled=compiled)
 
 
 @contextlib.contextmanager
@@ -70,7 +78,8 @@ def cluster_client(scheduler: str, *, workers: int | None = None) -> Iterator[An
     """A Client for `scheduler`: an address (tcp://host:port), or "local" for a cluster on this machine.
 
     "local" starts one worker per GPU with dask-cuda when it is installed and a GPU is visible,
-    otherwise `workers` single-threaded worker processes (default: one per two cores) on loopback.
+    otherwise `workers` single-threaded worker processes (default: one per usable core, the
+    policy of forecast_runtime.py) on loopback.
     """
     from distributed import Client, LocalCluster
 
@@ -101,14 +110,17 @@ def _local_cluster(local_cluster, workers: int | None):
             return LocalCUDACluster(threads_per_worker=1, host="127.0.0.1", n_workers=workers)
         except ImportError:
             log.warning("dask-cuda is not installed: starting one worker per GPU is up to you (docs/forecast.md)")
-    cores = os.cpu_count() or 1
-    count = workers or max(1, cores // 2)
-    threads = max(1, cores // count)
+    from .forecast_runtime import PROCESS_ENVIRONMENT, usable_cores
+
+    count = workers or usable_cores()
+    # one torch thread per worker process, passive OpenMP waiting; set by the nanny before torch loads
+    env = {**PROCESS_ENVIRONMENT, "OMP_NUM_THREADS": "1", "VEGEDIFF_WORKER_THREADS": "1"}
     return local_cluster(n_workers=count, threads_per_worker=1, processes=True, host="127.0.0.1",
-                         dashboard_address=None, env={"VEGEDIFF_WORKER_THREADS": str(threads)})
+                         dashboard_address=None, env=env)
 
 
-def run_blocks(client, tasks: list[tuple[str, ForecastPlan]], *, weights: str, device: str) -> Iterator[tuple[int, BlockResult]]:
+def run_blocks(client, tasks: list[tuple[str, ForecastPlan]], *, weights: str, device: str,
+               compiled: bool = False) -> Iterator[tuple[int, BlockResult]]:
     """Yield (job index, block result) as blocks finish; every stripe's bands run in order."""
     from distributed import as_completed
 
@@ -118,7 +130,8 @@ def run_blocks(client, tasks: list[tuple[str, ForecastPlan]], *, weights: str, d
 
     def submit(job: int, stripe: int, band: int, carry) -> None:
         cube_path = tasks[job][0]
-        future = client.submit(block_task, weights, device, cube_path, plans[job], stripe, band, carry, pure=False)
+        future = client.submit(block_task, weights, device, cube_path, plans[job], stripe, band, carry, compiled,
+                               pure=False)
         where[future] = (job, stripe, band)
         pending.add(future)
 

@@ -13,8 +13,6 @@ from collections.abc import Sequence
 import numpy as np
 
 QUANTILES: dict[str, float] = {"ndvi_p10": 0.10, "ndvi_p50": 0.50, "ndvi_p90": 0.90}
-DEFAULT_BELOW: tuple[float, ...] = (0.3, 0.5)  # sparse / stressed vegetation, and below a healthy canopy
-DEFAULT_DROP: tuple[float, ...] = (0.1, 0.2)  # a marked and a severe loss of greenness
 
 
 def member_statistics(members: np.ndarray) -> dict[str, np.ndarray]:

@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import __version__
 from ..atomic import output_lock
+from ..config import DEFAULT_BELOW, DEFAULT_DROP
 from ..cube import provenance
 from ..cube.forecast_writer import VariableSpec, float_var, grid_writer, open_grid, small_chunk_cache
 from ..cube.readers import open_netcdf
@@ -27,7 +28,7 @@ from ..errors import CorruptInputError, MissingVariableError, UsageError
 from ..progress import ProgressFactory, no_progress
 from ..qgis.folder import run_title, write_folder_project
 from ..resources import check_ensemble_memory
-from .ensemble import DEFAULT_BELOW, DEFAULT_DROP, QUANTILES, check_levels, member_statistics, prob_below, prob_drop
+from .ensemble import QUANTILES, check_levels, member_statistics, prob_below, prob_drop
 from .forecast import LAST_CLEAR, MEMBER, PRED
 from .forecast_outputs import default_cogs_folder, remove_stale_cogs
 

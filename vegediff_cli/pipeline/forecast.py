@@ -50,8 +50,8 @@ from ..progress import ProgressFactory, no_progress
 from ..qgis.folder import run_title, write_folder_project
 from ..resources import check_forecast_memory, forecast_memory
 from ..workdir import TileFiles
-from .forecast_blocks import BlockResult, compute_block
-from .forecast_model import ignored_meteo_variables, load_model, model_config, resolve_weights, spread_inflation
+from .forecast_blocks import BlockResult, call_layout, chip_settings, default_rows, layout_for
+from .forecast_model import ignored_meteo_variables, model_config, resolve_weights, spread_inflation
 from .forecast_outputs import (
     DEFAULT_KEEP_HISTORY,
     check_cube_is_fresh,
@@ -65,15 +65,20 @@ from .forecast_plan import (
     ForecastPlan,
     ForecastSettings,
     bytes_per_pixel,
+    calls_in_flight_bytes,
     check_settings,
-    default_batch,
     plan_forecast,
 )
+from .forecast_runtime import check_runtime_options, choose_runtime, usable_cores
+from .forecast_stream import stream_blocks
+from .forecast_workers import local_runner, peak_rss_mib
 from .observed import write_context_cogs
 from .tiling import ALIGN, stripe_width
 
 log = logging.getLogger("vegediff.forecast")
 PRED, MEMBER, CLEAR_COUNT, LAST_CLEAR = "ndvi_pred", "ndvi_member", "context_clear_count", "ndvi_last_clear"
+# zlib level of forecast.nc: level 1 writes 22 % faster than 4 for 2 % more bytes (2048^2 px, 20 steps)
+COMPLEVEL = 1
 
 
 def band_pred(band: str) -> str:
@@ -103,6 +108,7 @@ class ForecastSummary:
     seconds: float
     attrs: dict = field(default_factory=dict)
     up_to_date: bool = False  # the existing output was made from the same inputs and settings: kept
+    runtime: dict = field(default_factory=dict)  # Runtime.as_dict() (processes, threads, compiled) and peak memory
 
     def as_dict(self) -> dict:
         return {
@@ -112,7 +118,7 @@ class ForecastSummary:
             "chips_in_layout": self.chips_in_layout, "seconds": round(self.seconds, 2),
             "precision": self.attrs.get("precision"),
             "meteo_source_per_step": self.attrs.get("meteo_source_per_step", "").split(),
-            "weather_per_member_step": self.weather_per_member_step(),
+            "weather_per_member_step": self.weather_per_member_step(), "runtime": self.runtime,
         }
 
     def weather_per_member_step(self) -> list[list[str]] | None:
@@ -205,8 +211,8 @@ def check_memory(cube: xr.Dataset, cfg, settings: ForecastSettings, *, device_ty
     chips = len(chip_layout(max(height, CHIP_SIZE), max(width, CHIP_SIZE), overlap=overlap))
     stripe = settings.stripe_cols or stripe_width(width, bytes_per_pixel=per_pixel, band_rows=settings.band_rows,
                                                   budget_bytes=settings.memory_mb * 2**20)
-    estimate = forecast_memory(cfg, members=settings.members,
-                               chips_per_call=min(chips, settings.batch_size or default_batch(settings.members, device_type)),
+    layout = layout_for(settings.members, settings.batch_size, rows_per_call=default_rows(device_type))
+    estimate = forecast_memory(cfg, members=layout.member_chunk, chips_per_call=min(chips, layout.chips_per_call),
                                width=width, stripe=stripe, band_rows=settings.band_rows, bytes_per_pixel=per_pixel,
                                align=ALIGN)
     check_forecast_memory(estimate, members=settings.members, memory_mb=settings.memory_mb)
@@ -214,7 +220,7 @@ def check_memory(cube: xr.Dataset, cfg, settings: ForecastSettings, *, device_ty
 
 @contextlib.contextmanager
 def _prepare(jobs: list[ForecastJob], weights: Path, settings: ForecastSettings, workers: int,
-             device_type: str = "cpu") -> Iterator[list[_Prepared]]:
+             device_type: str = "cpu", reserved_bytes: float = 0.0) -> Iterator[list[_Prepared]]:
     """Open every cube and plan every job first: bad input fails before any long computation."""
     cfg = model_config(weights)
     ignore_meteo = ignored_meteo_variables(weights)
@@ -227,6 +233,7 @@ def _prepare(jobs: list[ForecastJob], weights: Path, settings: ForecastSettings,
             cube = stack.enter_context(contextlib.closing(open_cube(job.cube)))
             check_memory(cube, cfg, settings, device_type=device_type)
             plan = plan_forecast(cube, cfg, settings, weather=job.weather, workers=workers, ignore_meteo=ignore_meteo,
+                                 reserved_bytes=reserved_bytes,
                                  spread_inflation=spread_inflation(weights, settings.horizon))
             check_reflectance(cube, source=str(job.cube), frames=plan.times.context_index, what="the context frames")
             log.info("%s: %d chips (%d with vegetation and clear context) in %d stripe(s) x %d band(s); meteorology: %s",
@@ -247,12 +254,21 @@ def _writers(prepared: list[_Prepared]) -> Iterator[list[GridWriter]]:
                 coords["member"] = list(range(item.plan.settings.members))
             writers.append(stack.enter_context(grid_writer(
                 item.job.output, like=item.cube, variables=output_variables(item.plan.settings.members),
-                coords=coords, attrs=item.attrs)))
+                coords=coords, attrs=item.attrs, complevel=COMPLEVEL)))
         yield writers
 
 
-def _active_chip_count(plan: ForecastPlan) -> int:
-    return sum(len(plan.active_chips(b)) for b in plan.tiles.all_blocks())
+def _workload(prepared: list[_Prepared], layout_of) -> tuple[int, int, int]:
+    """(chips to compute, chip-members, model calls) over every job."""
+    chips = calls = chip_members = 0
+    for item in prepared:
+        layout, members = layout_of(item.plan), item.plan.settings.members
+        for block in item.plan.tiles.all_blocks():
+            active = len(item.plan.active_chips(block))
+            chips += active
+            chip_members += active * members
+            calls += layout.calls(active, members)
+    return chips, chip_members, calls
 
 
 def run_forecasts(
@@ -263,6 +279,8 @@ def run_forecasts(
     device: str = "auto",
     scheduler: str | None = None,
     workers: int | None = None,
+    threads: int | None = None,
+    compile: str = "auto",
     progress: ProgressFactory = no_progress,
     force: bool = False,
     keep_history: int = DEFAULT_KEEP_HISTORY,
@@ -271,9 +289,13 @@ def run_forecasts(
 
     A job whose output is up to date (same inputs and settings, pipeline/forecast_outputs.py) is
     skipped unless `force`; every output is locked against concurrent runs while it is written.
+    `workers` (model processes; 0: this process), `threads` (torch threads per process) and `compile`
+    (auto, on, off) default to pipeline/forecast_runtime.py's policy; the choice is recorded in the
+    output's attributes and the summary.
     """
     if not jobs:
         raise UsageError("nothing to forecast", fix="pass --tile TILE or --input CUBE")
+    check_runtime_options(workers=workers, threads=threads, compile=compile)
     began = time.perf_counter()
     outputs = [job.output.resolve() for job in jobs]
     if len(set(outputs)) < len(outputs):
@@ -300,47 +322,68 @@ def run_forecasts(
                 todo.append(index)
         if todo:
             ran = _run([jobs[i] for i in todo], [records[i] for i in todo], weights_path, settings, torch_device,
-                       device, scheduler, workers, progress, keep_history, began)
+                       device, scheduler, workers, progress, keep_history, began, threads=threads, compile=compile)
             done.update(zip(todo, ran, strict=True))
         return [done[i] for i in range(len(jobs))]
 
 
 def _run(jobs: list[ForecastJob], records: list[dict], weights_path: Path, settings: ForecastSettings,
          torch_device, device: str, scheduler: str | None, workers: int | None, progress: ProgressFactory, keep_history: int,
-         began: float) -> list[ForecastSummary]:
+         began: float, *, threads: int | None = None, compile: str = "auto") -> list[ForecastSummary]:
     with contextlib.ExitStack() as stack:
         stack.enter_context(small_chunk_cache())
         if scheduler is None:
-            prepared = stack.enter_context(_prepare(jobs, weights_path, settings, 1, torch_device.type))
-            model = load_model(weights_path, torch_device)
+            rows = default_rows(torch_device.type)
+            prepared = stack.enter_context(_prepare(jobs, weights_path, settings, 1, torch_device.type,
+                                                    _calls_reserve(weights_path, settings, rows, workers)))
+            total, chip_members, calls = _workload(prepared, lambda plan: call_layout(plan, rows_per_call=rows))
+            first = prepared[0].plan
+            layout = call_layout(first, rows_per_call=rows)
+            probe = (layout, chip_settings(first, precision=settings.precision, device_type=torch_device.type,
+                                           compiled=False, layout=layout), first.conditioned)
+            runtime, runner = stack.enter_context(local_runner(
+                weights=weights_path, device=torch_device, precision=settings.precision, units=calls,
+                chip_members=chip_members, rows_per_call=rows, probe=probe, workers=workers, threads=threads,
+                compile=compile, memory_mb=settings.memory_mb))
         else:
             from .distributed import cluster_client, run_blocks
 
             client = stack.enter_context(cluster_client(scheduler, workers=workers))
             n_workers = max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
             prepared = stack.enter_context(_prepare(jobs, weights_path, settings, n_workers))
+            device_type = "cuda" if device.startswith("cuda") else "cpu"
+            rows = default_rows(device_type)
+            total, chip_members, calls = _workload(prepared, lambda plan: call_layout(plan, rows_per_call=rows))
+            runtime = choose_runtime(units=calls, chip_members=chip_members, device_type=device_type,
+                                     workers=n_workers, threads=1, compile=compile, rows_per_call=rows)
+        log.info("runtime: %s", runtime.reason)
         for item, made in zip(prepared, records, strict=True):
             item.attrs.update(provenance.product_attrs(made))
-        total = sum(_active_chip_count(p.plan) for p in prepared)
+            item.attrs.update(runtime.attrs())
         computed = [0] * len(prepared)
         bar = stack.enter_context(progress(total, "forecast chips"))
         writers = stack.enter_context(_writers(prepared))
         stack.enter_context(_on_success(lambda: _retire(prepared, keep_history)))  # runs before the renames
         if scheduler is None:
             for index, item in enumerate(prepared):
-                for stripe in range(len(item.plan.tiles.stripes)):
-                    carry = None
-                    for block in item.plan.tiles.blocks(stripe):
-                        result, carry = compute_block(model, item.cube, item.plan, block, carry,
-                                                      device=torch_device, on_chips=bar.update)
-                        write_block(writers[index], result)
-                        computed[index] += result.chips
+                layout = call_layout(item.plan, rows_per_call=rows)
+                chip_settings_ = chip_settings(item.plan, precision=settings.precision, device_type=torch_device.type,
+                                               compiled=runtime.compiled, layout=layout)
+                for result in stream_blocks(item.cube, item.plan, runner, layout=layout, settings=chip_settings_,
+                                            on_chips=bar.update):
+                    write_block(writers[index], result)
+                    computed[index] += result.chips
+            worker_peaks = runner.peak_rss_mib()
         else:
+            worker_peaks = []  # on the cluster's machines
             tasks = [(str(p.job.cube), p.plan) for p in prepared]
-            for index, result in run_blocks(client, tasks, weights=str(weights_path), device=device):
+            for index, result in run_blocks(client, tasks, weights=str(weights_path), device=device,
+                                            compiled=runtime.compiled):
                 write_block(writers[index], result)
                 computed[index] += result.chips
                 bar.update(result.chips)
+    memory = {"main_peak_rss_mib": peak_rss_mib(), "worker_peak_rss_mib": worker_peaks,
+              "memory_mb": settings.memory_mb}
     summaries = []
     for index, item in enumerate(prepared):
         job = item.job
@@ -354,8 +397,17 @@ def _run(jobs: list[ForecastJob], records: list[dict], weights_path: Path, setti
         summaries.append(ForecastSummary(
             job.output, job.cogs, [f"{d:%Y-%m-%d}" for d in item.plan.times.dates],
             item.plan.settings.members, item.plan.meteo.source, computed[index], len(item.plan.tiles.chips),
-            time.perf_counter() - began, item.attrs))
+            time.perf_counter() - began, item.attrs, runtime={**runtime.as_dict(), **memory}))
     return summaries
+
+
+def _calls_reserve(weights: Path, settings: ForecastSettings, rows: int, workers: int | None) -> float:
+    """Bytes of the memory budget kept for model calls under way: in this process, or queued for the
+    workers the runtime may start (one per usable core, plus one queued)."""
+    cfg = model_config(weights).vegenet
+    processes = workers if workers is not None else (usable_cores() if usable_cores() > 1 else 0)
+    return calls_in_flight_bytes(rows_per_call=rows, calls=processes + 1 if processes else 1,
+                                 context_frames=cfg.context_frames, horizon=cfg.horizon, pickled=processes > 0)
 
 
 @contextlib.contextmanager

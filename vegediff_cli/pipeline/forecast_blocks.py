@@ -3,11 +3,16 @@
 See pipeline/tiling.py for the stripe / band / carry scheme. A block's result holds the rows
 [row0, row1) of its stripe; the rows below that its chips already reached travel to the next band
 of the same stripe as a :class:`Carry` (weighted sums, not yet divided by the weights).
+
+The pieces (read_block -> model calls cut by a CallLayout -> BlockBlender) are shared by the local
+loop (forecast_stream.py, which overlaps them across blocks and processes) and by
+:func:`compute_block`, which runs them one after the other for a Dask worker.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +27,8 @@ from ..model.inputs import date_features, normalise_static
 from ..model.vegediff import VegeDiff
 from .calibration import inflate
 from .chips import ChipBatch, ChipSettings, forecast_chips
-from .forecast_plan import ForecastPlan, default_batch
+from .forecast_plan import ForecastPlan
+from .forecast_runtime import ROWS_PER_CALL
 from .tiling import Block, blend_weights, chip_seed
 
 RED_INDEX, NIR_INDEX = BANDS.index(RED), BANDS.index(NIR)
@@ -165,6 +171,106 @@ def _context_summary(window: Window, row0: int, row1: int, col0: int, col1: int)
     return valid.sum(axis=0).astype("uint8"), np.where(index >= 0, last, np.nan).astype("float32")
 
 
+@dataclass(frozen=True)
+class CallLayout:
+    """How a block's chips are cut into model calls: `chips_per_call` chips x `member_chunk` of their members."""
+
+    chips_per_call: int
+    member_chunk: int
+
+    def member_ranges(self, members: int) -> list[tuple[int, int]]:
+        return [(m0, min(members, m0 + self.member_chunk)) for m0 in range(0, members, self.member_chunk)]
+
+    def calls(self, chips: int, members: int) -> int:
+        return math.ceil(chips / self.chips_per_call) * len(self.member_ranges(members))
+
+
+def call_layout(plan: ForecastPlan, *, rows_per_call: int) -> CallLayout:
+    """`--batch-size B`: B chips with all their members per call; default: `rows_per_call` chip-members per call,
+    members chunked when there are more (16 members -> 4 calls of 4 on CPU)."""
+    return layout_for(plan.settings.members, plan.batch_size, rows_per_call=rows_per_call)
+
+
+def layout_for(members: int, batch_size: int | None, *, rows_per_call: int) -> CallLayout:
+    """call_layout before there is a plan (the memory check)."""
+    if batch_size is not None:
+        return CallLayout(batch_size, members)
+    chunk = max(1, min(members, rows_per_call))
+    return CallLayout(max(1, rows_per_call // chunk), chunk)
+
+
+def chip_settings(plan: ForecastPlan, *, precision: str, device_type: str, compiled: bool,
+                  layout: CallLayout) -> ChipSettings:
+    """What forecast_chips needs: a resolved precision; full batches when the denoiser is compiled (one graph)."""
+    s = plan.settings
+    return ChipSettings(members=s.members, sampler=s.sampler, detail_transfer=s.detail_transfer, precision=precision,
+                        frames_per_vae_call=VAE_FRAMES_PER_CALL.get(device_type, 4),
+                        pad_chips=layout.chips_per_call if compiled else 0)
+
+
+def default_rows(device_type: str) -> int:
+    return ROWS_PER_CALL.get(device_type, ROWS_PER_CALL["cpu"])
+
+
+VAE_FRAMES_PER_CALL = {"cpu": 4, "cuda": 32}  # few frames per call on CPU: -25 % decode time, small activations
+
+
+@dataclass
+class BlockInputs:
+    """What a block reads before its chips run: the chips worth computing and their context window."""
+
+    block: Block
+    chips: list[Chip]  # active chips whose top row lies in the block, row-major
+    window: Window  # rows [block.row0, max(block.row1, chips' bottom)) of the chips' columns
+    bottom: int  # last row + 1 the block's chips reach
+
+    def groups(self, plan: ForecastPlan, layout: CallLayout) -> Iterator[tuple[list[Chip], ChipBatch]]:
+        """(chips, model inputs) per call group, built one at a time (inputs of one group in memory)."""
+        for start in range(0, len(self.chips), layout.chips_per_call):
+            group = self.chips[start:start + layout.chips_per_call]
+            yield group, chip_batch(self.window, group, plan)
+
+
+def read_block(cube: xr.Dataset, plan: ForecastPlan, block: Block) -> BlockInputs:
+    height, width = plan.tiles.height, plan.tiles.width
+    chips = plan.active_chips(block)
+    bottom = max([block.row1, *(min(c.row + c.size, height) for c in chips)])
+    col_lo = min([block.col0, *(c.col for c in chips)])
+    col_hi = min(width, max([block.col1, *(c.col + c.size for c in chips)]))
+    return BlockInputs(block, chips, read_window(cube, plan, (block.row0, bottom), (col_lo, col_hi)), bottom)
+
+
+class BlockBlender:
+    """Weighted sums of one block: the carry of the band above first, then each chip's members in chip order
+    (the same order whatever process computed them, so every partition gives the same sums)."""
+
+    def __init__(self, plan: ForecastPlan, inputs: BlockInputs, carry: Carry | None) -> None:
+        self.plan, self.inputs = plan, inputs
+        block = inputs.block
+        rows = max(inputs.bottom, carry.row1 if carry is not None else block.row1) - block.row0
+        self.acc = Accumulator.zeros(block.row0, rows, block.col1 - block.col0,
+                                     members=plan.settings.members, steps=plan.settings.horizon)
+        if carry is not None:
+            self.acc.add(carry)
+        self.weights = blend_weights(plan.tiles.size, plan.tiles.overlap)
+
+    def add(self, chips: list[Chip], members: np.ndarray) -> None:
+        """Blend (M, B, F, 4, H, W) member forecasts of `chips`."""
+        block, tiles = self.inputs.block, self.plan.tiles
+        for i, chip in enumerate(chips):
+            _blend(self.acc, block.col0, block.col1, chip, members[:, i, :self.plan.settings.horizon], self.weights,
+                   tiles.height, tiles.width)
+
+    def finish(self) -> tuple[BlockResult, Carry | None]:
+        """The block's final rows and the carry of the rows below it."""
+        block, acc = self.inputs.block, self.acc
+        next_carry = acc.rows(block.row1, acc.row1) if acc.row1 > block.row1 else None  # a copy: small
+        clear_count, last_clear = _context_summary(self.inputs.window, block.row0, block.row1, block.col0, block.col1)
+        result = _finish(block, acc, clear_count, last_clear, self.plan.settings.min_clear_context,
+                         len(self.inputs.chips), self.plan.spread_inflation)
+        return result, next_carry
+
+
 def compute_block(
     model: VegeDiff,
     cube: xr.Dataset,
@@ -173,38 +279,22 @@ def compute_block(
     carry: Carry | None,
     *,
     device: torch.device,
+    compiled: bool = False,
+    rows_per_call: int | None = None,
     on_chips: Callable[[int], object] = lambda n: None,
 ) -> tuple[BlockResult, Carry | None]:
-    """Forecast one block; returns its final rows and the carry for the next band of its stripe."""
-    settings = plan.settings
-    height, width = plan.tiles.height, plan.tiles.width
-    chips = plan.active_chips(block)
-    steps, members = settings.horizon, settings.members
-    chip_bottom = max((min(c.row + c.size, height) for c in chips), default=block.row1)
-    carry_bottom = carry.row1 if carry is not None else block.row1
-    acc = Accumulator.zeros(block.row0, max(block.row1, chip_bottom, carry_bottom) - block.row0,
-                            block.col1 - block.col0, members=members, steps=steps)
-    if carry is not None:
-        acc.add(carry)
-    col_lo = min([block.col0, *(c.col for c in chips)])
-    col_hi = min(width, max([block.col1, *(c.col + c.size for c in chips)]))
-    window = read_window(cube, plan, (block.row0, acc.row1), (col_lo, col_hi))
-    weights = blend_weights(plan.tiles.size, plan.tiles.overlap)
-    chip_settings = ChipSettings(members=members, sampler=settings.sampler, detail_transfer=settings.detail_transfer,
-                                 precision=resolve_precision(settings.precision, device))
-    batch_size = plan.batch_size or default_batch(members, device.type)
-    for start in range(0, len(chips), batch_size):
-        group = chips[start:start + batch_size]
-        batch = chip_batch(window, group, plan)
-        out = forecast_chips(model, batch, conditioned=plan.conditioned, settings=chip_settings, device=device)
-        for i, chip in enumerate(group):
-            _blend(acc, block.col0, block.col1, chip, out[:, i, :steps], weights, height, width)
-        on_chips(len(group))
-    next_carry = acc.rows(block.row1, acc.row1) if acc.row1 > block.row1 else None  # a copy: small
-    clear_count, last_clear = _context_summary(window, block.row0, block.row1, block.col0, block.col1)
-    del window
-    return _finish(block, acc, clear_count, last_clear, settings.min_clear_context, len(chips),
-                   plan.spread_inflation), next_carry
+    """Forecast one block in this process (Dask workers); returns its final rows and the carry for the next band."""
+    layout = call_layout(plan, rows_per_call=rows_per_call or default_rows(device.type))
+    settings = chip_settings(plan, precision=resolve_precision(plan.settings.precision, device),
+                             device_type=device.type, compiled=compiled, layout=layout)
+    inputs = read_block(cube, plan, block)
+    blender = BlockBlender(plan, inputs, carry)
+    for chips, batch in inputs.groups(plan, layout):
+        parts = [forecast_chips(model, batch, conditioned=plan.conditioned, settings=settings, device=device,
+                                member_range=members) for members in layout.member_ranges(settings.members)]
+        blender.add(chips, parts[0] if len(parts) == 1 else np.concatenate(parts))
+        on_chips(len(chips))
+    return blender.finish()
 
 
 def _finish(block: Block, acc: Accumulator, clear_count: np.ndarray, last_clear: np.ndarray,

@@ -22,6 +22,7 @@ import re
 import shutil
 from pathlib import Path
 
+from ..config import DEFAULT_KEEP_HISTORY  # noqa: F401  (re-exported)
 from ..cube import provenance
 from ..cube.forecast_writer import open_grid
 from ..errors import StaleInputError
@@ -30,7 +31,6 @@ from ..workdir import TileFiles
 from .forecast_plan import ForecastSettings
 
 log = logging.getLogger("vegediff.forecast")
-DEFAULT_KEEP_HISTORY = 1  # earlier forecasts kept per tile (history/<start>/), for evaluate --tile
 _OUR_COGS = re.compile(r"^(ndvi_pred|ndvi_mean|ndvi_std|ndvi_p\d+|prob_ndvi_\w+)_\d{4}-\d{2}-\d{2}\.tif$")
 
 

@@ -40,7 +40,7 @@ class ForecastSettings:
     seed: int = 0  # run seed; each chip's noise derives from (seed, chip row, chip col)
     start: pd.Timestamp | None = None  # first forecast date; None: 5 days after the last frame
     overlap: int = 32  # minimum chip overlap in px, blended with smooth weights
-    batch_size: int | None = None  # chips per model call; None: 4 chip-members on CPU, 64 on GPU
+    batch_size: int | None = None  # chips (with all their members) per model call; None: forecast_runtime.ROWS_PER_CALL
     min_clear_context: int = 1  # pixels with fewer clear context frames get NaN
     detail_transfer: bool = True  # add the last context frame's VAE residual to every member
     memory_mb: int = 1024  # budget for one block's inputs and accumulators
@@ -133,7 +133,7 @@ class ForecastPlan:
     static_layers: tuple[str, ...]  # static layers the cube has
     y: np.ndarray  # (H,) cube y coordinates (chip centres for meteorology)
     x: np.ndarray  # (W,)
-    batch_size: int | None  # chips per model call; None: default_batch for the device that runs it
+    batch_size: int | None  # chips per model call; None: forecast_blocks.call_layout's default
     latitude: float = 45.0  # degrees north of the grid's centre (the model's date features)
     spread_inflation: tuple[float, ...] | None = None  # member spread factor per step; None: raw members
 
@@ -146,16 +146,21 @@ class ForecastPlan:
 
 
 def bytes_per_pixel(members: int, horizon: int, context_frames: int) -> float:
-    """Memory one block pixel costs: accumulators (members' NDVI, mean bands, weight) and context inputs."""
+    """Memory one block pixel costs: accumulators (members' NDVI, mean bands, weight) and the context
+    inputs of two blocks (the local loop reads the next block while the current one is blended)."""
     accumulators = 4 * horizon * (members + len(BANDS)) + 4
     inputs = context_frames * (4 * len(BANDS) + 1) + 4 * (len(STATIC_LAYERS) + 2)
-    return float(accumulators + inputs)
+    return float(accumulators + 2 * inputs)
 
 
-def default_batch(members: int, device_type: str) -> int:
-    """Chips per model call: 4 chip-members on CPU (1, 4 and 8 cost the same per chip there; fewer hold less memory), 64 on GPU."""
-    target = 64 if device_type == "cuda" else 4
-    return max(1, target // members)
+def calls_in_flight_bytes(*, rows_per_call: int, calls: int, context_frames: int, horizon: int,
+                          pickled: bool) -> float:
+    """Memory of model calls under way: each call's inputs (at most one chip per row) and member outputs,
+    twice over when they travel between processes (the pickled copy and the array)."""
+    pixels = CHIP_SIZE * CHIP_SIZE
+    inputs = rows_per_call * pixels * (context_frames * (4 * len(BANDS) + 1) + 4 * len(STATIC_LAYERS))
+    outputs = rows_per_call * pixels * 4 * len(BANDS) * horizon
+    return (2.0 if pickled else 1.0) * calls * (inputs + outputs)
 
 
 def select_chips(cube: xr.Dataset, tiles: TilePlan, context_index: np.ndarray, *, rows_per_read: int = 512) -> tuple[frozenset, int]:
@@ -190,9 +195,14 @@ def plan_forecast(
     weather: str | os.PathLike | None = None,
     workers: int = 1,
     ignore_meteo: tuple[str, ...] = (),
+    reserved_bytes: float = 0.0,
     spread_inflation: tuple[float, ...] | None = None,
 ) -> ForecastPlan:
-    """Check the request against the cube and the weights, and plan the blocks."""
+    """Check the request against the cube and the weights, and plan the blocks.
+
+    The blocks get `settings.memory_mb` less `reserved_bytes` (model calls under way, see
+    calls_in_flight_bytes); `workers` > 1 narrows stripes so every Dask worker gets one.
+    """
     check_settings(settings, cfg)
     grid_of(cube)  # GeoreferenceError without a CRS
     times = forecast_times(pd.DatetimeIndex(cube["time"].values), start=settings.start, horizon=settings.horizon,
@@ -204,7 +214,7 @@ def plan_forecast(
     if stripe is None:
         per_pixel = bytes_per_pixel(settings.members, settings.horizon, cfg.vegenet.context_frames)
         stripe = stripe_width(width, bytes_per_pixel=per_pixel, band_rows=settings.band_rows,
-                              budget_bytes=settings.memory_mb * 2**20)
+                              budget_bytes=settings.memory_mb * 2**20 - reserved_bytes)
         if workers > 1:  # give every worker a stripe of its own
             stripe = split_for_workers(width, workers, widest=stripe)
     tiles = plan_tiles(height, width, overlap=settings.overlap, band_rows=settings.band_rows, stripe_cols=stripe)

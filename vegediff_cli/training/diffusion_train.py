@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,29 +25,9 @@ from .index import SourceInfo, fingerprint
 from .latent_cache import LatentWindows, build_latent_cache
 from .order import StepBatches, WindowOrder, split_batch
 from .parallel import Runtime
+from .settings import DiffusionTrainSettings
 
 log = logging.getLogger("vegediff.train")
-
-
-@dataclass(frozen=True)
-class DiffusionTrainSettings:
-    steps: int = 4000  # optimiser steps
-    batch: int = 8  # windows per step (the global batch, over all processes)
-    lr: float = 3e-4  # peak AdamW learning rate
-    warmup: int = 200  # linear warm-up steps, then cosine decay to 10 %
-    weight_decay: float = 0.01
-    ema_decay: float = 0.999  # EMA of weights used for sampling
-    series_fraction: float = 0.25  # share of batches drawn from other spatial sizes (e.g. 20 m series)
-    seed: int = 0
-    checkpoint_every: int = 200  # steps between resumable checkpoints
-    keep_every: int = 0  # also keep a copy of the checkpoint every this many steps (0: none), for model selection
-    precision: str = "auto"  # autocast: auto (bf16 on GPUs and CPUs with native bf16), fp32, bf16
-    sampling: str = "sqrt"  # window order: "sqrt" (the shipped recipe, with replacement) or "epoch" (order.py)
-    micro_batch: int = 0  # windows per forward/backward on a process (0: its whole share); smaller accumulates
-    workers: int = 0  # DataLoader worker processes per training process (0: read in the training process)
-    budget_steps: int = 0  # stop (resumable) after this many steps in this invocation (0: no limit)
-    budget_seconds: float = 0.0  # stop (resumable) after this much wall time in this invocation (0: no limit)
-    log_every: int = 10  # steps between lines of <run_dir>/diffusion-log.jsonl
 
 
 def learning_rate(step: int, settings: DiffusionTrainSettings) -> float:

@@ -26,8 +26,8 @@ from torch.utils.data import Sampler
 from ..errors import NoValidDataError, UsageError
 from .index import SourceInfo
 from .parallel import Runtime
+from .settings import SAMPLINGS
 
-SAMPLINGS = ("sqrt", "epoch")
 _GROUP, _PICK, _SQRT, _TRANSFORM, _PERMUTATION = 1, 2, 3, 4, 5  # independent streams of one seed
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,28 +31,10 @@ from .latent_cache import draw_seed
 from .order import StepBatches, split_batch
 from .parallel import Runtime, all_sum, shard
 from .sequences import Sequence, load_frames
+from .settings import VAETrainSettings
 from .windows import dihedral, spatial_size, square
 
 log = logging.getLogger("vegediff.train")
-
-
-@dataclass(frozen=True)
-class VAETrainSettings:
-    steps: int = 4000  # optimiser steps
-    batch: int = 16  # crops per step (the global batch, over all processes)
-    crop: int = 48  # crop side in pixels (fully convolutional; 48 fits the 20 m Romanian series)
-    lr: float = 2e-4  # AdamW learning rate
-    kl_weight: float = 1e-6  # weight of the summed KL term (latent diffusion's first stage)
-    ndvi_weight: float = 1.0  # weight of the NDVI L1 term
-    seed: int = 0
-    checkpoint_every: int = 250  # steps between resumable checkpoints
-    precision: str = "auto"  # autocast: auto (bf16 on GPUs and CPUs with native bf16), fp32, bf16
-    micro_batch: int = 0  # crops per forward/backward on a process (0: its whole share); smaller accumulates
-    workers: int = 0  # DataLoader worker processes per training process (0: read in the training process)
-    budget_steps: int = 0  # stop (resumable) after this many steps in this invocation (0: no limit)
-    budget_seconds: float = 0.0  # stop (resumable) after this much wall time in this invocation (0: no limit)
-    log_every: int = 10  # steps between lines of <run_dir>/vae-log.jsonl
-    statistics_files: int = 2000  # files whose latents give the latent statistics (a seeded sample; 0: all)
 
 
 def _ndvi(x: torch.Tensor) -> torch.Tensor:
