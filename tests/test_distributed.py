@@ -15,6 +15,7 @@ from vegediff_cli.pipeline.forecast_plan import ForecastSettings
 distributed = pytest.importorskip("distributed")
 
 
+@pytest.mark.slow
 def test_local_cluster_matches_single_process(tmp_path):
     weights = write_weights(tmp_path / "tiny.safetensors")
     cubes = [synthetic_cube(tmp_path / "a.nc", height=128, width=192, frames=11, seed=1),

@@ -174,6 +174,7 @@ def test_a_failing_compiler_falls_back_to_eager_sampling(monkeypatch, caplog, on
     assert "sampling_net" not in dict(model.named_modules())  # never saved with the weights
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_single_process_forecast_bit_for_bit(tmp_path, tiny_weights, cli):
     """Calls are cut and blended by the parent in the same order, whichever process computes them."""
     cube = synthetic_cube(tmp_path / "cube.nc", height=224, width=256, frames=11, seed=3)

@@ -197,6 +197,7 @@ def test_resume_reuses_the_requests_already_answered(jas_cube, monkeypatch, tmp_
         assert client.transfer.cached == 1 and len(server.requests()) == first_run + 1
 
 
+@pytest.mark.slow
 def test_prepare_offline_is_exit_8_with_the_fix_and_no_cube(cli, shared_data, monkeypatch, tmp_path):
     """--meteo auto with the service out of reach (the suite's default: a closed port): exit 8, nothing written."""
     monkeypatch.delenv("VEGEDIFF_METEO")  # the default: --meteo auto

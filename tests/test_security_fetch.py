@@ -233,6 +233,7 @@ def test_one_gib_answer_is_refused_without_reading_it(cli, served_29snd: Served,
     assert len(served_29snd.server.requests("^/search")) == 1  # never retried
 
 
+@pytest.mark.slow
 def test_one_byte_per_second_drip_runs_out_of_time(cli, served_29snd: Served, tmp_path: Path):
     served_29snd.server.add_fault(Fault(r"^/search", kind="drip", seconds=0.5, times=None))
     out = tmp_path / "s2_raw.nc"

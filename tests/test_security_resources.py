@@ -189,6 +189,7 @@ def peak_rss_of(args: list[str]) -> tuple[int, int, str]:
     return int(code), int(rss), done.stderr
 
 
+@pytest.mark.slow
 def test_info_on_a_highly_compressible_cube_stays_in_bounded_memory(tmp_path):
     path = compressible_cube(tmp_path / "zeros.nc")
     assert path.stat().st_size < 5 << 20  # a few MB on disk, 40 x 2.7 GB declared per variable

@@ -60,6 +60,7 @@ def _denoiser(weights: dict) -> dict:
     return {k: v for k, v in weights.items() if k.startswith("vegenet.")}
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_reach_the_weights_of_one(setup, reference):
     """torchrun, 2 CPU processes, each 2 accumulated micro-batches of 1: the global batch of 4 as one process."""
     output = setup["root"] / "two.safetensors"
@@ -159,6 +160,7 @@ MEMORY_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_memory_does_not_grow_with_the_number_of_files(setup, tmp_path):
     """One process trains on 20 files (twice: the second run's peak is the baseline, the first one
     allocates once-only buffers), then on 400 and 2000 (links to the cropped cubes): its peak

@@ -112,6 +112,7 @@ def test_cli_scenario_ensemble_records_the_weather_of_every_member(cli, cube_pat
     assert not np.allclose(members[0], members[1], equal_nan=True)
 
 
+@pytest.mark.slow
 def test_cli_offline_auto_goes_without_weather_and_open_meteo_is_exit_8(cli, monkeypatch, tmp_path):
     """Offline (the suite points Open-Meteo at a closed port), the default --weather auto says so on stderr and
     forecasts as --weather none would, recording that; --weather open-meteo, asked for by name, is exit 8."""
