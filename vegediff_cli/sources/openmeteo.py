@@ -77,9 +77,9 @@ DAILY_VARIABLES = {
 MJ_PER_DAY_TO_W = 1e6 / 86400.0  # a daily sum in MJ m-2 is a mean flux of x / 0.0864 W m-2
 
 
-
 class Unreachable(RemoteError):
     """No connection at all (the name does not resolve, or every try was refused): ``--weather auto`` goes without."""
+
 
 @dataclass
 class Transfer:
