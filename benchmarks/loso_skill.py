@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.heldout_skill import forecast_cube, skill_rows  # noqa: E402
-from scripts.select_weights import calibrate, export, score, season_validation_cubes  # noqa: E402
+from scripts.select_weights import calibrate, export, score, season_validation_cubes, to_unit_ratio  # noqa: E402
 from scripts.train_weights import ROOT, SHARED  # noqa: E402
 from vegediff_cli.model.weights import read_metadata  # noqa: E402
 from vegediff_cli.pipeline.calibration import METADATA_KEY  # noqa: E402
@@ -88,8 +87,9 @@ def fold_weights(fold: Fold, folder: Path, *, shipped: dict[str, str], members: 
     # as select_weights.py: one common factor brings the validation cube's spread/skill to 1
     ratio = score(fold.validation, weights, folder, members=members, guidance=guidance,
                   calibrated=True)["probabilistic"].get("spread_skill_ratio")
-    if ratio and math.isfinite(ratio) and abs(ratio - 1) > 0.02:
-        factors = [round(max(1.0, f / ratio), 4) for f in factors]
+    rescaled = to_unit_ratio(factors, ratio)
+    if rescaled is not None:
+        factors = rescaled
         weights = export(fold.run_dir / "final.safetensors", last, folder / f"{fold.name}.safetensors", kind=kind,
                          extra={"recommended_guidance": str(guidance), METADATA_KEY: json.dumps(factors)})
     return weights, guidance

@@ -127,6 +127,15 @@ def calibrate(cube: Path, seasons: dict[str, list[Path]], weights: Path, folder:
     return [round(float(f), 4) for f in factors], per_unit
 
 
+def to_unit_ratio(factors: list[float], ratio: float | None) -> list[float] | None:
+    """The factors times one common factor that brings a pooled spread/skill `ratio` to 1 (None: already
+    within 2 %, or no ratio). The per-lead line fits leave the validation cube's pooled ratio near, not at,
+    1; this is the validation cube's figure, the test cube is never looked at here."""
+    if not ratio or not np.isfinite(ratio) or abs(ratio - 1) <= 0.02:
+        return None
+    return [round(max(1.0, f / ratio), 4) for f in factors]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", type=Path, required=True, help="runs/NAME of scripts/train_weights.py")
@@ -177,10 +186,9 @@ def main() -> int:
         calibrated = score(cube, output, folder, members=args.calibration_members, guidance=best["guidance"],
                            calibrated=True)
         ratio = calibrated["probabilistic"].get("spread_skill_ratio")
-        if ratio and np.isfinite(ratio) and abs(ratio - 1) > 0.02:
-            # The per-lead line fits leave the cube's pooled spread/skill near, not at, 1: one common factor
-            # brings it there (the validation cube's figure; the test cube is never looked at here).
-            factors = [round(max(1.0, f / ratio), 4) for f in factors]
+        rescaled = to_unit_ratio(factors, ratio)
+        if rescaled is not None:
+            factors = rescaled
             extra[METADATA_KEY] = json.dumps(factors)
             extra["spread_calibration"] = json.dumps({"members": args.calibration_members, "units": per_lead,
                                                       "common_factor": round(1 / ratio, 4)})

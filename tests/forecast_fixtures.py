@@ -6,18 +6,20 @@ the forecast reads them exactly as it reads `vegediff prepare` output.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from safetensors.torch import load_file, save_file
 
 from vegediff_cli.config import METEO_STATS, METEO_VARS, meteo_name
 from vegediff_cli.cube.netcdf import write_netcdf
 from vegediff_cli.cube.schema import add_meteo, add_static, new_cube
 from vegediff_cli.model.presets import PRESETS, ModelConfig
 from vegediff_cli.model.vegediff import VegeDiff
-from vegediff_cli.model.weights import save_weights
+from vegediff_cli.model.weights import read_metadata, save_weights
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = PROJECT_ROOT / "weights" / "vegediff-small.safetensors"
@@ -125,3 +127,20 @@ def weather_file(path: Path, days: pd.DatetimeIndex, *, warm: float = 0.0, seed:
                     coords={"time": days})
     ds.to_netcdf(path)
     return path
+
+
+def edited_weights(source: Path, target: Path, *, config=None, metadata=None, tensors=None) -> Path:
+    """`source` with its config / metadata / tensors changed: what a damaged or hostile file looks like."""
+    meta = read_metadata(source)
+    data = load_file(str(source))
+    if config is not None:
+        cfg = json.loads(meta["config"])
+        for dotted, value in config.items():
+            section, name = dotted.split(".")
+            cfg[section][name] = value
+        meta["config"] = json.dumps(cfg)
+    meta.update(metadata or {})
+    if tensors is not None:
+        tensors(data)
+    save_file(data, str(target), metadata=meta)
+    return target

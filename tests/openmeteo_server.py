@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from tests.stac_server import Fault, Logged
+from tests.stac_server import FaultLog, Logged
 
 # E-OBS variable -> (Open-Meteo daily name, unit, decimals in Open-Meteo's JSON)
 VARIABLES = {
@@ -151,18 +151,16 @@ def era5_cf_file(archive: Archive, path: Path, *, start: str, end: str) -> Path:
     return path
 
 
-class OpenMeteoServer:
+class OpenMeteoServer(FaultLog):
     """Serve an :class:`Archive` (archive API) and optionally another (forecast API) on a loopback port."""
 
     def __init__(self, archive: Archive, *, forecast: Archive | None = None, api_key: str | None = None,
                  today: str | None = None) -> None:
+        super().__init__()
         self.archive, self.forecast = archive, forecast
         self.api_key = api_key
         self.today = pd.Timestamp(today) if today else None  # forecast_days count from here
-        self.faults: list[Fault] = []
         self.latency = 0.0  # seconds added before every answer (a distant server, for benchmarks)
-        self.log: list[Logged] = []
-        self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._httpd.daemon_threads = True
@@ -189,32 +187,6 @@ class OpenMeteoServer:
         self._stopping.set()
         self._httpd.shutdown()
         self._httpd.server_close()
-
-    def add_fault(self, fault: Fault) -> Fault:
-        with self._lock:
-            self.faults.append(fault)
-        return fault
-
-    def requests(self, pattern: str = "") -> list[Logged]:
-        import re
-
-        with self._lock:
-            return [r for r in self.log if re.search(pattern, r.path)]
-
-    def bytes_sent(self, pattern: str = "") -> int:
-        return sum(r.sent for r in self.requests(pattern))
-
-    def _fault_for(self, method: str, path: str) -> Fault | None:
-        with self._lock:
-            for fault in self.faults:
-                if fault.matches(method, path):
-                    fault.hits += 1
-                    return fault
-        return None
-
-    def _record(self, entry: Logged) -> None:
-        with self._lock:
-            self.log.append(entry)
 
 
 class ApiError(Exception):

@@ -164,47 +164,14 @@ def search_items(items: list[dict[str, Any]], params: dict[str, Any]) -> list[di
     return sorted(out, key=lambda it: (str(it["properties"]["datetime"]), it["id"]), reverse=True)
 
 
-class StacServer:
-    """Serve a :class:`Catalogue` on a free loopback port; use as a context manager."""
+class FaultLog:
+    """What a loopback test server shares: injectable faults and a log of the requests it answered."""
 
-    def __init__(self, catalogue: Catalogue | None = None, *, page_size: int = 100, chunk_size: int = 65536) -> None:
-        self.catalogue = catalogue or Catalogue(collections=[], items=[])
-        self.default_limit = page_size
-        self.chunk_size = chunk_size
+    def __init__(self) -> None:
         self.faults: list[Fault] = []
-        self.latency = 0.0  # seconds added before every answer: a distant server, for benchmarks
         self.log: list[Logged] = []
-        self.tokens_issued = 0
-        self.next_loop = False  # search pages link "next" to themselves
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._httpd = _QuietServer(("127.0.0.1", 0), _handler(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="stac-server", daemon=True)
 
-    # --- lifecycle ----------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> StacServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-    def __enter__(self) -> StacServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # --- test helpers -------------------------------------------------------------------
     def add_fault(self, fault: Fault) -> Fault:
         with self._lock:
             self.faults.append(fault)
@@ -236,6 +203,45 @@ class StacServer:
     def _record(self, entry: Logged) -> None:
         with self._lock:
             self.log.append(entry)
+
+
+class StacServer(FaultLog):
+    """Serve a :class:`Catalogue` on a free loopback port; use as a context manager."""
+
+    def __init__(self, catalogue: Catalogue | None = None, *, page_size: int = 100, chunk_size: int = 65536) -> None:
+        super().__init__()
+        self.catalogue = catalogue or Catalogue(collections=[], items=[])
+        self.default_limit = page_size
+        self.chunk_size = chunk_size
+        self.latency = 0.0  # seconds added before every answer: a distant server, for benchmarks
+        self.tokens_issued = 0
+        self.next_loop = False  # search pages link "next" to themselves
+        self._stopping = threading.Event()
+        self._httpd = _QuietServer(("127.0.0.1", 0), _handler(self))
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="stac-server", daemon=True)
+
+    # --- lifecycle ----------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> StacServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self) -> StacServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 class _QuietServer(ThreadingHTTPServer):

@@ -32,13 +32,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
-from safetensors.torch import load_file, save_file
-
-from vegediff_cli.model.weights import read_metadata
 
 from . import fixtures_stac
 from .fixtures_stac import FAST, build_29snd, window_29snd
-from .forecast_fixtures import write_weights
+from .forecast_fixtures import edited_weights, write_weights
 from .stac_server import Fault, StacServer, wait_for
 
 snd_cog_folder = fixtures_stac.snd_cog_folder
@@ -599,20 +596,8 @@ def _(ctx: Ctx):
 # forecast: tiny random weights (real safetensors files), the sample cube
 # ====================================================================================================
 def weights_variant(ctx: Ctx, *, config=None, metadata=None, tensors=None) -> Path:
-    meta = read_metadata(ctx.env.weights)
-    data = load_file(str(ctx.env.weights))
-    if config:
-        cfg = json.loads(meta["config"])
-        for dotted, value in config.items():
-            section, key = dotted.split(".")
-            cfg[section][key] = value
-        meta["config"] = json.dumps(cfg)
-    meta.update(metadata or {})
-    if tensors:
-        tensors(data)
-    path = ctx.folder / "weights.safetensors"
-    save_file(data, str(path), metadata=meta)
-    return path
+    return edited_weights(ctx.env.weights, ctx.folder / "weights.safetensors", config=config, metadata=metadata,
+                          tensors=tensors)
 
 
 def forecast_with(weights: Callable[[Ctx], Path] | None, code: int, *words: str, cube: str | None = None,

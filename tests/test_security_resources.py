@@ -15,14 +15,13 @@ from pathlib import Path
 import netCDF4
 import numpy as np
 import pytest
-from safetensors.torch import load_file, save_file
 
 from vegediff_cli.errors import CorruptInputError, ModelError, UsageError
 from vegediff_cli.model.presets import PRESETS
 from vegediff_cli.model.weights import read_metadata
 from vegediff_cli.resources import GIB, available_bytes, parameter_count
 
-from .forecast_fixtures import synthetic_cube, write_weights
+from .forecast_fixtures import edited_weights, synthetic_cube, write_weights
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,23 +39,6 @@ def cube(tmp_path_factory) -> Path:
 def forecast(cli, cube: Path, weights: Path, out: Path, *extra: str):
     return cli("forecast", "--input", cube, "--weights", weights, "--output", out, "--no-cogs", "--quiet",
                "--horizon", "2", "--steps", "1", *extra)
-
-
-def edited_weights(source: Path, target: Path, *, config=None, metadata=None, tensors=None) -> Path:
-    """`source` with its config / metadata / tensors changed: what a damaged or hostile file looks like."""
-    meta = read_metadata(source)
-    data = load_file(str(source))
-    if config is not None:
-        cfg = json.loads(meta["config"])
-        for dotted, value in config.items():
-            section, name = dotted.split(".")
-            cfg[section][name] = value
-        meta["config"] = json.dumps(cfg)
-    meta.update(metadata or {})
-    if tensors is not None:
-        tensors(data)
-    save_file(data, str(target), metadata=meta)
-    return target
 
 
 def test_huge_member_count_is_refused_before_allocating(cli, cube, tiny_weights, tmp_path):
