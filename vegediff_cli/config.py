@@ -22,6 +22,12 @@ CONTEXT_FRAMES = 10
 HORIZON_FRAMES = 20
 SEQUENCE_FRAMES = CONTEXT_FRAMES + HORIZON_FRAMES
 CHIP_SIZE = 128  # pixels per side of one model chip (20 m -> 2.56 km)
+# Default minimum overlap of neighbouring chips, blended smoothly (docs/forecast.md, "Tiling"). 16 px, not
+# 32: on a 1024^2 mosaic of real chips no seam shows at either (|dNDVI/dx| at chip edges / elsewhere:
+# 0.966 / 0.968 at 16, 0.959 / 0.970 at 32), while at 32 61 % of the pixels lie in overlaps, where
+# blending independent members lowers their spread by 19 % (16: 23 % of the pixels), and a full tile
+# needs 3249 chips instead of 2401 (issue 13).
+CHIP_OVERLAP = 16
 PIXEL_SIZE_M = 20.0
 
 # --- Meteorology (E-OBS naming, GreenEarthNet units) ---------------------------------------

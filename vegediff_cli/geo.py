@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from affine import Affine
 
-from .config import CHIP_SIZE, PIXEL_SIZE_M
+from .config import CHIP_OVERLAP, CHIP_SIZE, PIXEL_SIZE_M
 from .errors import UsageError
 
 TILE_SIZE_M = 109_800.0  # a Sentinel-2 tile spans 109.8 km (5490 px at 20 m)
@@ -124,7 +124,7 @@ class Chip:
     size: int
 
 
-def chip_layout(height: int, width: int, *, size: int = CHIP_SIZE, overlap: int = 32) -> list[Chip]:
+def chip_layout(height: int, width: int, *, size: int = CHIP_SIZE, overlap: int = CHIP_OVERLAP) -> list[Chip]:
     """Chips of `size` px covering a `height` x `width` grid with at least `overlap` px overlap.
 
     The last chip in each direction is shifted back to end at the edge, so every chip lies

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..config import DEFAULT_BELOW, DEFAULT_DROP, DEFAULT_KEEP_HISTORY
+from ..config import CHIP_OVERLAP, DEFAULT_BELOW, DEFAULT_DROP, DEFAULT_KEEP_HISTORY
 from ..errors import InputNotFoundError, UsageError
 from ..workdir import TileFiles, resolve_input, resolve_output
 from .forecast import (
@@ -87,7 +87,7 @@ def ensemble(
     precision: PrecisionOpt = "auto",
     batch_size: BatchOpt = None,
     weather: WeatherOpt = "auto",
-    overlap: OverlapOpt = 32,
+    overlap: OverlapOpt = CHIP_OVERLAP,
     min_clear_context: MinClearOpt = 1,
     memory_mb: MemoryOpt = 1024,
     scheduler: SchedulerOpt = None,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..config import DEFAULT_KEEP_HISTORY, SamplerSettings
+from ..config import CHIP_OVERLAP, DEFAULT_KEEP_HISTORY, SamplerSettings
 from ..errors import UsageError
 from ..workdir import TileFiles, resolve_input, resolve_output
 from .options import JsonOpt, OutputOpt, QuietOpt, WorkdirOpt, emit_json, setup, workdir_of
@@ -166,7 +166,7 @@ def forecast(
     precision: PrecisionOpt = "auto",
     batch_size: BatchOpt = None,
     weather: WeatherOpt = "auto",
-    overlap: OverlapOpt = 32,
+    overlap: OverlapOpt = CHIP_OVERLAP,
     min_clear_context: MinClearOpt = 1,
     memory_mb: MemoryOpt = 1024,
     scheduler: SchedulerOpt = None,

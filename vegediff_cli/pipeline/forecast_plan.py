@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..config import BANDS, CHIP_SIZE, LANDCOVER, STATIC_LAYERS, STEP_DAYS, VALID, SamplerSettings
+from ..config import BANDS, CHIP_OVERLAP, CHIP_SIZE, LANDCOVER, STATIC_LAYERS, STEP_DAYS, VALID, SamplerSettings
 from ..cube.masks import vegetation_mask
 from ..cube.schema import centre_latitude, grid_of
 from ..errors import NoValidDataError, UsageError
@@ -39,7 +39,7 @@ class ForecastSettings:
     sampler: SamplerSettings = field(default_factory=SamplerSettings)  # sampler, steps, guidance
     seed: int = 0  # run seed; each chip's noise derives from (seed, chip row, chip col)
     start: pd.Timestamp | None = None  # first forecast date; None: 5 days after the last frame
-    overlap: int = 32  # minimum chip overlap in px, blended with smooth weights
+    overlap: int = CHIP_OVERLAP  # minimum chip overlap in px, blended with smooth weights
     batch_size: int | None = None  # chips (with all their members) per model call; None: forecast_runtime.ROWS_PER_CALL
     min_clear_context: int = 1  # pixels with fewer clear context frames get NaN
     detail_transfer: bool = True  # add the last context frame's VAE residual to every member

@@ -23,14 +23,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import CHIP_SIZE
+from ..config import CHIP_OVERLAP, CHIP_SIZE
 from ..geo import Chip, chip_layout
 
 BLEND_FLOOR = 0.02  # smallest blend weight: keeps sum(w) well away from 0 at grid edges
 ALIGN = 256  # stripes and bands start on multiples of the NetCDF chunk edge (no partial-chunk rewrites)
 
 
-def blend_weights(size: int = CHIP_SIZE, overlap: int = 32) -> np.ndarray:
+def blend_weights(size: int = CHIP_SIZE, overlap: int = CHIP_OVERLAP) -> np.ndarray:
     """(size, size) weights: raised-cosine ramps over `overlap` px at each edge, floor BLEND_FLOOR, 1 inside."""
     if overlap <= 0:
         return np.ones((size, size), dtype="float32")
@@ -121,7 +121,7 @@ def plan_tiles(
     width: int,
     *,
     size: int = CHIP_SIZE,
-    overlap: int = 32,
+    overlap: int = CHIP_OVERLAP,
     band_rows: int = ALIGN,
     stripe_cols: int | None = None,
 ) -> TilePlan:
