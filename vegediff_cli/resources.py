@@ -58,6 +58,23 @@ def available_bytes() -> int:
     return min(limits)
 
 
+def release_freed_memory() -> None:
+    """Hand the heap memory that freed arrays leave behind back to the system (glibc's malloc_trim).
+
+    A forecast frees a block's arrays after writing it; glibc keeps much of that memory for reuse,
+    so without trimming the main process grew by about 250 MiB more over a full tile than over a
+    strip of it. A no-op where the C library has no malloc_trim.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _size(value: float) -> str:
     return f"{value / GIB:.1f} GiB" if value >= GIB else f"{value / MIB:.0f} MiB"
 

@@ -48,7 +48,7 @@ from ..model.vegediff import resolve_context_mix
 from ..model.weights import file_digest
 from ..progress import ProgressFactory, no_progress
 from ..qgis.folder import run_title, write_folder_project
-from ..resources import check_forecast_memory, forecast_memory
+from ..resources import check_forecast_memory, forecast_memory, release_freed_memory
 from ..workdir import TileFiles
 from .forecast_blocks import BlockResult, call_layout, chip_settings, default_rows, layout_for
 from .forecast_model import ignored_meteo_variables, model_config, resolve_weights, spread_inflation
@@ -373,6 +373,8 @@ def _run(jobs: list[ForecastJob], records: list[dict], weights_path: Path, setti
                                             on_chips=bar.update):
                     write_block(writers[index], result)
                     computed[index] += result.chips
+                    del result
+                    release_freed_memory()
             worker_peaks = runner.peak_rss_mib()
         else:
             worker_peaks = []  # on the cluster's machines

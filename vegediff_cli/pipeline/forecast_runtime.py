@@ -46,8 +46,11 @@ ROWS_PER_CALL = {"cpu": 4, "cuda": 64}  # chip-members per denoiser call
 POOL_MIN_UNITS = 2  # model calls below which a forecast runs in this process, without timing a call
 POOL_MIN_SECONDS = 45.0  # estimated model time (one process) from which worker processes pay off
 COMPILE_MIN_CHIP_MEMBERS = 400  # per model process, for --compile auto on CPUs
-MAIN_OVERHEAD_MIB = 600  # this process besides --memory-mb: torch, xarray, GDAL, weights, a timed call
-WORKER_OVERHEAD_MIB = 550  # each worker: torch, weights, one call's activations and its inputs/outputs in transit
+# Measured on a full 5490^2 px tile of real chips (benchmarks/forecast_speed.py, --memory-mb 1024, compiled
+# workers): the main process peaked at 1999 MiB (727 MiB before the first block: torch, xarray, GDAL, the weights,
+# a timed call; the rest blocks in flight and allocator slack), each worker at 728 MiB.
+MAIN_OVERHEAD_MIB = 1000  # this process besides --memory-mb
+WORKER_OVERHEAD_MIB = 750  # each worker: torch, weights, compiled kernels, one call's activations and its data in transit
 PROCESS_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE"}  # set before torch loads, unless the user set it
 ENV_CACHE = "VEGEDIFF_CACHE_DIR"
 
