@@ -15,7 +15,7 @@ import xarray as xr
 
 from tests.forecast_fixtures import synthetic_cube, write_weights
 from vegediff_cli.cube.predictions import read_ensemble
-from vegediff_cli.pipeline.ensemble import member_statistics, prob_below, prob_drop
+from vegediff_cli.pipeline.ensemble.statistics import member_statistics, prob_below, prob_drop
 
 
 @pytest.fixture(scope="module")

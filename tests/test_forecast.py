@@ -18,8 +18,8 @@ from vegediff_cli.cube.cog import validate_cog
 from vegediff_cli.cube.masks import ndvi
 from vegediff_cli.cube.predictions import check_alignment, read_forecast
 from vegediff_cli.cube.readers import open_cube
-from vegediff_cli.pipeline.forecast import ForecastJob, run_forecasts
-from vegediff_cli.pipeline.forecast_plan import ForecastSettings
+from vegediff_cli.pipeline.forecast.plan import ForecastSettings
+from vegediff_cli.pipeline.forecast.run import ForecastJob, run_forecasts
 
 HINDCAST_START = "2021-07-03"  # frame 10 of the JAS2021 cube: 10 context frames, 20 observed targets
 
@@ -189,9 +189,9 @@ def test_shipped_weights_on_the_held_out_cube(jas_cube, tmp_path, monkeypatch):
     information (fair CRPS below the absolute error of their mean), and the sign of change over the
     horizon is right for most pixels (issue 12). 4 members, seed 0: RMSE 0.2175 / NSE -0.607 /
     direction 0.82 vs persistence 0.2235 / -0.647 / 0.5 when this was written."""
-    from vegediff_cli.pipeline.baselines import baseline_forecast
-    from vegediff_cli.pipeline.evaluate import score_cube
-    from vegediff_cli.pipeline.forecast_model import default_guidance
+    from vegediff_cli.pipeline.evaluate.baselines import baseline_forecast
+    from vegediff_cli.pipeline.evaluate.scoring import score_cube
+    from vegediff_cli.pipeline.forecast.model import default_guidance
 
     monkeypatch.delenv("VEGEDIFF_WEIGHTS", raising=False)
     settings = ForecastSettings(members=4, start=pd.Timestamp(HINDCAST_START),

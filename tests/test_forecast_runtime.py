@@ -19,11 +19,11 @@ from vegediff_cli.errors import UsageError
 from vegediff_cli.model import compiled
 from vegediff_cli.model.presets import PRESETS
 from vegediff_cli.model.vegediff import VegeDiff
-from vegediff_cli.pipeline import forecast_runtime
-from vegediff_cli.pipeline.chips import ChipBatch, ChipSettings, forecast_chips
-from vegediff_cli.pipeline.forecast import ForecastJob, run_forecasts
-from vegediff_cli.pipeline.forecast_plan import ForecastSettings
-from vegediff_cli.pipeline.forecast_runtime import choose_runtime
+from vegediff_cli.pipeline.forecast import runtime as forecast_runtime
+from vegediff_cli.pipeline.forecast.chips import ChipBatch, ChipSettings, forecast_chips
+from vegediff_cli.pipeline.forecast.plan import ForecastSettings
+from vegediff_cli.pipeline.forecast.run import ForecastJob, run_forecasts
+from vegediff_cli.pipeline.forecast.runtime import choose_runtime
 
 FAST = SamplerSettings(steps=2, guidance_scale=1.0)
 

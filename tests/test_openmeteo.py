@@ -23,7 +23,7 @@ from vegediff_cli.cube.netcdf import write_netcdf
 from vegediff_cli.cube.readers import open_cube
 from vegediff_cli.cube.schema import new_cube
 from vegediff_cli.errors import RemoteError
-from vegediff_cli.sources.eobs import MeteoRequest
+from vegediff_cli.sources.daily_meteo import MeteoRequest
 from vegediff_cli.sources.era5 import read_era5
 from vegediff_cli.sources.http import RetryPolicy
 from vegediff_cli.sources.openmeteo import OpenMeteo, lattice, read_archive

@@ -9,7 +9,7 @@ and compare them with
 
 - the memory the system can still give (``MemAvailable``, or the cgroup limit when lower), and
 - ``--memory-mb`` for the part of a forecast it governs: one streamed block of member
-  accumulators (pipeline/forecast_plan.py ``bytes_per_pixel``).
+  accumulators (pipeline/forecast/plan.py ``bytes_per_pixel``).
 
 The estimates are upper bounds calibrated on this project's CPU runs (small preset, 128 px
 chips): 1 / 16 / 64 members peaked at 0.55 / 0.79 / 1.58 GB in all, 16 MB per extra member;
@@ -153,7 +153,7 @@ def forecast_memory(cfg: ModelConfig, *, members: int, chips_per_call: int, widt
     per_sample = (3 * v.horizon * len(BANDS) * CHIP_SIZE**2 * FLOAT_BYTES  # decoded members, detail, NDVI
                   + 2 * frames * tokens * v.hidden * FLOAT_BYTES * (v.mlp_ratio + 4))  # CFG doubles the batch
     decoder = DECODE_BATCH * cfg.vae.base_channels * max(cfg.vae.channel_mults) * CHIP_SIZE**2 * FLOAT_BYTES * 3
-    rows = band_rows + CHIP_SIZE  # a band's accumulators reach one chip below it (pipeline/tiling.py)
+    rows = band_rows + CHIP_SIZE  # a band's accumulators reach one chip below it (pipeline/forecast/tiling.py)
     return ForecastMemory(weights=2 * parameter_count(cfg) * FLOAT_BYTES,
                           sampling=int(members * chips_per_call * per_sample + decoder),
                           block=int(bytes_per_pixel * rows * min(width, stripe)),

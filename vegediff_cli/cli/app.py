@@ -13,7 +13,7 @@ import typer
 
 from ..errors import EXIT_CODES, RunInterrupted, VegediffError
 from ..io_errors import classify_io_error
-from ..pipeline.forecast_runtime import configure_process
+from ..pipeline.forecast.runtime import configure_process
 from ..redact import redact
 from . import ensemble, evaluate, fetch, forecast, info, prepare, train
 

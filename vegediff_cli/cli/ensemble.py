@@ -39,7 +39,7 @@ from .forecast import (
 from .options import InputOpt, JsonOpt, OutputOpt, QuietOpt, TileOpt, WorkdirOpt, emit_json, setup, workdir_of
 
 if TYPE_CHECKING:
-    from ..pipeline.forecast_plan import ForecastSettings
+    from ..pipeline.forecast.plan import ForecastSettings
 
 log = logging.getLogger("vegediff.ensemble")
 DEFAULT_MEMBERS = 16
@@ -108,9 +108,9 @@ def ensemble(
     when it is missing or has fewer members, or when --input is a cube. Writes ensemble.nc and one
     COG per statistic and step.
     """
-    from ..pipeline.ensemble_run import EnsembleSettings, summarise_forecast
-    from ..pipeline.forecast import ForecastJob, run_forecasts
-    from ..pipeline.forecast_model import default_guidance
+    from ..pipeline.ensemble.run import EnsembleSettings, summarise_forecast
+    from ..pipeline.forecast.model import default_guidance
+    from ..pipeline.forecast.run import ForecastJob, run_forecasts
 
     progress = setup(quiet)
     root = workdir_of(workdir)
@@ -206,7 +206,7 @@ def _needs_run(forecast_file: Path, members: int | None, *, from_input: bool) ->
     """Whether the tile's forecast must be (re)run to get enough members; a given forecast is never rerun."""
     if not forecast_file.exists():
         return True
-    from ..pipeline.ensemble_run import forecast_members
+    from ..pipeline.ensemble.run import forecast_members
 
     have = forecast_members(forecast_file)
     enough = have >= (members if members is not None else 2)

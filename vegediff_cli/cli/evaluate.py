@@ -16,7 +16,7 @@ from .options import JsonOpt, QuietOpt, TileOpt, WorkdirOpt, emit_json, setup, w
 log = logging.getLogger("vegediff.evaluate")
 
 if TYPE_CHECKING:
-    from ..pipeline.evaluate_run import Report
+    from ..pipeline.evaluate.run import Report
 
 
 def _choice(value: str, allowed: tuple[str, ...], option: str) -> str:
@@ -90,10 +90,10 @@ def evaluate(
     """Score NDVI forecasts against the observed cube: GreenEarthNet's RMSE, NSE, R2 and |bias| per land cover,
     fair CRPS, spread-skill, rank histogram and reliability for ensembles, against a baseline; JSON, CSV and figures."""
     from ..metrics.deterministic import QUALITY_RULES
-    from ..pipeline.baselines import BASELINES
-    from ..pipeline.evaluate import EvaluationSettings
-    from ..pipeline.evaluate_plan import find_targets, plan_jobs, tile_job
-    from ..pipeline.evaluate_run import RunOptions, evaluate_jobs, json_ready
+    from ..pipeline.evaluate.baselines import BASELINES
+    from ..pipeline.evaluate.plan import find_targets, plan_jobs, tile_job
+    from ..pipeline.evaluate.run import RunOptions, evaluate_jobs, json_ready
+    from ..pipeline.evaluate.scoring import EvaluationSettings
 
     progress = setup(quiet)
     baseline_name = _choice(baseline, (*BASELINES, "none"), "--baseline")

@@ -70,7 +70,7 @@ def fetch(
     """
     from rasterio.errors import NotGeoreferencedWarning
 
-    from ..pipeline.fetch import FetchRequest, FetchSettings, fetch_cube, plan_fetch
+    from ..pipeline.fetch.run import FetchRequest, FetchSettings, fetch_cube, plan_fetch
     from ..sources.area import fetch_area
     from ..sources.hrefs import parse_schemes
     from ..sources.http import RetryPolicy

@@ -17,8 +17,8 @@ from .options import JsonOpt, OutputOpt, QuietOpt, WorkdirOpt, emit_json, setup,
 if TYPE_CHECKING:  # the command modules import the pipeline only when they run: `vegediff --help` stays fast
     import pandas as pd
 
-    from ..pipeline.forecast import ForecastJob
-    from ..pipeline.forecast_plan import ForecastSettings
+    from ..pipeline.forecast.plan import ForecastSettings
+    from ..pipeline.forecast.run import ForecastJob
 
 # Options shared with `vegediff ensemble`, which runs a forecast when it needs members.
 WeightsOpt = Annotated[Path | None, typer.Option(
@@ -94,8 +94,8 @@ def parse_start(text: str | None) -> pd.Timestamp | None:
 def build_settings(*, horizon: int, members: int, sampler: str, steps: int, guidance: float | None, seed: int,
                    start: str | None, overlap: int, batch_size: int | None, min_clear_context: int,
                    memory_mb: int, precision: str = "auto", calibrate_spread: bool = True) -> ForecastSettings:
-    from ..pipeline.forecast_model import PAPER_GUIDANCE
-    from ..pipeline.forecast_plan import ForecastSettings
+    from ..pipeline.forecast.model import PAPER_GUIDANCE
+    from ..pipeline.forecast.plan import ForecastSettings
 
     if memory_mb < 64:
         raise UsageError(f"--memory-mb {memory_mb} is too small", fix="give at least 64 MiB")
@@ -117,8 +117,8 @@ def cogs_beside(output: Path) -> Path:
 def plan_jobs(tiles: list[str], inputs: list[Path], output: Path | None, root: Path, *, cogs: bool,
               weather: str | Path | None) -> list[ForecastJob]:
     """Inputs and outputs of every forecast (one per tile / input); `weather` is a mode or a file."""
-    from ..pipeline.forecast import ForecastJob
-    from ..pipeline.weather import check_mode
+    from ..pipeline.forecast.run import ForecastJob
+    from ..pipeline.meteo.weather import check_mode
 
     weather_file = Path(weather) if weather is not None and check_mode(weather) is None else None
     if len(tiles) <= 1 and len(inputs) <= 1:
@@ -185,8 +185,8 @@ def forecast(
     Writes forecast.nc (ndvi_pred, s2_B02_pred..s2_B8A_pred, ndvi_member with --members > 1,
     context_clear_count) on the cube's grid, and one NDVI COG per step.
     """
-    from ..pipeline.forecast import run_forecasts
-    from ..pipeline.forecast_model import default_guidance
+    from ..pipeline.forecast.model import default_guidance
+    from ..pipeline.forecast.run import run_forecasts
 
     progress = setup(quiet)
     root = workdir_of(workdir)

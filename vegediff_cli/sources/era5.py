@@ -36,8 +36,8 @@ import xarray as xr
 from ..atomic import atomic_file
 from ..cube.readers import open_netcdf
 from ..errors import CorruptInputError, MissingVariableError, RemoteError, UsageError, VegediffError
-from . import eobs
-from .eobs import MeteoRequest, to_eobs_units
+from . import daily_meteo as eobs
+from .daily_meteo import MeteoRequest, to_eobs_units
 
 log = logging.getLogger("vegediff.meteo")
 

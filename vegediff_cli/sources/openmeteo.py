@@ -50,8 +50,8 @@ import xarray as xr
 
 from ..atomic import atomic_file
 from ..errors import CorruptInputError, RemoteError, RunInterrupted
-from . import eobs
-from .eobs import MeteoRequest, to_eobs_units
+from . import daily_meteo as eobs
+from .daily_meteo import MeteoRequest, to_eobs_units
 from .http import RETRY_STATUS, RetryPolicy, new_session, pause, resolution_failure, retry_after_seconds
 
 log = logging.getLogger("vegediff.meteo")

@@ -282,7 +282,7 @@ def meteo_coverage(sources: list[SourceInfo]) -> dict[str, float]:
     """Per E-OBS variable: the fraction of the conditioned sequences' frames where it has a value.
 
     Stored in weights files (`meteo_coverage`); a forecast ignores variables the denoiser hardly
-    saw (pipeline/forecast_model.py), instead of feeding it values it never learned to read.
+    saw (pipeline/forecast/model.py), instead of feeding it values it never learned to read.
     """
     with_meteo = [s for s in sources if s.meteo_frames is not None]
     frames = sum(s.frames for s in with_meteo)

@@ -30,8 +30,8 @@ from ...progress import ProgressFactory, no_progress
 from ...redact import redact
 from ...sources import era5, static
 from ...sources.scenes import inspect_scenes, read_scene
+from ..meteo import frames as meteo
 from . import frames as framing
-from . import meteo
 from .compute import compute, small_netcdf_cache
 from .regrid import TargetGrid, reproject_dataset
 

@@ -18,11 +18,11 @@ import netCDF4
 import pandas as pd
 import xarray as xr
 
-from ..cube import provenance
-from ..errors import CorruptInputError, InputNotFoundError, StaleInputError, UsageError
-from ..geo import normalise_tile
-from ..workdir import TileFiles
-from .evaluate_run import CubeJob
+from ...cube import provenance
+from ...errors import CorruptInputError, InputNotFoundError, StaleInputError, UsageError
+from ...geo import normalise_tile
+from ...workdir import TileFiles
+from .run import CubeJob
 
 CUBE_SUFFIXES = (".nc", ".npz")
 

@@ -4,7 +4,7 @@ Library entry point (what a benchmark script calls)::
 
     from vegediff_cli.cube.readers import open_cube
     from vegediff_cli.cube.predictions import read_forecast
-    from vegediff_cli.pipeline.evaluate import score, merge_scores
+    from vegediff_cli.pipeline.evaluate.scoring import score, merge_scores
 
     target = open_cube("JAS2021_minicube_0_29SND_39.29_-8.56.nc")
     forecast = read_forecast("contextformer/JAS2021_minicube_0_29SND_39.29_-8.56.nc")
@@ -23,10 +23,10 @@ Library entry point (what a benchmark script calls)::
   the context is the ``context_frames`` frames before the first of them.
 - ``ensemble``: optional ensemble.nc dataset whose ``prob_ndvi_below`` / ``prob_ndvi_drop`` are
   scored for reliability (docs/cube-format.md).
-- baselines (persistence, context-mean, climatology) come from pipeline/baselines.py and are
+- baselines (persistence, context-mean, climatology) come from pipeline/evaluate/baselines.py and are
   scored by the same code; pass ``baseline=None`` to skip.
 
-Cubes are processed window by window (pipeline/scoring.py), so tile-sized cubes never sit in
+Cubes are processed window by window (pipeline/evaluate/windows.py), so tile-sized cubes never sit in
 memory whole.
 """
 
@@ -38,14 +38,14 @@ from dataclasses import dataclass, replace
 import pandas as pd
 import xarray as xr
 
-from ..config import CONTEXT_FRAMES
-from ..cube.predictions import MEMBER, check_alignment, normalise_forecast
-from ..errors import NoValidDataError, UsageError
-from ..metrics import aggregate
-from ..metrics.deterministic import GREENEARTHNET, QualityRule
-from ..metrics.probabilistic import EnsembleSums
+from ...config import CONTEXT_FRAMES
+from ...cube.predictions import MEMBER, check_alignment, normalise_forecast
+from ...errors import NoValidDataError, UsageError
+from ...metrics import aggregate
+from ...metrics.deterministic import GREENEARTHNET, QualityRule
+from ...metrics.probabilistic import EnsembleSums
 from .baselines import baseline_forecast
-from .scoring import PixelMaps, score_forecast
+from .windows import PixelMaps, score_forecast
 
 __all__ = ["EvaluationSettings", "PixelMaps", "Scores", "merge_scores", "score", "score_cube"]
 

@@ -31,11 +31,11 @@ import rioxarray
 import xarray as xr
 from rasterio.windows import Window
 
-from ..atomic import PARTIAL_MARK, atomic_file, output_lock, remove_partials
-from ..config import BANDS, DEFAULT_CLEAR_SCL, SCL, VALID
-from ..cube.schema import BAND_LONG_NAMES, grid_coords
-from ..errors import OutputError
-from ..geo import GridSpec
+from ...atomic import PARTIAL_MARK, atomic_file, output_lock, remove_partials
+from ...config import BANDS, DEFAULT_CLEAR_SCL, SCL, VALID
+from ...cube.schema import BAND_LONG_NAMES, grid_coords
+from ...errors import OutputError
+from ...geo import GridSpec
 
 PART_FORMAT = 2  # bump when the part layout changes: older parts are then fetched again
 PART_LAYERS: tuple[str, ...] = (*BANDS, SCL, VALID)

@@ -16,13 +16,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..config import BANDS, CHIP_SIZE, LANDCOVER, STATIC_LAYERS, STEP_DAYS, VALID, SamplerSettings
-from ..cube.masks import vegetation_mask
-from ..cube.schema import centre_latitude, grid_of
-from ..errors import NoValidDataError, UsageError
-from ..model.device import check_precision
-from ..model.presets import ModelConfig
-from .meteo_inputs import MeteoInputs, resolve_meteo
+from ...config import BANDS, CHIP_SIZE, LANDCOVER, STATIC_LAYERS, STEP_DAYS, VALID, SamplerSettings
+from ...cube.masks import vegetation_mask
+from ...cube.schema import centre_latitude, grid_of
+from ...errors import NoValidDataError, UsageError
+from ...model.device import check_precision
+from ...model.presets import ModelConfig
+from ..meteo.inputs import MeteoInputs, resolve_meteo
 from .tiling import TilePlan, plan_tiles, split_for_workers, stripe_width
 
 log = logging.getLogger("vegediff.forecast")
@@ -40,14 +40,14 @@ class ForecastSettings:
     seed: int = 0  # run seed; each chip's noise derives from (seed, chip row, chip col)
     start: pd.Timestamp | None = None  # first forecast date; None: 5 days after the last frame
     overlap: int = 32  # minimum chip overlap in px, blended with smooth weights
-    batch_size: int | None = None  # chips (with all their members) per model call; None: forecast_runtime.ROWS_PER_CALL
+    batch_size: int | None = None  # chips (with all their members) per model call; None: runtime.ROWS_PER_CALL
     min_clear_context: int = 1  # pixels with fewer clear context frames get NaN
     detail_transfer: bool = True  # add the last context frame's VAE residual to every member
     memory_mb: int = 1024  # budget for one block's inputs and accumulators
     band_rows: int = 256  # rows per streamed block
     stripe_cols: int | None = None  # columns per stripe; None: the widest that fits memory_mb
     precision: str = "auto"  # inference precision: auto (bf16 where the device has it natively), fp32, bf16
-    calibrate_spread: bool = True  # widen members by the weights' spread_inflation (pipeline/calibration.py)
+    calibrate_spread: bool = True  # widen members by the weights' spread_inflation (pipeline/forecast/calibration.py)
 
 
 def check_settings(settings: ForecastSettings, cfg: ModelConfig) -> None:
@@ -133,7 +133,7 @@ class ForecastPlan:
     static_layers: tuple[str, ...]  # static layers the cube has
     y: np.ndarray  # (H,) cube y coordinates (chip centres for meteorology)
     x: np.ndarray  # (W,)
-    batch_size: int | None  # chips per model call; None: forecast_blocks.call_layout's default
+    batch_size: int | None  # chips per model call; None: blocks.call_layout's default
     latitude: float = 45.0  # degrees north of the grid's centre (the model's date features)
     spread_inflation: tuple[float, ...] | None = None  # member spread factor per step; None: raw members
 

@@ -7,7 +7,7 @@ Daily meteorology ("daily" below) is an ``xr.Dataset`` with a ``time`` axis of U
 
 holding the E-OBS variables ``tg tn tx rr pp hu fg qq`` in E-OBS units (degC, mm, hPa, %, m s-1,
 W m-2). ERA5 (sources/era5.py), E-OBS files and the ``eobs_*`` series of GreenEarthNet minicubes
-all become this; pipeline/prepare/meteo.py aggregates it onto the cube's 5-day frames.
+all become this; pipeline/meteo/frames.py aggregates it onto the cube's 5-day frames.
 """
 
 from __future__ import annotations

@@ -7,14 +7,14 @@ prints them again on any machine; docs/forecast.md, "Speed and memory"):
   tokens) are too small to share between threads: two intra-op threads ran a chip no faster than
   one, and under load from another process spinning OpenMP threads made a chip 10-30 x slower
   (issue 13). Separate single-threaded processes scale with the cores, and under load each one
-  just gets less CPU time. Both the local path (pipeline/forecast_workers.py: chip batches on a
+  just gets less CPU time. Both the local path (pipeline/forecast/workers.py: chip batches on a
   pool of processes) and `--scheduler local` (Dask: one single-threaded worker per core) follow it.
 - **Passive OpenMP waiting** (``OMP_WAIT_POLICY=PASSIVE``) wherever more than one thread is asked
   for: idle threads sleep instead of spinning against other processes. OpenMP reads it once, when
   torch loads, so :func:`configure_process` runs before the first torch import (cli/app.py's
   `main`, and each worker process before it imports torch).
 - **Workers only when there is work for them**: a process costs 2-4 s to start (imports, weights),
-  so the forecast times one model call here first (:func:`forecast_workers.probe_call`, on
+  so the forecast times one model call here first (:func:`workers.probe_call`, on
   synthetic inputs of the real call's shape) and starts workers only when its calls add up to at
   least POOL_MIN_SECONDS: a full tile does, one chip with 16 members (4 calls) and the tests'
   tiny model do not.
@@ -39,7 +39,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UsageError
+from ...errors import UsageError
 
 COMPILE_MODES = ("auto", "on", "off")
 ROWS_PER_CALL = {"cpu": 4, "cuda": 64}  # chip-members per denoiser call

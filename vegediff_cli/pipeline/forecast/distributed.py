@@ -3,7 +3,7 @@
 Design (docs/forecast.md, "Many tiles, many GPUs"):
 
 - the client plans every job (dates, meteorology, chips) and scatters each plan once;
-- a task computes one block (forecast_blocks.compute_block) and returns its final rows plus the
+- a task computes one block (blocks.compute_block) and returns its final rows plus the
   carry for the next band of its stripe; the client writes the rows and submits that next band
   with the carry, so the stripes of every job run in parallel and each stripe runs top to bottom;
 - each worker process loads the weights once (module-level cache keyed by weights path and
@@ -23,9 +23,9 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from ..errors import RemoteError, UsageError
-from .forecast_blocks import BlockResult, compute_block
-from .forecast_plan import ForecastPlan
+from ...errors import RemoteError, UsageError
+from .blocks import BlockResult, compute_block
+from .plan import ForecastPlan
 
 log = logging.getLogger("vegediff.forecast")
 _MODELS: dict[tuple[str, str, bool, str], Any] = {}  # (weights, device, compiled, precision) -> model, per worker
@@ -35,8 +35,8 @@ _CUBES: dict[str, Any] = {}  # cube path -> opened cube, per worker process
 def _worker_model(weights: str, device_name: str, compiled: bool, precision: str):
     import torch
 
-    from ..model.device import pick_device, resolve_precision
-    from .forecast_model import load_model
+    from ...model.device import pick_device, resolve_precision
+    from .model import load_model
 
     key = (weights, device_name, compiled, precision)
     if key not in _MODELS:
@@ -46,8 +46,8 @@ def _worker_model(weights: str, device_name: str, compiled: bool, precision: str
         device = pick_device(device_name)
         model = load_model(weights, device)
         if compiled:
-            from ..model.compiled import compile_for_sampling
-            from .forecast_runtime import use_compile_cache
+            from ...model.compiled import compile_for_sampling
+            from .runtime import use_compile_cache
 
             use_compile_cache()
             compile_for_sampling(model, precision=resolve_precision(precision, device), device=device)
@@ -56,8 +56,8 @@ def _worker_model(weights: str, device_name: str, compiled: bool, precision: str
 
 
 def _worker_cube(path: str):
-    from ..cube.forecast_writer import small_chunk_cache
-    from ..cube.readers import open_cube
+    from ...cube.forecast_writer import small_chunk_cache
+    from ...cube.readers import open_cube
 
     if path not in _CUBES:
         with small_chunk_cache():
@@ -79,7 +79,7 @@ def cluster_client(scheduler: str, *, workers: int | None = None) -> Iterator[An
 
     "local" starts one worker per GPU with dask-cuda when it is installed and a GPU is visible,
     otherwise `workers` single-threaded worker processes (default: one per usable core, the
-    policy of forecast_runtime.py) on loopback.
+    policy of runtime.py) on loopback.
     """
     from distributed import Client, LocalCluster
 
@@ -110,7 +110,7 @@ def _local_cluster(local_cluster, workers: int | None):
             return LocalCUDACluster(threads_per_worker=1, host="127.0.0.1", n_workers=workers)
         except ImportError:
             log.warning("dask-cuda is not installed: starting one worker per GPU is up to you (docs/forecast.md)")
-    from .forecast_runtime import PROCESS_ENVIRONMENT, usable_cores
+    from .runtime import PROCESS_ENVIRONMENT, usable_cores
 
     count = workers or usable_cores()
     # one torch thread per worker process, passive OpenMP waiting; set by the nanny before torch loads

@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .. import plots
-from ..config import LANDCOVER, NIR, RED, VALID
-from ..cube.masks import ndvi
-from ..cube.predictions import MEMBER, PRED
-from ..metrics.aggregate import CLASS_NAMES
-from .observed import observed_ndvi
-from .scoring import PixelMaps
+from ... import plots
+from ...config import LANDCOVER, NIR, RED, VALID
+from ...cube.masks import ndvi
+from ...cube.predictions import MEMBER, PRED
+from ...metrics.aggregate import CLASS_NAMES
+from ..observed import observed_ndvi
+from .windows import PixelMaps
 
 MAP_PIXELS = 256  # maps are drawn at most this many pixels across (strided), whatever the cube size
 SAMPLE_PIXELS = 4

@@ -1,6 +1,6 @@
 """`ensemble`: forecast.nc members -> ensemble.nc (+ COGs), streamed in bands of rows.
 
-The statistics are pipeline/ensemble.py's; this module reads members block by block, writes
+The statistics are pipeline/ensemble/statistics.py's; this module reads members block by block, writes
 ``ensemble.nc`` (docs/cube-format.md) with the same grid as the forecast, and exports one COG per
 statistic and step, named ``{variable}_{YYYY-MM-DD}.tif`` and
 ``prob_ndvi_below_{threshold:.2f}_{YYYY-MM-DD}.tif`` / ``prob_ndvi_drop_{drop:.2f}_{...}.tif``.
@@ -17,20 +17,20 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
-from ..atomic import output_lock
-from ..config import DEFAULT_BELOW, DEFAULT_DROP
-from ..cube import provenance
-from ..cube.forecast_writer import VariableSpec, float_var, grid_writer, open_grid, small_chunk_cache
-from ..cube.readers import open_netcdf
-from ..cube.stream_cogs import export_cogs
-from ..errors import CorruptInputError, MissingVariableError, UsageError
-from ..progress import ProgressFactory, no_progress
-from ..qgis.folder import run_title, write_folder_project
-from ..resources import check_ensemble_memory
-from .ensemble import QUANTILES, check_levels, member_statistics, prob_below, prob_drop
-from .forecast import LAST_CLEAR, MEMBER, PRED
-from .forecast_outputs import default_cogs_folder, remove_stale_cogs
+from ... import __version__
+from ...atomic import output_lock
+from ...config import DEFAULT_BELOW, DEFAULT_DROP
+from ...cube import provenance
+from ...cube.forecast_writer import VariableSpec, float_var, grid_writer, open_grid, small_chunk_cache
+from ...cube.readers import open_netcdf
+from ...cube.stream_cogs import export_cogs
+from ...errors import CorruptInputError, MissingVariableError, UsageError
+from ...progress import ProgressFactory, no_progress
+from ...qgis.folder import run_title, write_folder_project
+from ...resources import check_ensemble_memory
+from ..forecast.outputs import default_cogs_folder, remove_stale_cogs
+from ..forecast.run import LAST_CLEAR, MEMBER, PRED
+from .statistics import QUANTILES, check_levels, member_statistics, prob_below, prob_drop
 
 log = logging.getLogger("vegediff.ensemble")
 STATISTICS = ("ndvi_mean", "ndvi_std", *QUANTILES)

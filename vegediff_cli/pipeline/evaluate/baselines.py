@@ -22,10 +22,10 @@ import pandas as pd
 import xarray as xr
 from scipy import ndimage
 
-from ..config import CONTEXT_FRAMES
-from ..errors import NoValidDataError, UsageError
-from ..metrics.deterministic import MISSING_PREDICTION
-from .observed import context_indices, observed_ndvi
+from ...config import CONTEXT_FRAMES
+from ...errors import NoValidDataError, UsageError
+from ...metrics.deterministic import MISSING_PREDICTION
+from ..observed import context_indices, observed_ndvi
 
 BASELINES: tuple[str, ...] = ("persistence", "context-mean", "climatology")
 CLIMATOLOGY_WINDOW_DAYS = 15  # half-width of the day-of-year window (GreenEarthNet smooths over 30 days)

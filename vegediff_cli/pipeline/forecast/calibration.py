@@ -18,9 +18,9 @@ import warnings
 import numpy as np
 import xarray as xr
 
-from ..cube.predictions import MEMBER, frame_indices
-from ..metrics.deterministic import GREENEARTHNET, QualityRule, high_quality
-from .observed import context_indices, observed_ndvi
+from ...cube.predictions import MEMBER, frame_indices
+from ...metrics.deterministic import GREENEARTHNET, QualityRule, high_quality
+from ..observed import context_indices, observed_ndvi
 
 METADATA_KEY = "spread_inflation"  # weights metadata: JSON list, one factor per forecast step
 

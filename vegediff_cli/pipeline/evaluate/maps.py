@@ -1,6 +1,6 @@
 """Maps of one scored cube for QGIS: what was observed, what each forecast said, where it erred.
 
-Written into the evaluation folder (inside its atomic temporary folder, evaluate_run.py)::
+Written into the evaluation folder (inside its atomic temporary folder, run.py)::
 
     qgis/<cube>/observed_ndvi_<date>.tif    clear-sky NDVI of the context and target frames (nodata elsewhere)
     qgis/<cube>/forecast_<name>_<date>.tif  NDVI of each scored forecast at its dates
@@ -21,13 +21,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..cube.cog import write_cog
-from ..cube.predictions import PRED
-from ..qgis.folder import write_folder_project
-from ..qgis.products import FORECAST_PREFIX, RMSE_PREFIX
-from .evaluate_figures import safe_name
-from .observed import write_observed_cogs
-from .scoring import PixelMaps
+from ...cube.cog import write_cog
+from ...cube.predictions import PRED
+from ...qgis.folder import write_folder_project
+from ...qgis.products import FORECAST_PREFIX, RMSE_PREFIX
+from ..observed import write_observed_cogs
+from .figures import safe_name
+from .windows import PixelMaps
 
 log = logging.getLogger("vegediff.evaluate")
 

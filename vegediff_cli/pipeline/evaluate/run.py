@@ -6,7 +6,7 @@ Output folder (written as a whole, atomically: it appears complete or not at all
     scores.csv     the same as a tidy table: scope, forecast, landcover, metric, value, n_pixels
     figures/       per cube: NDVI maps, RMSE maps, sample time series; per forecast: rank histogram,
                    reliability diagram (member / ensemble forecasts)
-    qgis/<cube>/   per cube: observed and forecast NDVI and RMSE maps as COGs, evaluation.qgs (evaluate_maps.py)
+    qgis/<cube>/   per cube: observed and forecast NDVI and RMSE maps as COGs, evaluation.qgs (maps.py)
 """
 
 from __future__ import annotations
@@ -22,18 +22,18 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .. import plots
-from ..atomic import atomic_dir, output_lock
-from ..cube.predictions import read_ensemble, read_forecast
-from ..cube.readers import open_cube
-from ..errors import NoValidDataError, UsageError
-from ..progress import ProgressFactory, no_progress
-from .evaluate import EvaluationSettings, Scores, merge_scores, score_cube
-from .evaluate_figures import cube_figures, safe_name
-from .evaluate_maps import write_cube_maps
+from ... import plots
+from ...atomic import atomic_dir, output_lock
+from ...cube.predictions import read_ensemble, read_forecast
+from ...cube.readers import open_cube
+from ...errors import NoValidDataError, UsageError
+from ...progress import ProgressFactory, no_progress
+from .figures import cube_figures, safe_name
+from .maps import write_cube_maps
+from .scoring import EvaluationSettings, Scores, merge_scores, score_cube
 
 log = logging.getLogger("vegediff.evaluate")
-QGIS = "qgis"  # per cube: COG maps and a QGIS project (evaluate_maps.py)
+QGIS = "qgis"  # per cube: COG maps and a QGIS project (maps.py)
 
 
 @dataclass(frozen=True)

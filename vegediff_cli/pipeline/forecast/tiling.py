@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import CHIP_SIZE
-from ..geo import Chip, chip_layout
+from ...config import CHIP_SIZE
+from ...geo import Chip, chip_layout
 
 BLEND_FLOOR = 0.02  # smallest blend weight: keeps sum(w) well away from 0 at grid edges
 ALIGN = 256  # stripes and bands start on multiples of the NetCDF chunk edge (no partial-chunk rewrites)

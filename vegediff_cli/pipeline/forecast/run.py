@@ -1,12 +1,12 @@
 """`forecast`: a prepared cube of any size -> forecast.nc (+ one NDVI COG per step), streamed block by block.
 
-    from vegediff_cli.pipeline.forecast import ForecastJob, run_forecasts
-    from vegediff_cli.pipeline.forecast_plan import ForecastSettings
+    from vegediff_cli.pipeline.forecast.run import ForecastJob, run_forecasts
+    from vegediff_cli.pipeline.forecast.plan import ForecastSettings
 
     [summary] = run_forecasts([ForecastJob(cube=Path("cube.nc"), output=Path("forecast.nc"), cogs=None)],
                               weights=None, settings=ForecastSettings(members=8))
 
-Layers: forecast_plan.py decides dates, meteorology, chips and blocks; forecast_blocks.py computes
+Layers: plan.py decides dates, meteorology, chips and blocks; blocks.py computes
 one block; this module drives the blocks (here, or on a Dask cluster: distributed.py) and writes
 the results as they arrive (cube/forecast_writer.py). docs/forecast.md describes the whole step.
 """
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import xarray as xr
 
-from .. import __version__
-from ..atomic import output_lock
-from ..config import BANDS, CHIP_SIZE
-from ..cube import provenance
-from ..cube.forecast_writer import (
+from ... import __version__
+from ...atomic import output_lock
+from ...config import BANDS, CHIP_SIZE
+from ...cube import provenance
+from ...cube.forecast_writer import (
     GridWriter,
     VariableSpec,
     float_var,
@@ -36,23 +36,24 @@ from ..cube.forecast_writer import (
     packed_var,
     small_chunk_cache,
 )
-from ..cube.readers import open_cube
-from ..cube.schema import BAND_LONG_NAMES
-from ..cube.stream_cogs import export_cogs
-from ..cube.validate import check_reflectance
-from ..errors import UsageError
-from ..geo import chip_layout
-from ..model.device import pick_device, resolve_precision
-from ..model.presets import ModelConfig
-from ..model.vegediff import resolve_context_mix
-from ..model.weights import file_digest
-from ..progress import ProgressFactory, no_progress
-from ..qgis.folder import run_title, write_folder_project
-from ..resources import check_forecast_memory, forecast_memory
-from ..workdir import TileFiles
-from .forecast_blocks import BlockResult, call_layout, chip_settings, default_rows, layout_for
-from .forecast_model import ignored_meteo_variables, model_config, resolve_weights, spread_inflation
-from .forecast_outputs import (
+from ...cube.readers import open_cube
+from ...cube.schema import BAND_LONG_NAMES
+from ...cube.stream_cogs import export_cogs
+from ...cube.validate import check_reflectance
+from ...errors import UsageError
+from ...geo import chip_layout
+from ...model.device import pick_device, resolve_precision
+from ...model.presets import ModelConfig
+from ...model.vegediff import resolve_context_mix
+from ...model.weights import file_digest
+from ...progress import ProgressFactory, no_progress
+from ...qgis.folder import run_title, write_folder_project
+from ...resources import check_forecast_memory, forecast_memory
+from ...workdir import TileFiles
+from ..observed import write_context_cogs
+from .blocks import BlockResult, call_layout, chip_settings, default_rows, layout_for
+from .model import ignored_meteo_variables, model_config, resolve_weights, spread_inflation
+from .outputs import (
     DEFAULT_KEEP_HISTORY,
     check_cube_is_fresh,
     default_cogs_folder,
@@ -61,7 +62,7 @@ from .forecast_outputs import (
     remove_stale_cogs,
     retire_previous,
 )
-from .forecast_plan import (
+from .plan import (
     ForecastPlan,
     ForecastSettings,
     bytes_per_pixel,
@@ -69,11 +70,10 @@ from .forecast_plan import (
     check_settings,
     plan_forecast,
 )
-from .forecast_runtime import check_runtime_options, choose_runtime, usable_cores
-from .forecast_stream import stream_blocks
-from .forecast_workers import local_runner, peak_rss_mib
-from .observed import write_context_cogs
+from .runtime import check_runtime_options, choose_runtime, usable_cores
+from .stream import stream_blocks
 from .tiling import ALIGN, stripe_width
+from .workers import local_runner, peak_rss_mib
 
 log = logging.getLogger("vegediff.forecast")
 PRED, MEMBER, CLEAR_COUNT, LAST_CLEAR = "ndvi_pred", "ndvi_member", "context_clear_count", "ndvi_last_clear"
@@ -92,7 +92,7 @@ class ForecastJob:
     cube: Path  # prepared cube, GreenEarthNet / EarthNet2021x minicube or EarthNet2021 sample
     output: Path  # forecast.nc to write
     cogs: Path | None = None  # folder for one NDVI COG per step; None: no COGs
-    weather: str | Path | None = None  # --weather: a NetCDF file, or auto / open-meteo / scenarios / none (pipeline/weather.py)
+    weather: str | Path | None = None  # --weather: a NetCDF file, or auto / open-meteo / scenarios / none (pipeline/meteo/weather.py)
     tile: TileFiles | None = None  # the tile folder when the job works in a working directory (--tile)
 
 
@@ -287,10 +287,10 @@ def run_forecasts(
 ) -> list[ForecastSummary]:
     """Forecast every job; with `scheduler` (a Dask address or "local") the blocks run on a cluster.
 
-    A job whose output is up to date (same inputs and settings, pipeline/forecast_outputs.py) is
+    A job whose output is up to date (same inputs and settings, pipeline/forecast/outputs.py) is
     skipped unless `force`; every output is locked against concurrent runs while it is written.
     `workers` (model processes; 0: this process), `threads` (torch threads per process) and `compile`
-    (auto, on, off) default to pipeline/forecast_runtime.py's policy; the choice is recorded in the
+    (auto, on, off) default to pipeline/forecast/runtime.py's policy; the choice is recorded in the
     output's attributes and the summary.
     """
     if not jobs:

@@ -1,11 +1,11 @@
 """The local forecast's block loop: read a block, submit its model calls, blend their results in order, hand back rows.
 
-With a pool of worker processes (forecast_workers.ChipPool) the parent reads the next block's
+With a pool of worker processes (workers.ChipPool) the parent reads the next block's
 window and builds its calls while the workers compute the current block's, so the workers do not
 wait for reads, blending or writes. At most two blocks are open at a time (the one being blended
-and the one being read), which forecast_plan.bytes_per_pixel counts in the memory budget.
+and the one being read), which plan.bytes_per_pixel counts in the memory budget.
 
-Results are blended in call order, the band above's carry first (forecast_blocks.BlockBlender),
+Results are blended in call order, the band above's carry first (blocks.BlockBlender),
 so the output does not depend on how many processes computed it.
 """
 
@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import xarray as xr
 
+from .blocks import BlockBlender, BlockInputs, BlockResult, CallLayout, Carry, read_block
 from .chips import ChipSettings
-from .forecast_blocks import BlockBlender, BlockInputs, BlockResult, CallLayout, Carry, read_block
-from .forecast_plan import ForecastPlan
+from .plan import ForecastPlan
 
 
 def stream_blocks(

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..config import METEO_STATS, METEO_VARS, STEP_DAYS
-from ..errors import UsageError
-from ..sources import openmeteo
+from ...config import METEO_STATS, METEO_VARS, STEP_DAYS
+from ...errors import UsageError
+from ...sources import openmeteo
 
 log = logging.getLogger("vegediff.forecast")
 WEATHER_MODES = ("auto", "open-meteo", "scenarios", "none")

@@ -22,13 +22,13 @@ import re
 import shutil
 from pathlib import Path
 
-from ..config import DEFAULT_KEEP_HISTORY  # noqa: F401  (re-exported)
-from ..cube import provenance
-from ..cube.forecast_writer import open_grid
-from ..errors import StaleInputError
-from ..model.weights import file_digest
-from ..workdir import TileFiles
-from .forecast_plan import ForecastSettings
+from ...config import DEFAULT_KEEP_HISTORY  # noqa: F401  (re-exported)
+from ...cube import provenance
+from ...cube.forecast_writer import open_grid
+from ...errors import StaleInputError
+from ...model.weights import file_digest
+from ...workdir import TileFiles
+from .plan import ForecastSettings
 
 log = logging.getLogger("vegediff.forecast")
 _OUR_COGS = re.compile(r"^(ndvi_pred|ndvi_mean|ndvi_std|ndvi_p\d+|prob_ndvi_\w+)_\d{4}-\d{2}-\d{2}\.tif$")

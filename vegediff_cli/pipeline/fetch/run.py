@@ -6,7 +6,7 @@
                  the output in one atomic write
 
 Nothing here prints or parses arguments. A failed or interrupted run leaves no output file,
-only finished parts, and the next run resumes from them (see fetch_parts.py).
+only finished parts, and the next run resumes from them (see parts.py).
 """
 
 from __future__ import annotations
@@ -26,22 +26,22 @@ import dask
 import rasterio
 import xarray as xr
 
-from ..config import BANDS, SCL, VALID
-from ..cube import provenance
-from ..cube.netcdf import chunk_cache, write_netcdf
-from ..cube.readers import open_netcdf
-from ..cube.schema import finalise, grid_coords
-from ..errors import CorruptInputError, NoValidDataError, UsageError
-from ..progress import ProgressFactory, no_progress
-from ..redact import redact
-from ..sources.area import FetchArea, bbox_area
-from ..sources.cogs import RetryingDriver
-from ..sources.hrefs import DEFAULT_SCHEMES
-from ..sources.http import RetryPolicy
-from ..sources.sentinel2 import BOA_ADD_OFFSET, DEFAULT_CHUNK, dn_offset, load_acquisition
-from ..sources.signing import SasSigner
-from ..sources.stac import Acquisition, Provider, SceneItem, drop_duplicates, group_acquisitions, search_scenes
-from .fetch_parts import PartStore
+from ...config import BANDS, SCL, VALID
+from ...cube import provenance
+from ...cube.netcdf import chunk_cache, write_netcdf
+from ...cube.readers import open_netcdf
+from ...cube.schema import finalise, grid_coords
+from ...errors import CorruptInputError, NoValidDataError, UsageError
+from ...progress import ProgressFactory, no_progress
+from ...redact import redact
+from ...sources.area import FetchArea, bbox_area
+from ...sources.cogs import RetryingDriver
+from ...sources.hrefs import DEFAULT_SCHEMES
+from ...sources.http import RetryPolicy
+from ...sources.sentinel2 import BOA_ADD_OFFSET, DEFAULT_CHUNK, dn_offset, load_acquisition
+from ...sources.signing import SasSigner
+from ...sources.stac import Acquisition, Provider, SceneItem, drop_duplicates, group_acquisitions, search_scenes
+from .parts import PartStore
 
 log = logging.getLogger("vegediff.fetch")
 SENTINEL2_START = date(2015, 6, 23)  # launch of Sentinel-2A

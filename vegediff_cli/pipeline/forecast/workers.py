@@ -1,4 +1,4 @@
-"""A pool of single-threaded model processes for the local forecast (pipeline/forecast_runtime.py says why).
+"""A pool of single-threaded model processes for the local forecast (pipeline/forecast/runtime.py says why).
 
 The parent plans, reads the cube, blends and writes; the workers only run model calls: a call's
 inputs (a few chips' context, meteorology and static layers, ~3 MB per chip) go in, its member
@@ -9,7 +9,7 @@ Calls are cut by the parent, whatever the number of workers, and their results a
 call order, so a forecast is bit for bit the same with 0, 1 or N workers (each with one thread).
 
 Processes are *spawned* (not forked: a fork of a process whose OpenMP runtime is already running
-can hang) with the environment of forecast_runtime.configure_process set before torch loads. A worker
+can hang) with the environment of runtime.configure_process set before torch loads. A worker
 exits when its parent goes away, and a worker that dies (e.g. killed for memory) stops the run
 with a message instead of a hang.
 """
@@ -30,12 +30,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import VegediffError
+from ...errors import VegediffError
 from .chips import ChipBatch, ChipSettings
-from .forecast_runtime import Runtime, choose_runtime, configure_process, needs_probe, use_compile_cache
+from .runtime import Runtime, choose_runtime, configure_process, needs_probe, use_compile_cache
 
 if TYPE_CHECKING:  # the workers import this module: keep its imports to what a model process needs
-    from .forecast_blocks import CallLayout
+    from .blocks import CallLayout
 
 log = logging.getLogger("vegediff.forecast")
 _POLL_S = 1.0  # how often a waiting parent checks that its workers are alive, and a worker its parent
@@ -51,15 +51,15 @@ def _serve(tasks, results, parent: int, weights: str, device: str, precision: st
         import torch
 
         torch.set_num_threads(threads)
-        from ..model.device import pick_device
+        from ...model.device import pick_device
         from .chips import forecast_chips
-        from .forecast_model import load_model
+        from .model import load_model
 
         torch_device = pick_device(device)
         model = load_model(weights, torch_device)
         if compiled:
-            from ..model.compiled import compile_for_sampling
-            from .forecast_runtime import use_compile_cache
+            from ...model.compiled import compile_for_sampling
+            from .runtime import use_compile_cache
 
             use_compile_cache()
             compile_for_sampling(model, precision=precision, device=torch_device)
@@ -92,7 +92,7 @@ class ChipPool:
     def __init__(self, *, weights: Path, device: str, precision: str, workers: int, threads: int = 1,
                  compiled: bool = False) -> None:
         self.workers = workers
-        self.capacity = workers + 1  # calls in flight: every worker busy and one queued (forecast_plan counts them)
+        self.capacity = workers + 1  # calls in flight: every worker busy and one queued (plan counts them)
         self._args = (str(weights), device, precision, threads, compiled)
         self._context = mp.get_context("spawn")
         self._tasks = self._context.Queue()
@@ -235,7 +235,7 @@ def local_runner(*, weights: Path, device, precision: str, units: int, chip_memb
         torch.set_num_threads(threads or 1)
         model, seconds = None, None
         if needs_probe(units=units, device_type=device.type, workers=workers):
-            from .forecast_model import load_model
+            from .model import load_model
 
             model = load_model(weights, device)
             layout, settings, conditioned = probe
@@ -251,11 +251,11 @@ def local_runner(*, weights: Path, device, precision: str, units: int, chip_memb
                 yield runtime, pool
             return
         if model is None:
-            from .forecast_model import load_model
+            from .model import load_model
 
             model = load_model(weights, device)
         if runtime.compiled:
-            from ..model.compiled import compile_for_sampling
+            from ...model.compiled import compile_for_sampling
 
             use_compile_cache()
             compile_for_sampling(model, precision=precision, device=device)

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import torch
 
-from ..config import BANDS, METEO_CHANNELS
-from ..errors import InputNotFoundError, ModelError
-from ..model.presets import ModelConfig
-from ..model.shipped import ENV_WEIGHTS, SHIPPED_WEIGHTS, default_weights, shipped_weights  # noqa: F401 (re-exported)
-from ..model.vegediff import VegeDiff
-from ..model.weights import load_weights, read_metadata
-from ..resources import check_model_size
+from ...config import BANDS, METEO_CHANNELS
+from ...errors import InputNotFoundError, ModelError
+from ...model.presets import ModelConfig
+from ...model.shipped import ENV_WEIGHTS, SHIPPED_WEIGHTS, default_weights, shipped_weights  # noqa: F401 (re-exported)
+from ...model.vegediff import VegeDiff
+from ...model.weights import load_weights, read_metadata
+from ...resources import check_model_size
 
 STATIC_CHANNELS = 5  # cop_dem, nasa_dem, alos_dem, esawc_lc, geom_cls (model/inputs.py STATIC_ORDER)
 
@@ -73,7 +73,7 @@ def _metadata(path: str | os.PathLike) -> dict[str, str]:
 
 def spread_inflation(weights: str | os.PathLike, horizon: int) -> tuple[float, ...] | None:
     """The member spread factors per forecast step the weights carry (fitted on validation data by
-    scripts/select_weights.py, pipeline/calibration.py); None for files without them."""
+    scripts/select_weights.py, pipeline/forecast/calibration.py); None for files without them."""
     from .calibration import factors_from_metadata
 
     factors = factors_from_metadata(read_metadata(weights), horizon)

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from ..config import SamplerSettings
-from ..model.device import inference_autocast
-from ..model.inputs import gap_fill
-from ..model.vegediff import VegeDiff
+from ...config import SamplerSettings
+from ...model.device import inference_autocast
+from ...model.inputs import gap_fill
+from ...model.vegediff import VegeDiff
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..config import LANDCOVER
-from ..cube.masks import has_landcover
-from ..cube.predictions import ENSEMBLE_PROBABILITIES, MEMBER, PRED, frame_indices
-from ..metrics.aggregate import GroupSums
-from ..metrics.deterministic import QualityRule, direction_agreement, high_quality, pixel_scores
-from ..metrics.probabilistic import EnsembleSums
-from .observed import context_indices, observed_ndvi, read_windows, row_slices
+from ...config import LANDCOVER
+from ...cube.masks import has_landcover
+from ...cube.predictions import ENSEMBLE_PROBABILITIES, MEMBER, PRED, frame_indices
+from ...metrics.aggregate import GroupSums
+from ...metrics.deterministic import QualityRule, direction_agreement, high_quality, pixel_scores
+from ...metrics.probabilistic import EnsembleSums
+from ..observed import context_indices, observed_ndvi, read_windows, row_slices
 
 log = logging.getLogger("vegediff.evaluate")
 

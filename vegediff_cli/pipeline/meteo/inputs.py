@@ -31,11 +31,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..config import METEO_STATS, METEO_VARS, meteo_name
-from ..cube import schema
-from ..cube.readers import open_netcdf
-from ..errors import GeoreferenceError, MissingVariableError, UsageError
-from ..model.inputs import standardise_meteo
+from ...config import METEO_STATS, METEO_VARS, meteo_name
+from ...cube import schema
+from ...cube.readers import open_netcdf
+from ...errors import GeoreferenceError, MissingVariableError, UsageError
+from ...model.inputs import standardise_meteo
 
 log = logging.getLogger("vegediff.forecast")
 CLIMATOLOGY_WINDOW_DAYS = 7  # frames within +-7 days of the same day of year count as "the same season"
@@ -250,7 +250,7 @@ def resolve_meteo(
 ) -> MeteoInputs:
     """Choose the source of every model frame (see the module docstring); `ignore`d variables stay at the mean.
 
-    `weather`: None or "none" (no network), a NetCDF path, or an Open-Meteo mode (pipeline/weather.py:
+    `weather`: None or "none" (no network), a NetCDF path, or an Open-Meteo mode (pipeline/meteo/weather.py:
     "auto", "open-meteo", "scenarios"), which may download; `client` overrides the Open-Meteo endpoints.
     """
     from . import weather as online
@@ -336,7 +336,7 @@ def _series_values(series) -> MeteoValues:
 def _online(cube: xr.Dataset, dates: pd.DatetimeIndex, context_frames: int, requested: int, *, mode: str,
             from_cube: MeteoValues | None, members: int, client, weather: object = None):
     """Known weather (label, MeteoValues) and scenarios [(label, MeteoValues)] for the frames that need them."""
-    from ..sources.openmeteo import OpenMeteo
+    from ...sources.openmeteo import OpenMeteo
     from . import weather as online
 
     client = client or OpenMeteo.from_env()

@@ -1,11 +1,11 @@
 """One streamed block of a forecast: read its context window, run its chips, blend, hand back final rows.
 
-See pipeline/tiling.py for the stripe / band / carry scheme. A block's result holds the rows
+See pipeline/forecast/tiling.py for the stripe / band / carry scheme. A block's result holds the rows
 [row0, row1) of its stripe; the rows below that its chips already reached travel to the next band
 of the same stripe as a :class:`Carry` (weighted sums, not yet divided by the weights).
 
 The pieces (read_block -> model calls cut by a CallLayout -> BlockBlender) are shared by the local
-loop (forecast_stream.py, which overlaps them across blocks and processes) and by
+loop (stream.py, which overlaps them across blocks and processes) and by
 :func:`compute_block`, which runs them one after the other for a Dask worker.
 """
 
@@ -19,16 +19,16 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..config import BANDS, NIR, RED, VALID
-from ..cube.masks import ndvi
-from ..geo import Chip
-from ..model.device import resolve_precision
-from ..model.inputs import date_features, normalise_static
-from ..model.vegediff import VegeDiff
+from ...config import BANDS, NIR, RED, VALID
+from ...cube.masks import ndvi
+from ...geo import Chip
+from ...model.device import resolve_precision
+from ...model.inputs import date_features, normalise_static
+from ...model.vegediff import VegeDiff
 from .calibration import inflate
 from .chips import ChipBatch, ChipSettings, forecast_chips
-from .forecast_plan import ForecastPlan
-from .forecast_runtime import ROWS_PER_CALL
+from .plan import ForecastPlan
+from .runtime import ROWS_PER_CALL
 from .tiling import Block, blend_weights, chip_seed
 
 RED_INDEX, NIR_INDEX = BANDS.index(RED), BANDS.index(NIR)
@@ -309,6 +309,6 @@ def _finish(block: Block, acc: Accumulator, clear_count: np.ndarray, last_clear:
     member_ndvi[:, :, empty] = np.nan
     bands[:, :, empty] = np.nan
     mean = member_ndvi[0] if member_ndvi.shape[0] == 1 else member_ndvi.mean(axis=0)
-    if inflation is not None:  # calibrated spread about an unchanged mean (pipeline/calibration.py)
+    if inflation is not None:  # calibrated spread about an unchanged mean (pipeline/forecast/calibration.py)
         member_ndvi = inflate(member_ndvi, np.asarray(inflation, dtype="float32"))
     return BlockResult(block, mean, bands, member_ndvi, clear_count, last_clear, chips)
