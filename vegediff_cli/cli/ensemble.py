@@ -4,25 +4,30 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from ..config import DEFAULT_BELOW, DEFAULT_DROP, DEFAULT_KEEP_HISTORY
-from ..errors import InputNotFoundError, UsageError
-from ..workdir import TileFiles, resolve_input, resolve_output
-from .forecast import (
+from ..errors import UsageError
+from ..workdir import TileFiles, resolve_output
+from .forecast import build_settings, cogs_beside
+from .options import (
     BatchOpt,
     CogsOpt,
     CompileOpt,
     DeviceOpt,
     GuidanceOpt,
     HorizonOpt,
+    InputOpt,
+    JsonOpt,
     KeepHistoryOpt,
     MemoryOpt,
     MinClearOpt,
+    OutputOpt,
     OverlapOpt,
     PrecisionOpt,
+    QuietOpt,
     SamplerOpt,
     SchedulerOpt,
     SeedOpt,
@@ -30,32 +35,18 @@ from .forecast import (
     StartOpt,
     StepsOpt,
     ThreadsOpt,
+    TileOpt,
     WeatherOpt,
     WeightsOpt,
+    WorkdirOpt,
     WorkersOpt,
-    build_settings,
-    cogs_beside,
+    emit_json,
+    setup,
+    workdir_of,
 )
-from .options import InputOpt, JsonOpt, OutputOpt, QuietOpt, TileOpt, WorkdirOpt, emit_json, setup, workdir_of
-
-if TYPE_CHECKING:
-    from ..pipeline.forecast.plan import ForecastSettings
 
 log = logging.getLogger("vegediff.ensemble")
 DEFAULT_MEMBERS = 16
-
-
-def _is_forecast(path: Path) -> bool:
-    """True for a forecast file (ndvi_pred), False for a cube; errors for anything unreadable."""
-    from ..cube.readers import open_netcdf
-
-    if path.suffix.lower() == ".npz":
-        return False
-    ds = open_netcdf(path)
-    try:
-        return "ndvi_pred" in ds
-    finally:
-        ds.close()
 
 
 def ensemble(
@@ -109,6 +100,7 @@ def ensemble(
     COG per statistic and step.
     """
     from ..pipeline.ensemble.run import EnsembleSettings, summarise_forecast
+    from ..pipeline.ensemble.sources import MIN_MEMBERS, ensemble_sources, forecast_cube
     from ..pipeline.forecast.model import default_guidance
     from ..pipeline.forecast.run import ForecastJob, run_forecasts
 
@@ -116,10 +108,10 @@ def ensemble(
     root = workdir_of(workdir)
     target = resolve_output(output, tile, root, "ensemble", inputs=(input, forecast_output))
     folder = (cogs_beside(target) if output is not None else TileFiles.of(root, tile).ensemble_cogs) if cogs else None
-    forecast_file, cube = _sources(input, tile, root, target, forecast_output)
+    forecast_file, cube = ensemble_sources(input, tile, root, target, forecast_output)
     ran = None
     count = members if members is not None else DEFAULT_MEMBERS
-    if count < 2:
+    if count < MIN_MEMBERS:
         raise UsageError(f"--members {count} cannot make an ensemble", fix="use --members 2 or more (16 is typical)")
     if guidance is None:
         guidance = default_guidance(weights)
@@ -127,14 +119,11 @@ def ensemble(
                               seed=seed, start=start, overlap=overlap, batch_size=batch_size,
                               min_clear_context=min_clear_context, memory_mb=memory_mb, precision=precision,
                               calibrate_spread=calibrated_spread)
-    cube_file = TileFiles.of(root, tile).cube if input is None else None
-    if cube is None and cube_file is not None and cube_file.exists() and forecast_file.exists():
-        reason = stale_reason(forecast_file, cube_file, settings, asked=_given_options(ctx))
-        if reason is not None:
-            log.info("re-running the forecast: %s", reason)
-            cube = cube_file
-    if cube is not None or _needs_run(forecast_file, members, from_input=input is not None):
-        cube = cube or resolve_input(None, tile, root, "cube", made_by="prepare")
+    cube, reason = forecast_cube(forecast_file, cube, tile=tile, root=root, from_input=input is not None,
+                                 members=members, settings=settings, asked=_given_options(ctx))
+    if reason is not None:
+        log.info("re-running the forecast: %s", reason)
+    if cube is not None:
         forecast_cogs = None
         if cogs:
             forecast_cogs = TileFiles.of(root, tile).forecast_cogs if input is None else cogs_beside(forecast_file)
@@ -152,82 +141,10 @@ def ensemble(
 
 def _given_options(ctx: typer.Context) -> set[str]:
     """Forecast options given on the command line (not left at their defaults)."""
-    names = ("seed", "horizon", "sampler", "steps", "guidance", "start", "precision")
+    from ..pipeline.ensemble.sources import ASKABLE
+
     # compared by name: Typer may bring its own copy of click, with its own ParameterSource enum
-    return {n for n in names if getattr(ctx.get_parameter_source(n), "name", "DEFAULT") != "DEFAULT"}
-
-
-def stale_reason(forecast_file: Path, cube_file: Path, settings: ForecastSettings, *,
-                 asked: set[str]) -> str | None:
-    """Why the tile's existing forecast does not answer this request (None: it does).
-
-    It is stale when the cube changed since the forecast was made from it (the identity the forecast
-    records; the modification time for forecasts of older versions), or when an option in `asked` differs from what the
-    forecast was made with (options left at their defaults accept whatever it was made with).
-    """
-    from ..cube import provenance
-    from ..cube.readers import open_netcdf
-
-    if provenance.made_from(forecast_file) is not None:
-        if provenance.stale_input(forecast_file, "cube", cube_file):
-            return f"{cube_file} changed since {forecast_file} was made from it"
-    elif cube_file.stat().st_mtime > forecast_file.stat().st_mtime:  # a forecast of an older version
-        return f"{cube_file} is newer than {forecast_file}"
-    ds = open_netcdf(forecast_file)
-    try:
-        attrs = dict(ds.attrs)
-    finally:
-        ds.close()
-    wanted = {"seed": settings.seed, "horizon": settings.horizon, "sampler": settings.sampler.sampler,
-              "steps": settings.sampler.steps,
-              "guidance_scale": settings.sampler.guidance_scale,
-              "forecast_start": f"{settings.start:%Y-%m-%d}" if settings.start is not None else None,
-              "precision": settings.precision if settings.precision != "auto" else None}
-    option = {"guidance_scale": "guidance", "forecast_start": "start"}
-    if str(attrs.get("conditioned", "")).lower() not in ("1", "true"):
-        wanted.pop("guidance_scale")  # an unconditioned forecast records guidance 1
-    for key, value in wanted.items():
-        if option.get(key, key) not in asked or value is None:
-            continue
-        have = attrs.get(key)
-        if have is not None and str(have) != str(value) and not _same_number(have, value):
-            return f"it was made with {key}={have}, this run asks for {value}"
-    return None
-
-
-def _same_number(a: object, b: object) -> bool:
-    try:
-        return abs(float(a) - float(b)) < 1e-9
-    except (TypeError, ValueError):
-        return False
-
-
-def _needs_run(forecast_file: Path, members: int | None, *, from_input: bool) -> bool:
-    """Whether the tile's forecast must be (re)run to get enough members; a given forecast is never rerun."""
-    if not forecast_file.exists():
-        return True
-    from ..pipeline.ensemble.run import forecast_members
-
-    have = forecast_members(forecast_file)
-    enough = have >= (members if members is not None else 2)
-    if not enough and from_input:
-        raise UsageError(f"{forecast_file} holds {have} member(s), fewer than the {members or 2} needed",
-                         fix="pass the cube it came from as --input (or use --tile) to re-run the forecast with --members")
-    return not enough
-
-
-def _sources(input: Path | None, tile: str | None, root: Path, target: Path,
-             forecast_output: Path | None) -> tuple[Path, Path | None]:
-    """(forecast file to read, or to write first; cube to forecast from, or None)."""
-    if input is not None:
-        if not input.exists():
-            raise InputNotFoundError(f"{input} does not exist", fix="check the path, or run `vegediff forecast` first")
-        if _is_forecast(input):
-            return input, None
-        return forecast_output or target.with_name(f"{target.stem}_forecast.nc"), input
-    if tile is None:
-        raise UsageError("no input given", fix="pass --tile TILE (uses the working directory) or --input PATH")
-    return forecast_output or TileFiles.of(root, tile).forecast, None
+    return {n for n in ASKABLE if getattr(ctx.get_parameter_source(n), "name", "DEFAULT") != "DEFAULT"}
 
 
 def register(app: typer.Typer) -> None:

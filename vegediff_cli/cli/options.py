@@ -36,6 +36,66 @@ WorkdirOpt = Annotated[
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, only warnings and errors on stderr.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
 
+# Forecast options, shared by `vegediff forecast` and `vegediff ensemble` (which runs a forecast when it needs members).
+WeightsOpt = Annotated[Path | None, typer.Option(
+    help="Weights file (.safetensors). Default: $VEGEDIFF_WEIGHTS, else the shipped weights/vegediff-small.safetensors.",
+    show_default=False)]
+StartOpt = Annotated[str | None, typer.Option(
+    help="First forecast date YYYY-MM-DD (moved to the next frame date if between frames). "
+         "Default: 5 days after the cube's last frame.", show_default=False)]
+HorizonOpt = Annotated[int, typer.Option(help="Forecast steps of 5 days (at most the model's horizon, 20).")]
+SamplerOpt = Annotated[str, typer.Option(help="euler (paper) or dpmpp2m (DPM-Solver++(2M), second order: fewer steps for the same error).")]
+StepsOpt = Annotated[int, typer.Option(help="Denoising steps per sample.")]
+GuidanceOpt = Annotated[float | None, typer.Option(
+    help="Classifier-free guidance weight on meteorology and static layers. Default: the scale recorded in the "
+         "weights (chosen on validation data; 1.0 for the shipped weights), else the paper's 2.",
+    show_default=False)]
+MAX_SEED = 2**63 - 1  # seeds are stored as 64-bit integers (NetCDF attributes, torch generators)
+SeedOpt = Annotated[int, typer.Option(help="Run seed: the same seed gives the same forecast, whatever the batching.",
+                                      min=0, max=MAX_SEED)]
+DeviceOpt = Annotated[str, typer.Option(help="auto (GPU when present), cpu, cuda or cuda:N.")]
+PrecisionOpt = Annotated[str, typer.Option(
+    help="auto (bf16 on GPUs and on CPUs with native bf16, about 1.7 x faster there; fp32 elsewhere), fp32 or bf16. "
+         "The output records the one used.")]
+BatchOpt = Annotated[int | None, typer.Option(
+    "--batch-size", help="Chips (with all their members) per model call (default: 4 chip-members per call on CPU, "
+                         "members in chunks of 4; 64 on GPU).", show_default=False)]
+WeatherOpt = Annotated[str, typer.Option(
+    envvar="VEGEDIFF_WEATHER",
+    help="Weather for forecast dates the cube does not cover. auto: Open-Meteo (no account): ERA5 and its "
+         "16-day forecast, then one past year's weather per member (scenarios); open-meteo: the same, ignoring the "
+         "cube's future; scenarios: past years only (hindcast experiments); none: no network (the cube's climatology, "
+         "else the unconditional model); or a NetCDF file with eobs_* series.")]
+OverlapOpt = Annotated[int, typer.Option(help="Minimum overlap of neighbouring 128 px chips, blended smoothly.")]
+MinClearOpt = Annotated[int, typer.Option(
+    help="Pixels with fewer clear context frames are left empty (NaN); see context_clear_count.")]
+MemoryOpt = Annotated[int, typer.Option("--memory-mb", help="Memory budget of one streamed block, MiB.")]
+SchedulerOpt = Annotated[str | None, typer.Option(
+    help="Dask scheduler address (tcp://HOST:PORT) to spread blocks over its workers, or 'local' for a local cluster.",
+    show_default=False)]
+WorkersOpt = Annotated[int | None, typer.Option(
+    help="Model processes, one torch thread each (default: one per usable core when the forecast's model calls "
+         "add up to 45 s or more; 0: run in this process). With --scheduler local: its workers (default: one per "
+         "GPU, else one per core).", show_default=False)]
+ThreadsOpt = Annotated[int | None, typer.Option(
+    help="Torch threads per model process (default 1: faster for this model, and robust under other load).",
+    show_default=False)]
+CompileOpt = Annotated[str, typer.Option(
+    "--compile", help="Compile the denoiser (TorchInductor, frozen weights; about 25 % faster per chip on CPU, "
+                      "10 s to a few minutes to compile, cached in ~/.cache/vegediff): auto (on CPU above "
+                      "400 chip-members per process), on or off.")]
+CogsOpt = Annotated[bool, typer.Option("--cogs/--no-cogs", help="Also write Cloud-Optimized GeoTIFFs.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Run the forecast even when the output is up to date "
+                                                        "(made from the same cube, weights and settings).")]
+KeepHistoryOpt = Annotated[int, typer.Option(
+    help="Earlier forecasts of a tile kept in <workdir>/<TILE>/history/ for `evaluate --tile` "
+         "(0: none; each holds the whole forecast.nc).", min=0, max=100)]
+SpreadOpt = Annotated[bool, typer.Option(
+    "--calibrated-spread/--raw-spread",
+    help="Widen the members about their mean by the factors the weights carry (fitted on validation data, "
+         "so that the spread matches the error); --raw-spread keeps the diffusion samples as drawn.")]
+
+
 
 def finite(value: float | None, option: str) -> float | None:
     """A float option must be a real number: click's range checks let NaN through (every comparison is False)."""
