@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT))
 
 from tests.openmeteo_server import OpenMeteoServer, archive_from_minicubes  # noqa: E402
 from tests.stac_server import Catalogue, StacServer  # noqa: E402
+from vegediff_cli.cube.schema import TargetGrid  # noqa: E402
 from vegediff_cli.geo import tile_grid  # noqa: E402
 from vegediff_cli.pipeline.meteo import frames as meteo  # noqa: E402
-from vegediff_cli.pipeline.prepare.regrid import TargetGrid  # noqa: E402
 from vegediff_cli.sources.openmeteo import OpenMeteo  # noqa: E402
 
 MINICUBE = ROOT.parent / "shared" / "data" / "greenearthnet" / "JAS2021_minicube_0_29SND_39.29_-8.56.nc"

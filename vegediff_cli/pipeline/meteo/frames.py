@@ -28,11 +28,11 @@ from rasterio.crs import CRS
 from rasterio.warp import transform as warp_transform
 
 from ...config import METEO_LONG_NAMES, METEO_STATS, METEO_UNITS, METEO_VARS, STEP_DAYS, meteo_name
+from ...cube.schema import TargetGrid
 from ...errors import UsageError
 from ...sources import daily_meteo as eobs
 from ...sources import era5
 from ...sources.daily_meteo import MeteoRequest
-from ..prepare.regrid import TargetGrid
 
 log = logging.getLogger("vegediff.prepare")
 LAYOUTS = ("auto", "series", "grid")

@@ -24,6 +24,7 @@ from ...config import BANDS, DEFAULT_CLEAR_SCL, DLMASK, METEO_VARS, SCL, STATIC_
 from ...cube import schema
 from ...cube.masks import clear_from_scl
 from ...cube.readers import open_cube
+from ...cube.schema import TargetGrid
 from ...cube.validate import check_reflectance
 from ...errors import NoValidDataError, UsageError
 from ...progress import ProgressFactory, no_progress
@@ -33,7 +34,7 @@ from ...sources.scenes import inspect_scenes, read_scene
 from ..meteo import frames as meteo
 from . import frames as framing
 from .compute import compute, small_netcdf_cache
-from .regrid import TargetGrid, reproject_dataset
+from .regrid import reproject_dataset
 
 log = logging.getLogger("vegediff.prepare")
 MINICUBE_SOURCES = ("greenearthnet", "earthnet2021x")

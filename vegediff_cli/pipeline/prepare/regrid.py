@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
 
 import dask.array as dsa
 import numpy as np
@@ -22,7 +21,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.warp import Resampling, reproject, transform_bounds
 
 from ...config import DLMASK, LANDCOVER, SCL, VALID
-from ...cube.schema import grid_coords, grid_of
+from ...cube.schema import TargetGrid
 from ...errors import GeoreferenceError
 from ...geo import GridSpec
 
@@ -34,36 +33,6 @@ warnings.filterwarnings("ignore", message="Dataset has no geotransform", categor
 
 NEAREST_VARS = frozenset({SCL, DLMASK, VALID, LANDCOVER, "geom_cls"})
 MARGIN_PX = 3  # source pixels kept around the target footprint for the resampling kernel
-
-
-@dataclass(frozen=True, eq=False)
-class TargetGrid:
-    """The grid a cube is written on: CRS and transform, plus the exact coordinates to write."""
-
-    grid: GridSpec  # CRS, transform of the upper-left corner, size
-    y: np.ndarray = field(repr=False)  # pixel-centre y (descending), kept bit for bit from --like cubes
-    x: np.ndarray = field(repr=False)  # pixel-centre x (ascending)
-
-    @classmethod
-    def of_grid(cls, grid: GridSpec) -> TargetGrid:
-        y, x = grid_coords(grid)
-        return cls(grid, y, x)
-
-    @classmethod
-    def of_dataset(cls, ds: xr.Dataset) -> TargetGrid:
-        return cls(grid_of(ds), np.asarray(ds["y"].values, dtype="float64"), np.asarray(ds["x"].values, dtype="float64"))
-
-    def same_as(self, other: GridSpec) -> bool:
-        """True when `other` has this grid's CRS, size and (to 1e-6 px) transform."""
-        mine = self.grid
-        if (mine.width, mine.height) != (other.width, other.height) or CRS.from_user_input(mine.crs) != CRS.from_user_input(other.crs):
-            return False
-        tolerance = 1e-6 * max(abs(mine.transform.a), abs(mine.transform.e))
-        return all(abs(a - b) <= tolerance for a, b in zip(mine.transform[:6], other.transform[:6], strict=True))
-
-    def lonlat_bounds(self) -> tuple[float, float, float, float]:
-        """(west, south, east, north) in degrees."""
-        return transform_bounds(CRS.from_user_input(self.grid.crs), CRS.from_epsg(4326), *self.grid.bounds, densify_pts=21)
 
 
 def resampling_for(name: str) -> Resampling:
