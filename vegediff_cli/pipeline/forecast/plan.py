@@ -19,6 +19,7 @@ import xarray as xr
 from ...config import BANDS, CHIP_SIZE, LANDCOVER, STATIC_LAYERS, STEP_DAYS, VALID, SamplerSettings
 from ...cube.masks import vegetation_mask
 from ...cube.schema import centre_latitude, grid_of
+from ...diffusion.sampling import SAMPLERS
 from ...errors import NoValidDataError, UsageError
 from ...model.device import check_precision
 from ...model.presets import ModelConfig
@@ -27,7 +28,6 @@ from .tiling import TilePlan, plan_tiles, split_for_workers, stripe_width
 
 log = logging.getLogger("vegediff.forecast")
 STEP = pd.Timedelta(days=STEP_DAYS)
-SAMPLERS = ("euler", "dpmpp2m")
 
 
 @dataclass(frozen=True)
