@@ -23,7 +23,9 @@ import xarray as xr
 from affine import Affine
 
 from ..atomic import atomic_file
+from ..config import REFLECTANCE_SCALE
 from .netcdf import CHUNK_XY, chunk_cache
+from .schema import with_crs
 
 TIME_UNITS = "days since {epoch:%Y-%m-%d} 00:00:00"  # CF time counted from the first date of the file
 INT16_FILL = -32768
@@ -51,7 +53,7 @@ def float_var(name: str, dims: tuple[str, ...], long_name: str, units: str = "1"
     return VariableSpec(name, dims, {"long_name": long_name, "units": units})
 
 
-def packed_var(name: str, dims: tuple[str, ...], long_name: str, units: str = "1", scale: float = 1e-4) -> VariableSpec:
+def packed_var(name: str, dims: tuple[str, ...], long_name: str, units: str = "1", scale: float = REFLECTANCE_SCALE) -> VariableSpec:
     """int16 x `scale`: half the size of float32, lossless at 1e-4 (Sentinel-2 and NDVI precision)."""
     return VariableSpec(name, dims, {"long_name": long_name, "units": units}, dtype="i2", scale=scale)
 
@@ -183,7 +185,5 @@ def _attr(value: object) -> object:
 def open_grid(path: str | os.PathLike) -> xr.Dataset:
     """Open a streamed file lazily with its CRS attached (for COG export and checks)."""
     ds = xr.open_dataset(Path(path), engine="netcdf4", decode_coords="all")
-    if ds.rio.crs is None and "spatial_ref" in ds.variables and "crs_wkt" in ds["spatial_ref"].attrs:
-        ds = ds.rio.write_crs(ds["spatial_ref"].attrs["crs_wkt"])
-    return ds
+    return with_crs(ds)
 

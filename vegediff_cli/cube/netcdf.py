@@ -11,10 +11,10 @@ import numpy as np
 import xarray as xr
 
 from ..atomic import atomic_file
-from ..config import BANDS, DLMASK, GEOMORPHONS, LANDCOVER, SCL, VALID
+from ..config import BANDS, DLMASK, GEOMORPHONS, LANDCOVER, REFLECTANCE_SCALE, SCL, VALID
 
 # Reflectance as int16 x 1e-4 halves the file size and is lossless at Sentinel-2's precision.
-_REFLECTANCE = {"dtype": "int16", "scale_factor": 1e-4, "add_offset": 0.0, "_FillValue": -32768}
+_REFLECTANCE = {"dtype": "int16", "scale_factor": REFLECTANCE_SCALE, "add_offset": 0.0, "_FillValue": -32768}
 _CLASS_UINT8 = {"dtype": "uint8", "_FillValue": 0}  # class 0 is "no data" in SCL and WorldCover
 _MASK_UINT8 = {"dtype": "uint8", "_FillValue": 255}
 _TIME_UNITS = "days since 1970-01-01 00:00:00"

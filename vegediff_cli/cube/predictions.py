@@ -22,6 +22,7 @@ import xarray as xr
 
 from ..errors import CorruptInputError, GeoreferenceError, MissingVariableError
 from .readers import open_netcdf
+from .schema import with_crs
 
 PRED, MEMBER = "ndvi_pred", "ndvi_member"
 ENSEMBLE_PROBABILITIES = {"prob_ndvi_below": "threshold", "prob_ndvi_drop": "drop"}
@@ -51,8 +52,7 @@ def normalise_forecast(ds: xr.Dataset, *, source: str = "forecast") -> xr.Datase
             fix="pass a forecast.nc from `vegediff forecast` or a GreenEarthNet prediction file",
         )
     ds = _to_yx(ds)
-    if ds.rio.crs is None and "spatial_ref" in ds.coords and "crs_wkt" in ds["spatial_ref"].attrs:
-        ds = ds.rio.write_crs(ds["spatial_ref"].attrs["crs_wkt"])
+    ds = with_crs(ds)
     for name, dims in ((PRED, ("time", "y", "x")), (MEMBER, ("member", "time", "y", "x"))):
         if name not in ds:
             continue

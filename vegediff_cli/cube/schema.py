@@ -61,6 +61,21 @@ STATIC_ATTRS = {
 }
 
 
+def recorded_crs(ds: xr.Dataset | xr.DataArray) -> str | None:
+    """The CRS (WKT) a file's ``spatial_ref`` variable records as ``crs_wkt`` (CF, as rioxarray writes it), or None."""
+    names = ds.variables if isinstance(ds, xr.Dataset) else ds.coords
+    if "spatial_ref" in names:
+        return ds["spatial_ref"].attrs.get("crs_wkt")
+    return None
+
+
+def with_crs(ds: xr.Dataset) -> xr.Dataset:
+    """`ds` with the CRS its ``spatial_ref`` records attached where rioxarray found none: the one CRS reader."""
+    if ds.rio.crs is None and (wkt := recorded_crs(ds)) is not None:
+        return ds.rio.write_crs(wkt)
+    return ds
+
+
 def grid_of(ds: xr.Dataset | xr.DataArray) -> GridSpec:
     """The cube's grid; raises GeoreferenceError when the CRS is missing."""
     crs = ds.rio.crs

@@ -8,10 +8,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..config import METEO_MEAN, METEO_STATS, METEO_STD, METEO_VARS
+from ..config import METEO_MEAN, METEO_STATS, METEO_STD, METEO_VARS, STATIC_LAYERS
 
 # Static layers in model order: three DEMs, land cover, geomorphons (paper: 5 channels).
-STATIC_ORDER = ("cop_dem", "nasa_dem", "alos_dem", "esawc_lc", "geom_cls")
+STATIC_ORDER = STATIC_LAYERS  # channel order of the static input
 DEM_CENTRE_M, DEM_SCALE_M = 500.0, 500.0
 
 

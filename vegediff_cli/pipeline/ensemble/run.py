@@ -21,9 +21,9 @@ from ... import __version__
 from ...atomic import output_lock
 from ...config import DEFAULT_BELOW, DEFAULT_DROP
 from ...cube import provenance
+from ...cube.cog import export_cogs
 from ...cube.forecast_writer import VariableSpec, float_var, grid_writer, open_grid, small_chunk_cache
 from ...cube.readers import open_netcdf
-from ...cube.stream_cogs import export_cogs
 from ...errors import CorruptInputError, MissingVariableError, UsageError
 from ...progress import ProgressFactory, no_progress
 from ...qgis.folder import run_title, write_folder_project

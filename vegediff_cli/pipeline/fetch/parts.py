@@ -18,21 +18,18 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import threading
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-import dask.array as da
 import numpy as np
 import pandas as pd
-import rasterio
 import rioxarray
 import xarray as xr
-from rasterio.windows import Window
 
 from ...atomic import PARTIAL_MARK, atomic_file, output_lock, remove_partials
-from ...config import BANDS, DEFAULT_CLEAR_SCL, SCL, VALID
+from ...config import BANDS, DEFAULT_CLEAR_SCL, REFLECTANCE_SCALE, SCL, VALID
+from ...cube.cog import write_strips
 from ...cube.schema import BAND_LONG_NAMES, grid_coords
 from ...errors import OutputError
 from ...geo import GridSpec
@@ -40,7 +37,6 @@ from ...geo import GridSpec
 PART_FORMAT = 2  # bump when the part layout changes: older parts are then fetched again
 PART_LAYERS: tuple[str, ...] = (*BANDS, SCL, VALID)
 NODATA = -32768  # int16 no-data of the reflectance layers (as in the cube's NetCDF encoding)
-SCALE = 1e-4  # reflectance per stored unit
 BLOCK = 512  # GeoTIFF tile size
 
 
@@ -55,7 +51,7 @@ def sha256_of(path: Path, *, block: int = 1 << 20) -> str:
 def encode(frame: xr.Dataset) -> xr.DataArray:
     """A (time=1, y, x) frame -> (band=6, y, x) int16, lazily (dask chunks stay chunks)."""
     frame = frame.isel(time=0, drop=True)
-    layers = [(frame[b].clip(-3.2767, 3.2767) / SCALE).round().fillna(NODATA).astype("int16") for b in BANDS]
+    layers = [(frame[b].clip(-3.2767, 3.2767) / REFLECTANCE_SCALE).round().fillna(NODATA).astype("int16") for b in BANDS]
     layers += [frame[SCL].astype("int16"), frame[VALID].astype("int16")]
     stacked = xr.concat(layers, dim="band", coords="minimal", compat="override", join="override")
     return stacked.assign_coords(band=np.arange(1, len(PART_LAYERS) + 1))
@@ -68,7 +64,7 @@ def decode(layers: xr.DataArray, grid: GridSpec, day: str) -> xr.Dataset:
     for i, name in enumerate(PART_LAYERS):
         layer = xr.DataArray(layers.isel(band=i).data, dims=("y", "x"))  # no GeoTIFF attrs (_FillValue...)
         if name in BANDS:
-            layer = layer.where(layer != NODATA).astype("float32") * np.float32(SCALE)
+            layer = layer.where(layer != NODATA).astype("float32") * np.float32(REFLECTANCE_SCALE)
             attrs = {"long_name": BAND_LONG_NAMES[name], "units": "1"}
         elif name == SCL:
             layer = layer.astype("uint8")
@@ -80,31 +76,6 @@ def decode(layers: xr.DataArray, grid: GridSpec, day: str) -> xr.Dataset:
         data[name] = layer.assign_attrs(attrs)
     frame = xr.Dataset(data).assign_coords(y=y, x=x)
     return frame.expand_dims(time=pd.DatetimeIndex([pd.Timestamp(day)]).as_unit("ns")).transpose("time", "y", "x")
-
-
-class _BlockWriter:
-    """dask.array.store target: writes (band, y, x) blocks into an open rasterio dataset.
-
-    dask calls ``__setitem__`` under ``lock``. When one block fails, dask raises at once while
-    other blocks may still be running; :meth:`close` takes the lock, so the dataset is never
-    closed under a write in progress, and blocks arriving afterwards are dropped.
-    """
-
-    def __init__(self, dataset: rasterio.io.DatasetWriter) -> None:
-        self.dataset = dataset
-        self.lock = threading.Lock()
-        self.closed = False
-
-    def __setitem__(self, key: tuple[slice, slice, slice], block: np.ndarray) -> None:
-        if self.closed:
-            return
-        bands, rows, cols = key
-        indexes = list(range(bands.start + 1, bands.stop + 1))
-        self.dataset.write(block, indexes=indexes, window=Window.from_slices(rows, cols))
-
-    def close(self) -> None:
-        with self.lock:
-            self.closed = True
 
 
 class PartStore:
@@ -159,26 +130,10 @@ class PartStore:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"cannot create {self.root} ({exc.strerror})", fix="choose a writable --output") from exc
-        layers = encode(frame)
         target = self.part(key)
-        profile = {"driver": "GTiff", "width": grid.width, "height": grid.height, "count": len(PART_LAYERS),
-                   "dtype": "int16", "crs": grid.crs, "transform": grid.transform, "nodata": NODATA,
-                   "tiled": True, "blockxsize": BLOCK, "blockysize": BLOCK, "interleave": "band",
-                   # a temporary file: fast ZSTD (8x faster than DEFLATE here, as small)
-                   "compress": "zstd", "zstd_level": 1, "predictor": 2, "BIGTIFF": "IF_SAFER"}
-        with atomic_file(target) as tmp, rasterio.open(tmp, "w", **profile) as dst:
-            for i, name in enumerate(PART_LAYERS, start=1):
-                dst.set_band_description(i, name)
-            # Blocks are computed (read from the network) in parallel and written one at a time:
-            # a GDAL dataset may be used from several threads, but not at once.
-            writer = _BlockWriter(dst)
-            data = layers.data
-            try:
-                for top in range(0, grid.height, rows):
-                    strip = np.s_[:, top : min(top + rows, grid.height), :]
-                    da.store(data[strip], writer, regions=strip, lock=writer.lock)
-            finally:
-                writer.close()
+        # a temporary file: fast ZSTD (8x faster than DEFLATE here, as small)
+        write_strips(encode(frame).data, target, crs=grid.crs, transform=grid.transform, names=PART_LAYERS,
+                     nodata=NODATA, rows=rows, blocksize=BLOCK, compress={"compress": "zstd", "zstd_level": 1})
         doc = {"format": PART_FORMAT, "identity": identity, "bytes": target.stat().st_size,
                "sha256": sha256_of(target)}
         with atomic_file(self.record(key)) as tmp:

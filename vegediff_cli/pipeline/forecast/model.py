@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ...config import BANDS, METEO_CHANNELS
+from ...config import BANDS, METEO_CHANNELS, STATIC_LAYERS
 from ...errors import InputNotFoundError, ModelError
 from ...model.presets import ModelConfig
 from ...model.shipped import ENV_WEIGHTS, SHIPPED_WEIGHTS, default_weights, shipped_weights  # noqa: F401 (re-exported)
@@ -17,7 +17,7 @@ from ...model.vegediff import VegeDiff
 from ...model.weights import load_weights, read_metadata
 from ...resources import check_model_size
 
-STATIC_CHANNELS = 5  # cop_dem, nasa_dem, alos_dem, esawc_lc, geom_cls (model/inputs.py STATIC_ORDER)
+STATIC_CHANNELS = len(STATIC_LAYERS)  # static layers of a cube, in model/inputs.py STATIC_ORDER
 
 
 def resolve_weights(path: str | os.PathLike | None) -> Path:

@@ -27,6 +27,7 @@ from ... import __version__
 from ...atomic import output_lock
 from ...config import BANDS, CHIP_SIZE
 from ...cube import provenance
+from ...cube.cog import export_cogs
 from ...cube.forecast_writer import (
     GridWriter,
     VariableSpec,
@@ -38,7 +39,6 @@ from ...cube.forecast_writer import (
 )
 from ...cube.readers import open_cube
 from ...cube.schema import BAND_LONG_NAMES
-from ...cube.stream_cogs import export_cogs
 from ...cube.validate import check_reflectance
 from ...errors import UsageError
 from ...geo import chip_layout
@@ -425,7 +425,7 @@ def _retire(prepared: list[_Prepared], keep_history: int) -> None:
 
 
 def write_forecast_cogs(forecast: Path, folder: Path, *, cube: Path | None = None) -> list[Path]:
-    """One NDVI COG per forecast step, streamed from the finished file (cube/stream_cogs.py); with `cube`,
+    """One NDVI COG per forecast step, streamed from the finished file (cube/cog.py export_cogs); with `cube`,
     its observed context frames too; and the QGIS project and styles of them all (qgis/folder.py)."""
     with open_grid(forecast) as ds:
         tags = {"MEMBERS": str(ds.attrs.get("members", "")), "METEO_SOURCE": str(ds.attrs.get("meteo_source", ""))}

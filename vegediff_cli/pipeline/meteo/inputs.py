@@ -34,6 +34,7 @@ import xarray as xr
 from ...config import METEO_STATS, METEO_VARS, meteo_name
 from ...cube import schema
 from ...cube.readers import open_netcdf
+from ...cube.schema import with_crs
 from ...errors import GeoreferenceError, MissingVariableError, UsageError
 from ...model.inputs import standardise_meteo
 
@@ -203,18 +204,12 @@ def _weather_values(ds: xr.Dataset, path: Path, *, dates: pd.DatetimeIndex, crs:
         frames = schema.add_meteo(xr.Dataset(coords={"time": dates}), daily, file_dates)
         return dataclasses.replace(_dataset_values(frames, dates, source=f"--weather {path}"), span=span)
     if "meteo_y" in ds.dims:
-        crs_weather = ds.rio.crs if ds.rio.crs is not None else _crs_from_ref(ds)
+        crs_weather = with_crs(ds).rio.crs
         if crs_weather is None or crs is None or crs_weather != crs:
             raise GeoreferenceError(
                 f"--weather {path} has gridded meteorology in {crs_weather} but the cube is in {crs}",
                 fix="grid the weather in the cube's CRS (vegediff prepare) or pass a series")
     return dataclasses.replace(_dataset_values(ds, file_dates, source=f"--weather {path}"), span=span)
-
-
-def _crs_from_ref(ds: xr.Dataset):
-    if "spatial_ref" in ds.variables and "crs_wkt" in ds["spatial_ref"].attrs:
-        return ds.rio.write_crs(ds["spatial_ref"].attrs["crs_wkt"]).rio.crs
-    return None
 
 
 def climatology(history: MeteoValues, dates: pd.DatetimeIndex, *, before: pd.Timestamp) -> MeteoValues | None:
