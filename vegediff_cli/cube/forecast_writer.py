@@ -24,10 +24,9 @@ from affine import Affine
 
 from ..atomic import atomic_file
 from ..config import REFLECTANCE_SCALE
-from .netcdf import CHUNK_XY, chunk_cache
+from .netcdf import CHUNK_XY, chunk_cache, time_units
 from .schema import with_crs
 
-TIME_UNITS = "days since {epoch:%Y-%m-%d} 00:00:00"  # CF time counted from the first date of the file
 INT16_FILL = -32768
 WRITE_CACHE_BYTES = 1 << 20  # per variable; one 256 x 256 float32 chunk is 256 KiB
 READ_CACHE_BYTES = 4 << 20  # per variable read: a row of 256 x 256 int16 chunks of a tile is 2.7 MiB
@@ -155,16 +154,6 @@ def _define(nc, like, variables, coords, attrs, crs, transform, complevel) -> No
         extra = {"scale_factor": np.float32(spec.scale), "add_offset": np.float32(0.0)} if packing else {}
         var.setncatts({**spec.attrs, **extra, "grid_mapping": "spatial_ref"})
     nc.setncatts({k: _attr(v) for k, v in attrs.items()})
-
-
-def time_units(epoch: pd.Timestamp) -> str:
-    """CF units counted in days from the file's first date.
-
-    GDAL (and so QGIS's raster view of the NetCDF) names each band by its raw time value and
-    units: "time=5 (days since 2017-11-21 00:00:00)" says the date; "time=17496 (days since
-    1970-01-01 ...)" did not. QGIS's mesh reader (MDAL) and xarray decode either form to dates.
-    """
-    return TIME_UNITS.format(epoch=epoch)
 
 
 def date_attrs(stamps: pd.DatetimeIndex) -> dict[str, str]:
