@@ -64,7 +64,7 @@ def _describe(target: Path) -> dict:
     from ..cube.readers import open_cube
 
     if target.suffix.lower() != ".npz":
-        from ..cube.forecast_writer import open_grid
+        from ..cube.netcdf_stream import open_grid
 
         if _is_product(target):
             with open_grid(target) as ds:

@@ -29,7 +29,7 @@ from rio_cogeo.profiles import cog_profiles
 
 from ..atomic import atomic_dir, atomic_file
 from ..errors import GeoreferenceError
-from .forecast_writer import open_grid, small_chunk_cache
+from .netcdf_stream import open_grid, small_chunk_cache
 
 FLOAT_NODATA = -9999.0
 BLOCK = 256  # COG block edge, px

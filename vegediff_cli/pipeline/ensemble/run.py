@@ -22,7 +22,7 @@ from ...atomic import output_lock
 from ...config import DEFAULT_BELOW, DEFAULT_DROP
 from ...cube import provenance
 from ...cube.cog import export_cogs
-from ...cube.forecast_writer import VariableSpec, float_var, grid_writer, open_grid, small_chunk_cache
+from ...cube.netcdf_stream import VariableSpec, float_var, grid_writer, open_grid, small_chunk_cache
 from ...cube.readers import open_netcdf
 from ...errors import CorruptInputError, MissingVariableError, UsageError
 from ...progress import ProgressFactory, no_progress

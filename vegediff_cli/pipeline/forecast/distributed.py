@@ -56,7 +56,7 @@ def _worker_model(weights: str, device_name: str, compiled: bool, precision: str
 
 
 def _worker_cube(path: str):
-    from ...cube.forecast_writer import small_chunk_cache
+    from ...cube.netcdf_stream import small_chunk_cache
     from ...cube.readers import open_cube
 
     if path not in _CUBES:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ...config import DEFAULT_KEEP_HISTORY  # noqa: F401  (re-exported)
 from ...cube import provenance
-from ...cube.forecast_writer import open_grid
+from ...cube.netcdf_stream import open_grid
 from ...errors import StaleInputError
 from ...model.weights import file_digest
 from ...workdir import TileFiles

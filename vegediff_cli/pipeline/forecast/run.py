@@ -8,7 +8,7 @@
 
 Layers: plan.py decides dates, meteorology, chips and blocks; blocks.py computes
 one block; this module drives the blocks (here, or on a Dask cluster: distributed.py) and writes
-the results as they arrive (cube/forecast_writer.py). docs/forecast.md describes the whole step.
+the results as they arrive (cube/netcdf_stream.py). docs/forecast.md describes the whole step.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from ...atomic import output_lock
 from ...config import BANDS, CHIP_SIZE
 from ...cube import provenance
 from ...cube.cog import export_cogs
-from ...cube.forecast_writer import (
+from ...cube.netcdf_stream import (
     GridWriter,
     VariableSpec,
     float_var,

@@ -1,4 +1,4 @@
-"""Streaming NetCDF4 writer for grids too large to hold in memory (forecast.nc, ensemble.nc).
+"""The streamed NetCDF4 writer for grids too large to hold in memory (forecast.nc, ensemble.nc); encodings from netcdf.py.
 
 Variables are defined up front (compressed, chunked (1, 256, 256)), then filled region by region
 as blocks finish, then renamed into place: a reader never sees a half-written file, and Ctrl-C
