@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = "vegediff_cli"
 LAYERS: dict[str, int] = {
     "__init__": 0, "config": 0, "errors": 0, "geo": 0, "io_errors": 0, "atomic": 0, "redact": 0,
-    "progress": 0, "workdir": 0, "plots": 0,
+    "progress": 0, "workdir": 0, "plots": 0, "dates": 0,
     "sources": 1, "cube": 1, "metrics": 1, "qgis": 1,
     "diffusion": 2, "model": 2,
     "pipeline": 3, "training": 3, "resources": 3,

@@ -250,5 +250,5 @@ def test_precision_auto_follows_the_cpu_flags(tmp_path):
     assert resolve_precision("auto", torch.device("cuda")) == "bf16"
     assert resolve_precision("fp32", torch.device("cuda")) == "fp32"
     assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if cpu_has_native_bf16() else "fp32")
-    with pytest.raises(UsageError, match="--precision 'fp16'"):
+    with pytest.raises(UsageError, match="`precision` 'fp16'"):
         resolve_precision("fp16", torch.device("cpu"))

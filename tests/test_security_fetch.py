@@ -98,7 +98,7 @@ def test_relative_href_resolves_against_the_items_own_url(served_29snd: Served):
 
 @pytest.mark.parametrize("text", ["", "https,,vsicurl", "ht tp", "file;rm"])
 def test_bad_href_scheme_lists_are_usage_errors(text: str):
-    with pytest.raises(Exception, match="--href-schemes"):
+    with pytest.raises(Exception, match="`href_schemes`"):
         parse_schemes(text)
 
 

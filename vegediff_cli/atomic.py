@@ -34,7 +34,7 @@ def _prepare_parent(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"cannot create folder {path.parent} ({exc.strerror})", fix="choose a writable --output") from exc
+        raise OutputError(f"cannot create folder {path.parent} ({exc.strerror})", fix="choose a writable `output`") from exc
 
 
 def temp_sibling(path: Path) -> Path:
@@ -47,7 +47,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path; on success it replaces `path` in one rename."""
     final = Path(path)
     if final.is_dir():
-        raise OutputError(f"{final} is a folder, not a file", fix="pass a file name as --output")
+        raise OutputError(f"{final} is a folder, not a file", fix="pass a file name as `output`")
     _prepare_parent(final)
     tmp = temp_sibling(final)
     try:
@@ -146,7 +146,7 @@ def output_lock(*paths: str | os.PathLike, what: str = "written") -> Iterator[No
         first.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create folder {first.parent} ({exc.strerror})",
-                          fix="choose a writable --output or --workdir") from exc
+                          fix="choose a writable `output` or `workdir`") from exc
     handle = None
     try:
         for _ in range(5):  # the lock file can be removed by the run that held it: lock the file at the path
@@ -154,7 +154,7 @@ def output_lock(*paths: str | os.PathLike, what: str = "written") -> Iterator[No
                 handle = open(lock, "a+")
             except OSError as exc:
                 raise OutputError(f"cannot write next to {first} ({exc.strerror})",
-                                  fix="choose a writable --output or --workdir") from exc
+                                  fix="choose a writable `output` or `workdir`") from exc
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -163,7 +163,7 @@ def output_lock(*paths: str | os.PathLike, what: str = "written") -> Iterator[No
                 handle.close()
                 handle = None
                 raise OutputError(f"{first} is being {what} by another vegediff run ({holder})",
-                                  fix="wait for it to finish, or pass another --output") from None
+                                  fix="wait for it to finish, or pass another `output`") from None
             try:
                 same = os.fstat(handle.fileno()).st_ino == os.stat(lock).st_ino
             except FileNotFoundError:

@@ -165,9 +165,9 @@ def check_forecast_memory(estimate: ForecastMemory, *, members: int, memory_mb: 
     budget = memory_mb * MIB
     if estimate.smallest_block > budget:
         raise UsageError(
-            f"--members {members} needs at least {_size(estimate.smallest_block)} for one streamed block, "
-            f"more than --memory-mb {memory_mb}",
-            fix=f"lower --members, or raise --memory-mb to {math.ceil(estimate.smallest_block / MIB)} or more "
+            f"`members` {members} needs at least {_size(estimate.smallest_block)} for one streamed block, "
+            f"more than `memory_mb` {memory_mb}",
+            fix=f"lower `members`, or raise `memory_mb` to {math.ceil(estimate.smallest_block / MIB)} or more "
                 f"if the machine has the memory ({_size(available_bytes())} free now)")
     free = available_bytes()
     if estimate.total > free:
@@ -175,7 +175,7 @@ def check_forecast_memory(estimate: ForecastMemory, *, members: int, memory_mb: 
             f"this forecast needs about {_size(estimate.total)} of memory ({members} member(s): model "
             f"{_size(estimate.weights)}, sampling {_size(estimate.sampling)}, block {_size(estimate.block)}) "
             f"but only {_size(free)} is available",
-            fix="lower --members or --batch-size (or --memory-mb)")
+            fix="lower `members` or `batch_size` (or `memory_mb`)")
 
 
 def check_ensemble_memory(*, members: int, steps: int, width: int, levels: int, statistics: int) -> None:
@@ -186,4 +186,4 @@ def check_ensemble_memory(*, members: int, steps: int, width: int, levels: int, 
         raise UsageError(
             f"summarising {members} members of a {width} px wide forecast needs {_size(per_row)} per row, "
             f"but only {_size(free)} is available",
-            fix="forecast fewer --members (16 is typical)")
+            fix="forecast fewer `members` (16 is typical)")

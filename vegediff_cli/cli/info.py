@@ -36,7 +36,7 @@ def info(
         return
     if exit_codes:
         if json_out:
-            emit_json({str(code): text for code, text in EXIT_CODES.items()})
+            emit_json({str(code): text for code, text in EXIT_CODES.items()}, flags=False)
             return
         table = Table("exit code", "meaning")
         for code, text in sorted(EXIT_CODES.items()):
@@ -48,7 +48,7 @@ def info(
     target = resolve_input(path or input, tile, workdir_of(workdir), step, made_by=MADE_BY[step])
     summary = {"path": str(target), **_describe(target)}
     if json_out:
-        emit_json(summary)
+        emit_json(summary, flags=False)
         return
     table = Table(show_header=False, title=redact(str(target)))
     for key, value in summary.items():
@@ -85,7 +85,7 @@ def _is_product(path: Path) -> bool:
 def _print_weights(path: Path | None, json_out: bool) -> None:
     described = weights_in_use(path)
     if json_out:
-        emit_json(described)
+        emit_json(described, flags=False)
         return
     table = Table(show_header=False, title="weights")
     table.add_column()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import sys
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -104,6 +106,52 @@ def finite(value: float | None, option: str) -> float | None:
     return value
 
 
+LIBRARY_NAME = re.compile(r"`([a-z][a-z0-9_]*)`")  # how library messages name a parameter: `memory_mb`
+
+
+@cache
+def flag_names() -> dict[str, str]:
+    """Every long option of every command, by the library's name for it: {"memory_mb": "--memory-mb", ...}."""
+    import click
+    import typer.main
+
+    from .app import app
+
+    names: dict[str, str] = {}
+
+    def collect(command: click.Command) -> None:
+        for param in command.params:
+            for opt in (*param.opts, *getattr(param, "secondary_opts", ())):
+                if opt.startswith("--"):
+                    names[opt[2:].replace("-", "_")] = opt
+        for sub in getattr(command, "commands", {}).values():
+            collect(sub)
+
+    collect(typer.main.get_command(app))
+    return names
+
+
+def as_flags(text: str) -> str:
+    """A library message in the CLI's words: a parameter named in backticks (`memory_mb`) becomes its flag (--memory-mb).
+
+    The library names what is wrong in its own terms (errors.py); only names of this CLI's options change.
+    """
+    if "`" not in text:
+        return text
+    names = flag_names()
+    return LIBRARY_NAME.sub(lambda m: names.get(m.group(1), m.group(0)), text)
+
+
+def _as_flags_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return as_flags(value)
+    if isinstance(value, dict):
+        return {k: _as_flags_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_flags_json(v) for v in value]
+    return value
+
+
 def workdir_of(value: Path | None) -> Path:
     return value if value is not None else default_workdir()
 
@@ -124,18 +172,29 @@ class _CurrentStderr(logging.StreamHandler):
         pass
 
 
+class _CliFormatter(RedactingFormatter):
+    """Log lines on stderr: credentials masked, library parameter names shown as flags."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return as_flags(super().format(record))
+
+
 def setup(quiet: bool) -> ProgressFactory:
     """Configure logging to stderr and return the progress-bar factory for this run."""
     level = logging.WARNING if quiet else logging.INFO
     handler = _CurrentStderr()
-    handler.setFormatter(RedactingFormatter("%(message)s"))  # no credential reaches a log line
+    handler.setFormatter(_CliFormatter("%(message)s"))  # no credential reaches a log line
     logging.basicConfig(level=level, handlers=[handler], force=True)
     logging.getLogger().setLevel(level)
     logging.captureWarnings(True)  # Python warnings go through the same (redacting) handler
     return tqdm_progress(quiet=quiet)
 
 
-def emit_json(result: dict[str, Any]) -> None:
-    """The machine-readable result: one JSON document on stdout, nothing else there (credentials masked)."""
-    sys.stdout.write(json.dumps(redact_json(json.loads(json.dumps(result, default=str))), indent=2) + "\n")
+def emit_json(result: dict[str, Any], *, flags: bool = True) -> None:
+    """The machine-readable result: one JSON document on stdout, nothing else there (credentials masked).
+
+    With `flags`, library notes name options as flags (as_flags); `info` passes False: it shows file contents.
+    """
+    document = redact_json(json.loads(json.dumps(result, default=str)))
+    sys.stdout.write(json.dumps(_as_flags_json(document) if flags else document, indent=2) + "\n")
     sys.stdout.flush()

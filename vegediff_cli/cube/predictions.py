@@ -46,7 +46,7 @@ def _to_yx(ds: xr.Dataset) -> xr.Dataset:
 def normalise_forecast(ds: xr.Dataset, *, source: str = "forecast") -> xr.Dataset:
     """A forecast dataset with ``ndvi_pred (time, y, x)`` and, if present, ``ndvi_member (member, time, y, x)``."""
     if PRED not in ds:
-        hint = " (it looks like a cube: pass it as --input)" if "s2_B04" in ds else ""
+        hint = " (it looks like a cube: pass it as `input`)" if "s2_B04" in ds else ""
         raise MissingVariableError(
             f"{source} has no {PRED} variable{hint}",
             fix="pass a forecast.nc from `vegediff forecast` or a GreenEarthNet prediction file",
@@ -77,7 +77,7 @@ def _check_members(ds: xr.Dataset, *, source: str) -> None:
                                 fix="re-run `vegediff forecast`; the file was altered or cut short")
     if members < 2:
         raise CorruptInputError(f"{source}: {MEMBER} holds {members} member; probabilistic scores need at least 2",
-                                fix="drop ndvi_member or forecast with --members 2 or more")
+                                fix="drop ndvi_member or forecast with `members` 2 or more")
 
 
 def read_forecast(path: str | os.PathLike) -> xr.Dataset:

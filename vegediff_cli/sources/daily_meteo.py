@@ -223,7 +223,7 @@ def check_area(ds: xr.Dataset, request: MeteoRequest, *, source: str) -> None:
             f"the nearest location in {source} ({label} at lat {float(ds['latitude'].values[nearest]):.2f}, "
             f"lon {float(ds['longitude'].values[nearest]):.2f}) is {distance[nearest]:.0f} km from the cube centre "
             f"(lat {lat0:.3f}, lon {lon0:.3f}); the limit is {request.max_point_distance_km:g} km",
-            fix="use meteorology for the cube's area, or raise --max-meteo-distance",
+            fix="use meteorology for the cube's area, or raise `max_meteo_distance`",
         )
 
 
@@ -355,7 +355,7 @@ def read_minicube_meteo(path: str | os.PathLike, request: MeteoRequest) -> xr.Da
     if not found or not {"lat", "lon"} <= set(raw.dims):
         raise MissingVariableError(
             f"{path} has no daily eobs_* series on lat/lon (not a GreenEarthNet minicube)",
-            fix="pass a GreenEarthNet or EarthNet2021x minicube to --meteo-from, or use --era5 / --eobs",
+            fix="pass a GreenEarthNet or EarthNet2021x minicube to `meteo_from`, or use `era5` / `eobs`",
         )
     lat, lon = raw["lat"].values, raw["lon"].values
     points = xr.Dataset(

@@ -368,7 +368,7 @@ def download_era5(request: MeteoRequest, target: str | os.PathLike) -> Path:
         import cdsapi
     except ImportError as exc:
         raise UsageError("downloading ERA5 needs the optional cdsapi package",
-                         fix="pip install 'vegediff-cli[era5]', or download the file yourself and pass --era5 FILE") from exc
+                         fix="pip install 'vegediff-cli[era5]', or download the file yourself and pass `era5` FILE") from exc
     if not cds_credentials_available():
         raise UsageError("no Climate Data Store credentials (~/.cdsapirc or CDSAPI_URL/CDSAPI_KEY)",
                          fix="create ~/.cdsapirc with your CDS url and key (https://cds.climate.copernicus.eu/how-to-api)")

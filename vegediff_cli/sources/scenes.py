@@ -75,7 +75,7 @@ def inspect_scene(path: str | os.PathLike) -> SceneFile:
     """Metadata of one scene: band positions, date, grid; clear errors for everything missing."""
     path = Path(path)
     if not path.exists():
-        raise InputNotFoundError(f"scene {path} does not exist", fix="check the paths given to --scenes")
+        raise InputNotFoundError(f"scene {path} does not exist", fix="check the paths given to `scenes`")
     try:
         with rasterio.open(path) as src:
             if src.crs is None:
@@ -115,7 +115,7 @@ def inspect_scene(path: str | os.PathLike) -> SceneFile:
 def inspect_scenes(paths: Sequence[str | os.PathLike]) -> list[SceneFile]:
     """All scenes, sorted by date; at least one is required."""
     if not paths:
-        raise UsageError("no scenes given", fix="pass GeoTIFF files to --scenes")
+        raise UsageError("no scenes given", fix="pass GeoTIFF files to `scenes`")
     return sorted((inspect_scene(p) for p in paths), key=lambda s: (s.date, str(s.path)))
 
 

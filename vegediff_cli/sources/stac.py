@@ -76,16 +76,16 @@ def resolve_provider(name: str | None, *, url: str | None = None, collection: st
         name = "custom" if url else "earth-search"
     if name == "custom":
         if not url:
-            raise UsageError("--provider custom needs --stac-url", fix="pass the STAC API root, e.g. --stac-url https://host/stac")
+            raise UsageError("`provider` custom needs `stac_url`", fix="pass the STAC API root, e.g. `stac_url` https://host/stac")
         base = Provider(name="custom", url=url, query_extension=False)
     elif name in PROVIDERS:
         base = PROVIDERS[name]
     else:
-        raise UsageError(f"unknown --provider '{name}'", fix=f"use one of {', '.join([*PROVIDERS, 'custom'])}")
+        raise UsageError(f"unknown `provider` '{name}'", fix=f"use one of {', '.join([*PROVIDERS, 'custom'])}")
     changes: dict[str, Any] = {}
     if url:
         if not re.match(r"^https?://", url):
-            raise UsageError(f"--stac-url '{url}' is not an http(s) URL", fix="pass the STAC API root, e.g. https://host/stac/v1")
+            raise UsageError(f"`stac_url` '{url}' is not an http(s) URL", fix="pass the STAC API root, e.g. https://host/stac/v1")
         changes["url"] = url.rstrip("/")
     if collection:
         changes["collection"] = collection
@@ -206,7 +206,7 @@ def _asset_href(item: pystac.Item, band: str, schemes: Sequence[str] = DEFAULT_S
     raise MissingVariableError(
         f"STAC item {item.id} has no asset for {band} (looked for {', '.join(ASSET_KEYS[band])}; "
         f"it has {', '.join(sorted(item.assets))})",
-        fix="use --provider earth-search or planetary-computer, or a collection of Sentinel-2 L2A COGs",
+        fix="use `provider` earth-search or planetary-computer, or a collection of Sentinel-2 L2A COGs",
     )
 
 
@@ -322,13 +322,13 @@ class RetryingStacIO(StacApiIO):
             return response.content.decode("utf-8")
         except UnicodeDecodeError:
             raise RemoteError(f"STAC API {redact(href)} answered with bytes that are not UTF-8 JSON",
-                              fix="check --stac-url; it must be a STAC API root") from None
+                              fix="check `stac_url`; it must be a STAC API root") from None
 
     def read_text(self, source: Any, *args: Any, **kwargs: Any) -> str:
         href = source.href if hasattr(source, "href") else str(source)
         if not re.match(r"^https?://", str(href), re.IGNORECASE):
             raise RemoteError(f"the STAC API links to {redact(href)}, which is not an http(s) URL",
-                              fix="check --stac-url; only http(s) links are followed")
+                              fix="check `stac_url`; only http(s) links are followed")
         return super().read_text(source, *args, **kwargs)
 
     def get_pages(self, url: str, method: str | None = None,
@@ -347,7 +347,7 @@ class RetryingStacIO(StacApiIO):
             seen.add(key)
             if time.monotonic() - began > self.search_seconds:
                 raise RemoteError(f"the STAC search took more than {self.search_seconds:g} s ({pages} pages)",
-                                  fix="narrow the search (--start/--end, --bbox) or retry later")
+                                  fix="narrow the search (`start`/`end`, `bbox`) or retry later")
             if isinstance(request, str):
                 page = self.read_json(request, method=method, parameters=parameters)
             else:
@@ -358,7 +358,7 @@ class RetryingStacIO(StacApiIO):
             items += len(page.get("features") or page.get("collections") or [])
             if pages > self.max_pages or items > self.max_items:
                 raise RemoteError(f"the STAC search returned more than {self.max_pages} pages or {self.max_items} items",
-                                  fix="narrow the search (--start/--end, --bbox, --max-cloud)")
+                                  fix="narrow the search (`start`/`end`, `bbox`, `max_cloud`)")
             yield page
             link = next((lk for lk in page.get("links", []) or [] if isinstance(lk, dict) and lk.get("rel") == "next"),
                         None)
@@ -429,7 +429,7 @@ def search_scenes(
                            retryable=lambda exc: not isinstance(exc, VegediffError))
     except APIError as exc:
         raise RemoteError(f"STAC API {provider.url} answered nonsense ({_short(exc)})",
-                          fix="check --stac-url; it must be a STAC API root") from exc
+                          fix="check `stac_url`; it must be a STAC API root") from exc
     scenes = [scene_item(item, href_schemes=href_schemes) for item in items]
     return [s for s in scenes if _wanted(s, area, start, end, max_cloud)]
 
@@ -446,7 +446,7 @@ def _parse_item(doc: Any) -> pystac.Item:
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise CorruptInputError(f"STAC item {name} is malformed ({reason})",
                                 fix="the STAC API answered a broken item: report it to its operator, or fetch "
-                                    "other dates (--start/--end)") from None
+                                    "other dates (`start`/`end`)") from None
 
 
 def _open(provider: Provider, policy: RetryPolicy, stop: threading.Event | None) -> Client:
@@ -467,7 +467,7 @@ def _check_collection(client: Client, provider: Provider) -> None:
             raise
         raise UsageError(
             f"STAC API {provider.url} has no collection '{provider.collection}'",
-            fix="pass --collection with the API's Sentinel-2 L2A collection (usually sentinel-2-l2a)",
+            fix="pass `collection` with the API's Sentinel-2 L2A collection (usually sentinel-2-l2a)",
         ) from exc
 
 

@@ -121,7 +121,7 @@ def read_stac_layers(
         raise
     except (APIError, OSError, ValueError) as exc:
         raise RemoteError(f"STAC API {shown} could not be opened ({redact(str(exc)[:160])})",
-                          fix="check --static-stac-url and your network, then retry") from exc
+                          fix="check `static_stac_url` and your network, then retry") from exc
     found: dict[str, np.ndarray] = {}
     for layer in layers:
         try:
@@ -129,12 +129,12 @@ def read_stac_layers(
             items = [_parse_item(doc) for doc in docs]
         except RemoteError as exc:
             raise RemoteError(f"STAC search of {layer.collection} at {shown} failed ({exc.problem})",
-                              fix="retry later, or pass local files with --dem / --landcover") from exc
+                              fix="retry later, or pass local files with `dem` / `landcover`") from exc
         except VegediffError:
             raise
         except (APIError, OSError, ValueError) as exc:
             raise RemoteError(f"STAC search of {layer.collection} at {shown} failed ({redact(str(exc)[:160])})",
-                              fix="retry later, or pass local files with --dem / --landcover") from exc
+                              fix="retry later, or pass local files with `dem` / `landcover`") from exc
         if not items:
             message = f"no {layer.collection} item at {shown} covers the cube: {layer.name} left out"
             log.warning(message)
@@ -154,7 +154,7 @@ def read_stac_layers(
                         groupby="solar_day", fail_on_error=True)[asset]
         except Exception as exc:  # odc-stac/rasterio raise many types for unreachable or broken COGs
             raise RemoteError(f"reading {layer.collection} COGs failed ({type(exc).__name__}: {redact(str(exc)[:160])})",
-                              fix="retry later, or pass local files with --dem / --landcover") from exc
+                              fix="retry later, or pass local files with `dem` / `landcover`") from exc
         nodata = data.attrs.get("nodata")
         mosaic = np.full((grid.height, grid.width), np.nan, dtype="float32")
         for step in range(data.sizes["time"]):  # later items (newer WorldCover versions) win

@@ -169,7 +169,7 @@ def candidates(roots: list[Path]) -> list[Path]:
     found: list[Path] = []
     for root in map(Path, roots):
         if not root.exists():
-            raise UsageError(f"--data {root} does not exist", fix="pass folders or files of training data")
+            raise UsageError(f"`data` {root} does not exist", fix="pass folders or files of training data")
         files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
         found.extend(p for p in files if "reference_predictions" not in p.parts and _may_be_source(p))
     return found
@@ -265,13 +265,13 @@ def select_sources(
     paths = candidates(data)
     for pattern in exclude:
         if not any(pattern in p.name for p in paths):
-            raise UsageError(f"--exclude '{pattern}' matches no training file", fix="check the hold-out name")
+            raise UsageError(f"`exclude` '{pattern}' matches no training file", fix="check the hold-out name")
     kept = [p for p in paths if not any(pattern in p.name for pattern in exclude)]
     sources = build_index(kept, cache=cache, runtime=runtime, workers=workers, progress=progress,
                           held_out_seasons=held_out_seasons) if kept else []
     if not sources:
         raise NoValidDataError(f"no training data found under {', '.join(map(str, data))}",
-                               fix="pass folders with cubes, minicubes or Sentinel-2 series via --data")
+                               fix="pass folders with cubes, minicubes or Sentinel-2 series via `data`")
     names = [s.name for s in sources]
     log.info("training on %d sources: %s", len(sources),
              ", ".join(names) if len(names) <= 20 else ", ".join(names[:20]) + ", ...")

@@ -68,7 +68,7 @@ def forecast_members(path: str | os.PathLike) -> int:
     try:
         if PRED not in ds:
             raise MissingVariableError(f"{path} has no {PRED}: it is not a forecast",
-                                       fix="pass a forecast.nc from `vegediff forecast`, or the cube with --members N")
+                                       fix="pass a forecast.nc from `vegediff forecast`, or the cube with `members` N")
         return int(ds.sizes["member"]) if MEMBER in ds else 1
     finally:
         ds.close()
@@ -116,14 +116,14 @@ def summarise_forecast(
 def _summarise(forecast: Path, output: Path, *, settings: EnsembleSettings, cogs: Path | None,
                progress: ProgressFactory, force: bool) -> EnsembleSummary:
     try:
-        below = check_levels(settings.below, option="--below", low=-1.0, high=1.0)
-        drop = check_levels(settings.drop, option="--drop", low=0.0, high=2.0)
+        below = check_levels(settings.below, option="`below`", low=-1.0, high=1.0)
+        drop = check_levels(settings.drop, option="`drop`", low=0.0, high=2.0)
     except ValueError as exc:
         raise UsageError(str(exc), fix="NDVI thresholds lie in -1..1 and drops in 0..2") from exc
     members = forecast_members(forecast)
     made = provenance.record("ensemble", {"forecast": forecast}, {"below": list(below), "drop": list(drop)})
     if not force and provenance.up_to_date(output, made, cogs=cogs):
-        log.info("%s is up to date (made from this forecast with the same levels); --force redoes it", output)
+        log.info("%s is up to date (made from this forecast with the same levels); `force` redoes it", output)
         return EnsembleSummary(output, cogs, members, below, drop, len(list(cogs.glob("*.tif"))) if cogs else 0,
                                up_to_date=True)
     if members < 2:

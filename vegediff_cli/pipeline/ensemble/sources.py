@@ -41,7 +41,7 @@ def ensemble_sources(input: Path | None, tile: str | None, root: Path, target: P
             return input, None
         return forecast_output or target.with_name(f"{target.stem}_forecast.nc"), input
     if tile is None:
-        raise UsageError("no input given", fix="pass --tile TILE (uses the working directory) or --input PATH")
+        raise UsageError("no input given", fix="pass `tile` TILE (uses the working directory) or `input` PATH")
     return forecast_output or TileFiles.of(root, tile).forecast, None
 
 
@@ -98,7 +98,7 @@ def needs_run(forecast_file: Path, members: int | None, *, from_input: bool) -> 
     enough = have >= (members if members is not None else MIN_MEMBERS)
     if not enough and from_input:
         raise UsageError(f"{forecast_file} holds {have} member(s), fewer than the {members or MIN_MEMBERS} needed",
-                         fix="pass the cube it came from as --input (or use --tile) to re-run the forecast with --members")
+                         fix="pass the cube it came from as `input` (or use `tile`) to re-run the forecast with `members`")
     return not enough
 
 

@@ -71,7 +71,7 @@ def _context(cube: xr.Dataset, forecast_times: pd.DatetimeIndex, context_frames:
     if frames.size == 0:
         raise NoValidDataError(
             f"the cube has no frame before the first forecast date {forecast_times[0]:%Y-%m-%d}",
-            fix="baselines need context frames: use a cube that starts before the forecast, or --baseline none")
+            fix="baselines need context frames: use a cube that starts before the forecast, or `baseline` none")
     dates = pd.DatetimeIndex(cube["time"].values[frames])
     return frames, {"context_dates": " ".join(f"{d:%Y-%m-%d}" for d in dates)}
 
@@ -125,7 +125,7 @@ def climatology(cube: xr.Dataset, forecast_times: pd.DatetimeIndex, *, context_f
             raise UsageError(
                 f"climatology needs earlier years: the cube holds no frame within {window_days} days of the day "
                 f"of year of {when:%Y-%m-%d} before {first:%Y-%m-%d}",
-                fix="use a cube with at least one earlier year (fetch a longer period), or --baseline persistence")
+                fix="use a cube with at least one earlier year (fetch a longer period), or `baseline` persistence")
         years.update(int(y) for y in dates[matching].year)
         mean, count = _clear_mean(cube, matching)
         filled += int((count == 0).sum())

@@ -67,7 +67,7 @@ def find_targets(inputs: Sequence[Path]) -> list[Path]:
         elif path.exists():
             targets.append(path)
         else:
-            raise InputNotFoundError(f"{path} does not exist", fix="check the --input path")
+            raise InputNotFoundError(f"{path} does not exist", fix="check the `input` path")
     names = [t.stem for t in targets]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -101,15 +101,15 @@ def plan_jobs(
 ) -> list[CubeJob]:
     """One CubeJob per target with its forecast file per named forecast."""
     if not forecasts:
-        raise UsageError("no forecast given", fix="pass --forecast FILE (or a folder of predictions named like the cubes)")
+        raise UsageError("no forecast given", fix="pass `forecast` FILE (or a folder of predictions named like the cubes)")
     parsed = [parse_forecast(text) for text in forecasts]
     named: list[tuple[str, Path]] = []
     for name, path in parsed:
         if not path.exists():
             raise InputNotFoundError(f"forecast {path} does not exist",
-                                     fix="run `vegediff forecast` first, or check the --forecast path")
+                                     fix="run `vegediff forecast` first, or check the `forecast` path")
         if path.is_file() and len(targets) > 1:
-            raise UsageError(f"--forecast {path} is one file but {len(targets)} cubes are evaluated",
+            raise UsageError(f"`forecast` {path} is one file but {len(targets)} cubes are evaluated",
                              fix="pass a folder of predictions named like the cube files")
         named.append((name or _default_name(path, targets), path))
     labels = [n for n, _ in named]
@@ -117,12 +117,12 @@ def plan_jobs(
         if labels.count(label) > 1 or label == baseline:
             clash = "the baseline" if label == baseline else "another forecast"
             raise UsageError(f"forecast name '{label}' is also the name of {clash}",
-                             fix="name each forecast with --forecast NAME=PATH")
+                             fix="name each forecast with `forecast` NAME=PATH")
     if ensemble is not None:
         if not ensemble.is_file():
             raise InputNotFoundError(f"ensemble {ensemble} does not exist", fix="run `vegediff ensemble` first")
         if len(targets) != 1:
-            raise UsageError("--ensemble works with one cube", fix="evaluate the cube with its ensemble.nc on its own")
+            raise UsageError("`ensemble` works with one cube", fix="evaluate the cube with its ensemble.nc on its own")
     jobs = []
     for target in targets:
         pairs = []
@@ -183,7 +183,7 @@ def tile_job(workdir: Path, tile: str, forecasts: Sequence[str], *, ensemble: Pa
     candidates = tile_candidates(files)
     if not candidates:
         raise InputNotFoundError(f"{files.forecast} does not exist",
-                                 fix=f"run `vegediff forecast --tile {tile}` first, or pass --forecast FILE")
+                                 fix=f"run `vegediff forecast --tile {tile}` first, or pass `forecast` FILE")
     frames = _frame_dates(files.cube)
     for forecast, own_ensemble in candidates:
         dates = _frame_dates(forecast)
@@ -193,7 +193,7 @@ def tile_job(workdir: Path, tile: str, forecasts: Sequence[str], *, ensemble: Pa
         chosen = ensemble if ensemble is not None else own_ensemble if own_ensemble.is_file() else None
         if chosen is not None and provenance.stale_input(chosen, "forecast", forecast):
             raise StaleInputError(f"{chosen} was made from another forecast than {forecast}",
-                                  fix=f"run `vegediff ensemble --tile {tile}` first (or pass --ensemble FILE)")
+                                  fix=f"run `vegediff ensemble --tile {tile}` first (or pass `ensemble` FILE)")
         job = plan_jobs([files.cube], [f"forecast={forecast}"], ensemble=chosen, baseline=baseline)[0]
         pending = dates[~dates.isin(frames)]
         job = CubeJob(job.target, job.forecasts, job.ensemble,

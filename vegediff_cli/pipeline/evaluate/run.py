@@ -173,10 +173,10 @@ def evaluate_jobs(jobs: Sequence[CubeJob], output: Path, *, options: RunOptions 
                   progress: ProgressFactory = no_progress) -> Report:
     """Score every job and write scores.json, scores.csv and figures/ into `output` (atomically)."""
     if not jobs:
-        raise UsageError("no cube to evaluate", fix="pass --input CUBE or --tile TILE")
+        raise UsageError("no cube to evaluate", fix="pass `input` CUBE or `tile` TILE")
     if output.exists() and not output.is_dir():
-        raise UsageError(f"--output {output} is a file; evaluate writes a folder (scores.json, scores.csv, figures/)",
-                         fix="pass a folder name as --output")
+        raise UsageError(f"`output` {output} is a file; evaluate writes a folder (scores.json, scores.csv, figures/)",
+                         fix="pass a folder name as `output`")
     with output_lock(output, what="evaluated"), atomic_dir(output) as tmp:
         figures = tmp / "figures" if options.plots else None
         outcomes = _run_all(jobs, options, figures, progress)

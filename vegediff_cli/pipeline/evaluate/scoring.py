@@ -157,7 +157,7 @@ def _require_scored(scores: Scores, *, cube: str, rule: QualityRule) -> None:
             f"{cube}: no pixel passes {rule_text} (clear target observations on at least half the forecast "
             "dates, 3 clear context frames, vegetation land cover, NDVI > 0, target std > 0.1)",
             fix="the target is too cloudy or bare to score; pick another cube, or score every clear pixel with "
-                "--pixels all-valid")
+                "`pixels` all-valid")
 
 
 def score_cube(
@@ -175,10 +175,10 @@ def score_cube(
     baseline included; the baseline forecasts by name, for figures).
     """
     if not forecasts:
-        raise UsageError("no forecast to score", fix="pass --forecast FILE")
+        raise UsageError("no forecast to score", fix="pass `forecast` FILE")
     if baseline is not None and baseline in forecasts:
         raise UsageError(f"a forecast is named '{baseline}' like the baseline",
-                         fix="name it differently with --forecast NAME=PATH")
+                         fix="name it differently with `forecast` NAME=PATH")
     prepared = {name: _prepare(ds, target, source=name) for name, ds in forecasts.items()}
     for name, ds in (ensembles or {}).items():
         check_alignment(ds, target, source=f"{name} ensemble")

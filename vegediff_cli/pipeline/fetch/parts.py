@@ -129,7 +129,7 @@ class PartStore:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise OutputError(f"cannot create {self.root} ({exc.strerror})", fix="choose a writable --output") from exc
+            raise OutputError(f"cannot create {self.root} ({exc.strerror})", fix="choose a writable `output`") from exc
         target = self.part(key)
         # a temporary file: fast ZSTD (8x faster than DEFLATE here, as small)
         write_strips(encode(frame).data, target, crs=grid.crs, transform=grid.transform, names=PART_LAYERS,

@@ -100,14 +100,14 @@ def check_dates(start: date, end: date, *, today: date | None = None) -> None:
     """UsageError for a date range that cannot hold Sentinel-2 data."""
     today = today or datetime.now(UTC).date()
     if start > today:
-        raise UsageError(f"--start {start} is in the future (today is {today})", fix="pick dates up to today")
+        raise UsageError(f"`start` {start} is in the future (today is {today})", fix="pick dates up to today")
     if end > today:
-        raise UsageError(f"--end {end} is in the future (today is {today})",
-                         fix=f"use --end {today} or earlier; a later run picks up new acquisitions")
+        raise UsageError(f"`end` {end} is in the future (today is {today})",
+                         fix=f"use `end` {today} or earlier; a later run picks up new acquisitions")
     if end < start:
-        raise UsageError(f"--end {end} is before --start {start}", fix="swap them or fix the dates")
+        raise UsageError(f"`end` {end} is before `start` {start}", fix="swap them or fix the dates")
     if end < SENTINEL2_START:
-        raise UsageError(f"--end {end} is before Sentinel-2 started ({SENTINEL2_START})", fix="pick 2015-06-23 or later")
+        raise UsageError(f"`end` {end} is before Sentinel-2 started ({SENTINEL2_START})", fix="pick 2015-06-23 or later")
 
 
 def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -135,7 +135,7 @@ def native_area(area: FetchArea, scenes: list[SceneItem]) -> FetchArea:
 def native_request(request: FetchRequest, found: list[SceneItem]) -> FetchRequest:
     area = native_area(request.area, found)
     if area is not request.area:
-        log.info("--bbox: the items are on tile %s; fetching on its grid (not %s's)", area.tile, request.area.tile)
+        log.info("`bbox`: the items are on tile %s; fetching on its grid (not %s's)", area.tile, request.area.tile)
     return request if area is request.area else replace(request, area=area)
 
 
@@ -156,7 +156,7 @@ def plan_fetch(request: FetchRequest, *, settings: FetchSettings = FetchSettings
         raise NoValidDataError(
             f"no Sentinel-2 L2A items for {where} from {request.start} to {request.end}{cloud} "
             f"in '{request.provider.collection}' at {request.provider.url}",
-            fix="widen --start/--end, raise --max-cloud, or check --tile/--bbox",
+            fix="widen `start`/`end`, raise `max_cloud`, or check `tile`/`bbox`",
         )
     kept, dropped = drop_duplicates(found)
     for scene in dropped:

@@ -93,7 +93,7 @@ def cluster_client(scheduler: str, *, workers: int | None = None) -> Iterator[An
             yield client
         return
     if workers is not None and workers < 1:
-        raise UsageError(f"--workers {workers} must be at least 1")
+        raise UsageError(f"`workers` {workers} must be at least 1")
     with contextlib.ExitStack() as stack:
         cluster = stack.enter_context(_local_cluster(LocalCluster, workers))
         client = stack.enter_context(Client(cluster))

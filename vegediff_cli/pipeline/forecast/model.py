@@ -24,10 +24,10 @@ def resolve_weights(path: str | os.PathLike | None) -> Path:
     """The weights file to use; a one-line error naming every way to provide one when it is missing."""
     chosen = Path(path) if path is not None else default_weights()
     if not chosen.exists():
-        how = "--weights" if path is not None else (f"${ENV_WEIGHTS}" if os.environ.get(ENV_WEIGHTS) else "the shipped weights")
+        how = "`weights`" if path is not None else (f"${ENV_WEIGHTS}" if os.environ.get(ENV_WEIGHTS) else "the shipped weights")
         raise InputNotFoundError(
             f"weights file {chosen} ({how}) does not exist",
-            fix=f"pass --weights PATH, set {ENV_WEIGHTS}, or train weights with `vegediff train`")
+            fix=f"pass `weights` PATH, set {ENV_WEIGHTS}, or train weights with `vegediff train`")
     return chosen
 
 

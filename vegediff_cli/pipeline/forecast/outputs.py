@@ -54,7 +54,7 @@ def check_cube_is_fresh(tile: TileFiles, cube: Path) -> None:
     if provenance.stale_input(cube, "source", tile.raw):
         raise StaleInputError(
             f"{cube} was made from an older {tile.raw.name}: it was fetched again since",
-            fix=f"run `vegediff prepare --tile {tile.root.name}` first (or pass --input {cube} to use it as it is)")
+            fix=f"run `vegediff prepare --tile {tile.root.name}` first (or pass `input` {cube} to use it as it is)")
 
 
 def default_cogs_folder(output: Path) -> Path:

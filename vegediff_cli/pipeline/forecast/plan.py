@@ -54,24 +54,24 @@ def check_settings(settings: ForecastSettings, cfg: ModelConfig) -> None:
     """UsageError for values that cannot work with these weights."""
     model_horizon = cfg.vegenet.horizon
     if not 1 <= settings.horizon <= model_horizon:
-        raise UsageError(f"--horizon {settings.horizon} is outside 1..{model_horizon}",
-                         fix=f"the model forecasts at most {model_horizon} five-day steps; use --horizon {model_horizon} or less")
+        raise UsageError(f"`horizon` {settings.horizon} is outside 1..{model_horizon}",
+                         fix=f"the model forecasts at most {model_horizon} five-day steps; use `horizon` {model_horizon} or less")
     if settings.members < 1:
-        raise UsageError(f"--members {settings.members} must be at least 1")
+        raise UsageError(f"`members` {settings.members} must be at least 1")
     if settings.sampler.sampler not in SAMPLERS:
-        raise UsageError(f"--sampler '{settings.sampler.sampler}' is not one of {', '.join(SAMPLERS)}")
+        raise UsageError(f"`sampler` '{settings.sampler.sampler}' is not one of {', '.join(SAMPLERS)}")
     if settings.sampler.steps < 1:
-        raise UsageError(f"--steps {settings.sampler.steps} must be at least 1")
+        raise UsageError(f"`steps` {settings.sampler.steps} must be at least 1")
     guidance = settings.sampler.guidance_scale
     if not np.isfinite(guidance) or guidance < 0:
-        raise UsageError(f"--guidance {guidance} must be a finite number of 0 or more", fix="e.g. --guidance 1")
+        raise UsageError(f"`guidance` {guidance} must be a finite number of 0 or more", fix="e.g. `guidance` 1")
     check_precision(settings.precision)
     if settings.batch_size is not None and settings.batch_size < 1:
-        raise UsageError(f"--batch-size {settings.batch_size} must be at least 1")
+        raise UsageError(f"`batch_size` {settings.batch_size} must be at least 1")
     if not 0 <= settings.overlap < CHIP_SIZE // 2:
-        raise UsageError(f"--overlap {settings.overlap} must be between 0 and {CHIP_SIZE // 2 - 1} px")
+        raise UsageError(f"`overlap` {settings.overlap} must be between 0 and {CHIP_SIZE // 2 - 1} px")
     if not 0 <= settings.min_clear_context <= cfg.vegenet.context_frames:
-        raise UsageError(f"--min-clear-context {settings.min_clear_context} must be between 0 and "
+        raise UsageError(f"`min_clear_context` {settings.min_clear_context} must be between 0 and "
                          f"{cfg.vegenet.context_frames} (the context frames)")
 
 
@@ -93,13 +93,13 @@ def forecast_times(
         start = last + STEP
     start = pd.Timestamp(start).normalize()
     if start <= frames[0]:
-        raise UsageError(f"--start {start:%Y-%m-%d} is not after the cube's first frame {frames[0]:%Y-%m-%d}",
+        raise UsageError(f"`start` {start:%Y-%m-%d} is not after the cube's first frame {frames[0]:%Y-%m-%d}",
                          fix=_start_fix(frames, context_frames))
     if start not in frames:
         later = frames[frames > start]
         snapped = later[0] if len(later) else last + STEP * int(np.ceil((start - last) / STEP))
         if snapped != start:
-            log.info("--start %s is not a frame date: starting at %s", f"{start:%Y-%m-%d}", f"{snapped:%Y-%m-%d}")
+            log.info("`start` %s is not a frame date: starting at %s", f"{start:%Y-%m-%d}", f"{snapped:%Y-%m-%d}")
         start = snapped
     wanted = pd.DatetimeIndex([start - STEP * k for k in range(context_frames, 0, -1)])
     index = frames.get_indexer(wanted)
@@ -118,7 +118,7 @@ def _start_fix(frames: pd.DatetimeIndex, context_frames: int) -> str:
     if len(frames) < context_frames:
         return f"the model needs {context_frames} context frames; fetch and prepare a longer period"
     earliest, latest = frames[context_frames], frames[-1] + STEP
-    return f"choose --start between {earliest:%Y-%m-%d} and {latest:%Y-%m-%d} (or leave it out)"
+    return f"choose `start` between {earliest:%Y-%m-%d} and {latest:%Y-%m-%d} (or leave it out)"
 
 
 @dataclass(frozen=True)
@@ -223,7 +223,7 @@ def plan_forecast(
         raise NoValidDataError(
             f"no pixel has a clear observation in the {len(times.context_index)} context frames "
             f"{times.context_dates[0]:%Y-%m-%d} .. {times.context_dates[-1]:%Y-%m-%d}",
-            fix="choose another --start (a period with clear frames before it) or another area")
+            fix="choose another `start` (a period with clear frames before it) or another area")
     if not active:
         raise NoValidDataError("no chip holds vegetation (ESA WorldCover 10-40) with a clear context pixel",
                                fix="forecast an area with vegetation, or a cube without esawc_lc to forecast every pixel")

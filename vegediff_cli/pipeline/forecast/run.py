@@ -226,7 +226,7 @@ def _prepare(jobs: list[ForecastJob], weights: Path, settings: ForecastSettings,
     ignore_meteo = ignored_meteo_variables(weights)
     outputs = [job.output.resolve() for job in jobs]
     if len(set(outputs)) < len(outputs):
-        raise UsageError("two forecasts would write the same output file", fix="give each input its own --output")
+        raise UsageError("two forecasts would write the same output file", fix="give each input its own `output`")
     with contextlib.ExitStack() as stack:
         prepared = []
         for job in jobs:
@@ -294,12 +294,12 @@ def run_forecasts(
     output's attributes and the summary.
     """
     if not jobs:
-        raise UsageError("nothing to forecast", fix="pass --tile TILE or --input CUBE")
+        raise UsageError("nothing to forecast", fix="pass `tile` TILE or `input` CUBE")
     check_runtime_options(workers=workers, threads=threads, compile=compile)
     began = time.perf_counter()
     outputs = [job.output.resolve() for job in jobs]
     if len(set(outputs)) < len(outputs):
-        raise UsageError("two forecasts would write the same output file", fix="give each input its own --output")
+        raise UsageError("two forecasts would write the same output file", fix="give each input its own `output`")
     weights_path = resolve_weights(weights)
     torch_device = pick_device(device) if scheduler is None else None
     if torch_device is not None:
@@ -313,7 +313,7 @@ def run_forecasts(
                 check_cube_is_fresh(job.tile, job.cube)
             records.append(forecast_record(job.cube, weights_path, job.weather, settings))
             if not force and provenance.up_to_date(job.output, records[index], cogs=job.cogs):
-                log.info("%s is up to date (same cube, weights and settings); --force redoes it", job.output)
+                log.info("%s is up to date (same cube, weights and settings); `force` redoes it", job.output)
                 known = existing_summary(job.output)
                 done[index] = ForecastSummary(job.output, job.cogs, known["dates"], known["members"],
                                               known["meteo_source"], 0, 0, time.perf_counter() - began,

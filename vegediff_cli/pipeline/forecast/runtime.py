@@ -122,11 +122,11 @@ class Runtime:
 
 def check_runtime_options(*, workers: int | None, threads: int | None, compile: str) -> None:
     if workers is not None and workers < 0:
-        raise UsageError(f"--workers {workers} must be 0 (this process) or more")
+        raise UsageError(f"`workers` {workers} must be 0 (this process) or more")
     if threads is not None and threads < 1:
-        raise UsageError(f"--threads {threads} must be at least 1")
+        raise UsageError(f"`threads` {threads} must be at least 1")
     if compile not in COMPILE_MODES:
-        raise UsageError(f"--compile '{compile}' is not one of {', '.join(COMPILE_MODES)}")
+        raise UsageError(f"`compile` '{compile}' is not one of {', '.join(COMPILE_MODES)}")
 
 
 def needs_probe(*, units: int, device_type: str, workers: int | None) -> bool:

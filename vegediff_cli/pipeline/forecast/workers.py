@@ -150,7 +150,7 @@ class ChipPool:
                 continue
             if error is not None:
                 raise VegediffError(f"a forecast worker failed: {error.strip().splitlines()[-1]}",
-                                  fix="re-run with --workers 0 --debug to see the full error in this process")
+                                  fix="re-run with `workers` 0 `debug` to see the full error in this process")
             self._done[got] = out
         self._pending.discard(ticket)
         return self._done.pop(ticket)
@@ -161,7 +161,7 @@ class ChipPool:
                 code = process.exitcode
                 why = "killed (out of memory?)" if code is not None and code < 0 else f"exit code {code}"
                 raise VegediffError(f"a forecast worker process stopped: {why}",
-                                  fix="lower --memory-mb or --workers, or run with --workers 0")
+                                  fix="lower `memory_mb` or `workers`, or run with `workers` 0")
 
 
 class InProcess:

@@ -49,7 +49,7 @@ def load_daily(
     request: MeteoRequest, *, era5_files=(), eobs_files=(), meteo_from=None
 ) -> xr.Dataset | None:
     """Daily E-OBS-unit meteorology from the one source given (None when none is)."""
-    given = [name for name, value in (("--era5", era5_files), ("--eobs", eobs_files), ("--meteo-from", meteo_from)) if value]
+    given = [name for name, value in (("`era5`", era5_files), ("`eobs`", eobs_files), ("`meteo_from`", meteo_from)) if value]
     if len(given) > 1:
         raise UsageError(f"{' and '.join(given)} were both given", fix="pass one meteorology source per run")
     if era5_files:
@@ -110,18 +110,18 @@ def _sample(daily: xr.DataArray, lon: np.ndarray, lat: np.ndarray) -> np.ndarray
 
 def choose_layout(layout: str, daily: xr.Dataset, target: TargetGrid) -> str:
     if layout not in LAYOUTS:
-        raise UsageError(f"--meteo-layout '{layout}' is not one of {', '.join(LAYOUTS)}")
+        raise UsageError(f"`meteo_layout` '{layout}' is not one of {', '.join(LAYOUTS)}")
     gridded = eobs.is_gridded(daily)
     if layout == "grid" and not gridded:
         raise UsageError(f"{daily.attrs.get('meteo_source', 'the meteorology')} is a point series and cannot be gridded",
-                         fix="use --meteo-layout series (or auto) with point sources such as --meteo-from")
+                         fix="use `meteo_layout` series (or auto) with point sources such as `meteo_from`")
     return layout_for(layout, target, eobs.grid_spacing(daily)) if gridded else "series"
 
 
 def layout_for(layout: str, target: TargetGrid, spacing_deg: float) -> str:
     """`auto` -> grid when the cube spans more than one cell of a gridded source, else series."""
     if layout not in LAYOUTS:
-        raise UsageError(f"--meteo-layout '{layout}' is not one of {', '.join(LAYOUTS)}")
+        raise UsageError(f"`meteo_layout` '{layout}' is not one of {', '.join(LAYOUTS)}")
     if layout != "auto":
         return layout
     west, south, east, north = target.lonlat_bounds()

@@ -190,26 +190,26 @@ def _weather_values(ds: xr.Dataset, path: Path, *, dates: pd.DatetimeIndex, crs:
     present = [v for v in METEO_VARS if meteo_name(v) in ds]
     if not present:
         raise MissingVariableError(
-            f"--weather {path} has none of the variables {', '.join(meteo_name(v) for v in METEO_VARS)}",
+            f"`weather` {path} has none of the variables {', '.join(meteo_name(v) for v in METEO_VARS)}",
             fix="write the forecast or scenario as eobs_<var> series in E-OBS units (docs/forecast.md)")
     if "time" not in ds.dims:
-        raise MissingVariableError(f"--weather {path} has no time axis", fix="give eobs_* a 'time' dimension")
+        raise MissingVariableError(f"`weather` {path} has no time axis", fix="give eobs_* a 'time' dimension")
     missing = [meteo_name(v) for v in METEO_VARS if v not in present]
     if missing:
-        log.warning("--weather %s lacks %s: those channels are set to the E-OBS mean", path.name, ", ".join(missing))
+        log.warning("`weather` %s lacks %s: those channels are set to the E-OBS mean", path.name, ", ".join(missing))
     file_dates = pd.DatetimeIndex(ds["time"].values).normalize()
     span = (file_dates.min(), file_dates.max())
     if all(ds[meteo_name(v)].dims == ("time",) for v in present):  # daily series
         daily = {v: ds[meteo_name(v)].values.astype("float64") for v in present}
         frames = schema.add_meteo(xr.Dataset(coords={"time": dates}), daily, file_dates)
-        return dataclasses.replace(_dataset_values(frames, dates, source=f"--weather {path}"), span=span)
+        return dataclasses.replace(_dataset_values(frames, dates, source=f"`weather` {path}"), span=span)
     if "meteo_y" in ds.dims:
         crs_weather = with_crs(ds).rio.crs
         if crs_weather is None or crs is None or crs_weather != crs:
             raise GeoreferenceError(
-                f"--weather {path} has gridded meteorology in {crs_weather} but the cube is in {crs}",
+                f"`weather` {path} has gridded meteorology in {crs_weather} but the cube is in {crs}",
                 fix="grid the weather in the cube's CRS (vegediff prepare) or pass a series")
-    return dataclasses.replace(_dataset_values(ds, file_dates, source=f"--weather {path}"), span=span)
+    return dataclasses.replace(_dataset_values(ds, file_dates, source=f"`weather` {path}"), span=span)
 
 
 def climatology(history: MeteoValues, dates: pd.DatetimeIndex, *, before: pd.Timestamp) -> MeteoValues | None:
@@ -263,9 +263,9 @@ def resolve_meteo(
         if not from_weather.covered(future[:requested]).any():
             first, last = from_weather.span or (from_weather.dates.min(), from_weather.dates.max())
             raise UsageError(
-                f"--weather {weather_label} covers {first:%Y-%m-%d} to {last:%Y-%m-%d}, none of the forecast dates "
+                f"`weather` {weather_label} covers {first:%Y-%m-%d} to {last:%Y-%m-%d}, none of the forecast dates "
                 f"{future[0]:%Y-%m-%d} to {future[requested - 1]:%Y-%m-%d}",
-                fix="pass weather for the forecast period, or leave --weather out")
+                fix="pass weather for the forecast period, or leave `weather` out")
     known = scenario_set = None
     attribution = ""
     if mode in ("auto", "open-meteo", "scenarios"):
@@ -276,8 +276,8 @@ def resolve_meteo(
         except online.openmeteo.Unreachable as exc:
             if mode != "auto":  # weather asked for by name: no silent substitute
                 raise
-            log.warning("%s: forecasting without downloaded weather, as with --weather none "
-                        "(pass --weather open-meteo to require it)", exc.problem)
+            log.warning("%s: forecasting without downloaded weather, as with `weather` none "
+                        "(pass `weather` open-meteo to require it)", exc.problem)
             mode = "none"
     clim = climatology(from_cube, future, before=start) if from_cube is not None and mode == "none" else None
     use_cube_future = mode in ("none", "auto") or mode is None
@@ -369,6 +369,6 @@ def cube_centre_lonlat(cube: xr.Dataset) -> tuple[float, float]:
     crs = cube.rio.crs
     if crs is None:
         raise GeoreferenceError("the cube has no CRS, so its weather cannot be downloaded",
-                                fix="prepare the cube with vegediff prepare, or pass --weather FILE")
+                                fix="prepare the cube with vegediff prepare, or pass `weather` FILE")
     (lon,), (lat,) = warp_transform(crs, "EPSG:4326", [cx], [cy])
     return float(lon), float(lat)

@@ -127,7 +127,7 @@ def scenarios(client: openmeteo.OpenMeteo, lon: float, lat: float, frames: pd.Da
     offsets = [frames.min().year - y for y in years] if years else scenario_years(frames, count, now=now)
     if not offsets:
         raise UsageError(f"no past year of ERA5 covers the calendar window of {frames.min():%Y-%m-%d}..{frames.max():%Y-%m-%d}",
-                         fix="pass --weather FILE or --weather none")
+                         fix="pass `weather` FILE or `weather` none")
     days = frame_days(frames)
     by_year = []
     for k in offsets:
@@ -165,5 +165,5 @@ def chosen_years(weather: object) -> list[int] | None:
     except ValueError:
         years = []
     if not years or any(not 1940 <= y <= 2100 for y in years):
-        raise UsageError(f"--weather {weather} does not list years", fix="write e.g. --weather scenarios:2017,2018,2019")
+        raise UsageError(f"`weather` {weather} does not list years", fix="write e.g. `weather` scenarios:2017,2018,2019")
     return years

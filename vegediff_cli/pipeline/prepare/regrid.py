@@ -106,7 +106,7 @@ def reproject_dataset(ds: xr.Dataset, src: GridSpec, target: TargetGrid, *, chun
         raise GeoreferenceError(
             f"the input grid ({src.crs}, bounds {tuple(round(b, 3) for b in src.bounds)}) does not overlap the target "
             f"grid ({target.grid.crs}, bounds {tuple(round(b, 3) for b in target.grid.bounds)})",
-            fix="pass a --like cube (or scenes) of the same area",
+            fix="pass a `like` cube (or scenes) of the same area",
         )
     out = xr.Dataset(coords={"y": target.y, "x": target.x}, attrs=ds.attrs)
     for name, da in ds.data_vars.items():
