@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -10,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..config import DEFAULT_KEEP_HISTORY, SamplerSettings
+from ..dates import parse_day
 from ..errors import UsageError
 from ..workdir import TileFiles, resolve_input, resolve_output
 from .options import (
@@ -55,10 +55,7 @@ def parse_start(text: str | None) -> pd.Timestamp | None:
         return None
     import pandas as pd
 
-    try:  # ISO only: pandas would read "May 40th" as 2040-05-01
-        return pd.Timestamp(dt.date.fromisoformat(text.strip()))
-    except ValueError as exc:
-        raise UsageError(f"--start '{text}' is not a date", fix="write it as YYYY-MM-DD") from exc
+    return pd.Timestamp(parse_day(text, name="start"))
 
 
 def build_settings(*, horizon: int, members: int, sampler: str, steps: int, guidance: float | None, seed: int,
