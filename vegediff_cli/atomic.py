@@ -43,6 +43,18 @@ def temp_sibling(path: Path) -> Path:
 
 
 @contextmanager
+def _output_errors(final: Path) -> Iterator[None]:
+    """A full disk or read-only folder is exit 10 whatever library noticed it (io_errors.write_failure)."""
+    try:
+        yield
+    except Exception as exc:
+        error = write_failure(exc, final)
+        if error is not None:
+            raise error from exc
+        raise
+
+
+@contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path; on success it replaces `path` in one rename."""
     final = Path(path)
@@ -51,15 +63,11 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     _prepare_parent(final)
     tmp = temp_sibling(final)
     try:
-        yield tmp
-        if not tmp.exists():
-            raise OutputError(f"nothing was written for {final}")
-        os.replace(tmp, final)
-    except Exception as exc:  # a full disk or read-only folder is exit 10 whatever library noticed it
-        error = write_failure(exc, final)
-        if error is not None:
-            raise error from exc
-        raise
+        with _output_errors(final):
+            yield tmp
+            if not tmp.exists():
+                raise OutputError(f"nothing was written for {final}")
+            os.replace(tmp, final)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -73,19 +81,18 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = final.with_name(f".{final.name}{PARTIAL_MARK}{uuid.uuid4().hex[:8]}")
     old = None
     try:
-        tmp.mkdir()
-        yield tmp
-        if final.exists():
-            old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(final, old)
-        os.replace(tmp, final)
-    except Exception as exc:
-        if old is not None and not final.exists():
-            os.replace(old, final)
-        error = write_failure(exc, final)
-        if error is not None:
-            raise error from exc
-        raise
+        with _output_errors(final):
+            try:
+                tmp.mkdir()
+                yield tmp
+                if final.exists():
+                    old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+                    os.replace(final, old)
+                os.replace(tmp, final)
+            except Exception:
+                if old is not None and not final.exists():
+                    os.replace(old, final)
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

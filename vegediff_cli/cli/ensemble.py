@@ -8,40 +8,21 @@ from typing import Annotated
 
 import typer
 
-from ..config import DEFAULT_BELOW, DEFAULT_DROP, DEFAULT_KEEP_HISTORY
+from ..config import DEFAULT_BELOW, DEFAULT_DROP
 from ..errors import UsageError
 from ..workdir import TileFiles, resolve_output
-from .forecast import build_settings, cogs_beside
+from .forecast import build_settings, cogs_beside, with_guidance
 from .options import (
-    BatchOpt,
-    CogsOpt,
-    CompileOpt,
-    DeviceOpt,
-    GuidanceOpt,
-    HorizonOpt,
+    ForecastOptions,
     InputOpt,
     JsonOpt,
-    KeepHistoryOpt,
-    MemoryOpt,
-    MinClearOpt,
     OutputOpt,
-    OverlapOpt,
-    PrecisionOpt,
     QuietOpt,
-    SamplerOpt,
-    SchedulerOpt,
-    SeedOpt,
-    SpreadOpt,
-    StartOpt,
-    StepsOpt,
-    ThreadsOpt,
     TileOpt,
-    WeatherOpt,
-    WeightsOpt,
     WorkdirOpt,
-    WorkersOpt,
     emit_json,
     setup,
+    with_options,
     workdir_of,
 )
 
@@ -49,6 +30,7 @@ log = logging.getLogger("vegediff.ensemble")
 DEFAULT_MEMBERS = 16
 
 
+@with_options(ForecastOptions, into="run")
 def ensemble(
     ctx: typer.Context,
     tile: TileOpt = None,
@@ -67,29 +49,9 @@ def ensemble(
     forecast_output: Annotated[Path | None, typer.Option(
         help="Where the forecast run for a cube --input goes (default: <output stem>_forecast.nc).",
         show_default=False)] = None,
-    weights: WeightsOpt = None,
-    start: StartOpt = None,
-    horizon: HorizonOpt = 20,
-    sampler: SamplerOpt = "euler",
-    steps: StepsOpt = 10,
-    guidance: GuidanceOpt = None,
-    seed: SeedOpt = 0,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "auto",
-    batch_size: BatchOpt = None,
-    weather: WeatherOpt = "auto",
-    overlap: OverlapOpt = 32,
-    min_clear_context: MinClearOpt = 1,
-    memory_mb: MemoryOpt = 1024,
-    scheduler: SchedulerOpt = None,
-    workers: WorkersOpt = None,
-    threads: ThreadsOpt = None,
-    compile: CompileOpt = "auto",
-    cogs: CogsOpt = True,
-    calibrated_spread: SpreadOpt = True,
+    run: ForecastOptions = ForecastOptions(),
     force: Annotated[bool, typer.Option("--force", help="Summarise again even when ensemble.nc is up to date "
                                                         "(made from this forecast with the same levels).")] = False,
-    keep_history: KeepHistoryOpt = DEFAULT_KEEP_HISTORY,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -101,37 +63,33 @@ def ensemble(
     """
     from ..pipeline.ensemble.run import EnsembleSettings, summarise_forecast
     from ..pipeline.ensemble.sources import MIN_MEMBERS, ensemble_sources, forecast_cube
-    from ..pipeline.forecast.model import default_guidance
     from ..pipeline.forecast.run import ForecastJob, run_forecasts
 
     progress = setup(quiet)
     root = workdir_of(workdir)
     target = resolve_output(output, tile, root, "ensemble", inputs=(input, forecast_output))
-    folder = (cogs_beside(target) if output is not None else TileFiles.of(root, tile).ensemble_cogs) if cogs else None
+    folder = (cogs_beside(target) if output is not None else TileFiles.of(root, tile).ensemble_cogs) if run.cogs else None
     forecast_file, cube = ensemble_sources(input, tile, root, target, forecast_output)
     ran = None
     count = members if members is not None else DEFAULT_MEMBERS
     if count < MIN_MEMBERS:
         raise UsageError(f"--members {count} cannot make an ensemble", fix="use --members 2 or more (16 is typical)")
-    if guidance is None:
-        guidance = default_guidance(weights)
-    settings = build_settings(horizon=horizon, members=count, sampler=sampler, steps=steps, guidance=guidance,
-                              seed=seed, start=start, overlap=overlap, batch_size=batch_size,
-                              min_clear_context=min_clear_context, memory_mb=memory_mb, precision=precision,
-                              calibrate_spread=calibrated_spread)
+    run = with_guidance(run)
+    settings = build_settings(run, members=count)
     cube, reason = forecast_cube(forecast_file, cube, tile=tile, root=root, from_input=input is not None,
                                  members=members, settings=settings, asked=_given_options(ctx))
     if reason is not None:
         log.info("re-running the forecast: %s", reason)
     if cube is not None:
         forecast_cogs = None
-        if cogs:
+        if run.cogs:
             forecast_cogs = TileFiles.of(root, tile).forecast_cogs if input is None else cogs_beside(forecast_file)
         log.info("running the forecast with %d members -> %s", count, forecast_file)
         files = TileFiles.of(root, tile) if input is None else None
-        [ran] = run_forecasts([ForecastJob(cube, forecast_file, forecast_cogs, weather, tile=files)], weights=weights,
-                              settings=settings, device=device, scheduler=scheduler, workers=workers, threads=threads,
-                              compile=compile, progress=progress, keep_history=keep_history)
+        [ran] = run_forecasts([ForecastJob(cube, forecast_file, forecast_cogs, run.weather, tile=files)],
+                              weights=run.weights, settings=settings, device=run.device, scheduler=run.scheduler,
+                              workers=run.workers, threads=run.threads, compile=run.compile, progress=progress,
+                              keep_history=run.keep_history)
     settings = EnsembleSettings(below=tuple(below) if below else DEFAULT_BELOW, drop=tuple(drop) if drop else DEFAULT_DROP)
     summary = summarise_forecast(forecast_file, target, settings=settings, cogs=folder, progress=progress, force=force)
     if json_out:

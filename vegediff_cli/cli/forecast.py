@@ -2,45 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..config import DEFAULT_KEEP_HISTORY, SamplerSettings
+from ..config import SamplerSettings
 from ..dates import parse_day
 from ..errors import UsageError
 from ..workdir import TileFiles, resolve_input, resolve_output
 from .options import (
-    BatchOpt,
-    CogsOpt,
-    CompileOpt,
-    DeviceOpt,
     ForceOpt,
-    GuidanceOpt,
-    HorizonOpt,
+    ForecastOptions,
     JsonOpt,
-    KeepHistoryOpt,
-    MemoryOpt,
-    MinClearOpt,
     OutputOpt,
-    OverlapOpt,
-    PrecisionOpt,
     QuietOpt,
-    SamplerOpt,
-    SchedulerOpt,
-    SeedOpt,
-    SpreadOpt,
-    StartOpt,
-    StepsOpt,
-    ThreadsOpt,
-    WeatherOpt,
-    WeightsOpt,
     WorkdirOpt,
-    WorkersOpt,
     emit_json,
     setup,
+    with_options,
     workdir_of,
 )
 
@@ -58,22 +40,30 @@ def parse_start(text: str | None) -> pd.Timestamp | None:
     return pd.Timestamp(parse_day(text, name="start"))
 
 
-def build_settings(*, horizon: int, members: int, sampler: str, steps: int, guidance: float | None, seed: int,
-                   start: str | None, overlap: int, batch_size: int | None, min_clear_context: int,
-                   memory_mb: int, precision: str = "auto", calibrate_spread: bool = True) -> ForecastSettings:
+def build_settings(run: ForecastOptions, *, members: int) -> ForecastSettings:
+    """The library's ForecastSettings from the shared options (guidance already resolved or None)."""
     from ..pipeline.forecast.model import PAPER_GUIDANCE
     from ..pipeline.forecast.plan import ForecastSettings
 
-    if memory_mb < 64:
-        raise UsageError(f"--memory-mb {memory_mb} is too small", fix="give at least 64 MiB")
+    if run.memory_mb < 64:
+        raise UsageError(f"--memory-mb {run.memory_mb} is too small", fix="give at least 64 MiB")
+    guidance = run.guidance
     if guidance is not None and (not math.isfinite(guidance) or guidance < 0):
         raise UsageError(f"--guidance {guidance} must be a finite number of 0 or more",
                          fix="use e.g. --guidance 1 (the paper uses 2), or leave it out for the weights' own")
     return ForecastSettings(
-        horizon=horizon, members=members, seed=seed, start=parse_start(start), overlap=overlap,
-        batch_size=batch_size, min_clear_context=min_clear_context, memory_mb=memory_mb, precision=precision,
-        calibrate_spread=calibrate_spread, sampler=SamplerSettings(sampler=sampler, steps=steps,
+        horizon=run.horizon, members=members, seed=run.seed, start=parse_start(run.start), overlap=run.overlap,
+        batch_size=run.batch_size, min_clear_context=run.min_clear_context, memory_mb=run.memory_mb,
+        precision=run.precision, calibrate_spread=run.calibrated_spread,
+        sampler=SamplerSettings(sampler=run.sampler, steps=run.steps,
                                 guidance_scale=guidance if guidance is not None else PAPER_GUIDANCE))
+
+
+def with_guidance(run: ForecastOptions) -> ForecastOptions:
+    """`run` with the guidance scale the weights recommend when --guidance was left out."""
+    from ..pipeline.forecast.model import default_guidance
+
+    return run if run.guidance is not None else dataclasses.replace(run, guidance=default_guidance(run.weights))
 
 
 def cogs_beside(output: Path) -> Path:
@@ -112,6 +102,7 @@ def plan_jobs(tiles: list[str], inputs: list[Path], output: Path | None, root: P
     return jobs
 
 
+@with_options(ForecastOptions, into="run")
 def forecast(
     tile: Annotated[list[str] | None, typer.Option(
         "--tile", "-t", help="MGRS tile such as 32UQD (cube from the working directory); repeat for several.",
@@ -121,29 +112,9 @@ def forecast(
                               "repeat for several.", show_default=False)] = None,
     output: OutputOpt = None,
     workdir: WorkdirOpt = None,
-    weights: WeightsOpt = None,
-    start: StartOpt = None,
-    horizon: HorizonOpt = 20,
     members: Annotated[int, typer.Option(help="Ensemble members (samples) per pixel.")] = 1,
-    sampler: SamplerOpt = "euler",
-    steps: StepsOpt = 10,
-    guidance: GuidanceOpt = None,
-    seed: SeedOpt = 0,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "auto",
-    batch_size: BatchOpt = None,
-    weather: WeatherOpt = "auto",
-    overlap: OverlapOpt = 32,
-    min_clear_context: MinClearOpt = 1,
-    memory_mb: MemoryOpt = 1024,
-    scheduler: SchedulerOpt = None,
-    workers: WorkersOpt = None,
-    threads: ThreadsOpt = None,
-    compile: CompileOpt = "auto",
-    cogs: CogsOpt = True,
+    run: ForecastOptions = ForecastOptions(),
     force: ForceOpt = False,
-    keep_history: KeepHistoryOpt = DEFAULT_KEEP_HISTORY,
-    calibrated_spread: SpreadOpt = True,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -152,21 +123,16 @@ def forecast(
     Writes forecast.nc (ndvi_pred, s2_B02_pred..s2_B8A_pred, ndvi_member with --members > 1,
     context_clear_count) on the cube's grid, and one NDVI COG per step.
     """
-    from ..pipeline.forecast.model import default_guidance
     from ..pipeline.forecast.run import run_forecasts
 
     progress = setup(quiet)
     root = workdir_of(workdir)
-    if guidance is None:
-        guidance = default_guidance(weights)
-    settings = build_settings(horizon=horizon, members=members, sampler=sampler, steps=steps, guidance=guidance,
-                              seed=seed, start=start, overlap=overlap, batch_size=batch_size,
-                              min_clear_context=min_clear_context, memory_mb=memory_mb, precision=precision,
-                              calibrate_spread=calibrated_spread)
-    jobs = plan_jobs(list(tile or []), list(input or []), output, root, cogs=cogs, weather=weather)
-    summaries = run_forecasts(jobs, weights=weights, settings=settings, device=device, scheduler=scheduler,
-                              workers=workers, threads=threads, compile=compile, progress=progress, force=force,
-                              keep_history=keep_history)
+    run = with_guidance(run)
+    settings = build_settings(run, members=members)
+    jobs = plan_jobs(list(tile or []), list(input or []), output, root, cogs=run.cogs, weather=run.weather)
+    summaries = run_forecasts(jobs, weights=run.weights, settings=settings, device=run.device,
+                              scheduler=run.scheduler, workers=run.workers, threads=run.threads, compile=run.compile,
+                              progress=progress, force=force, keep_history=run.keep_history)
     if json_out:
         result = [s.as_dict() for s in summaries]
         emit_json(result[0] if len(result) == 1 else {"forecasts": result})

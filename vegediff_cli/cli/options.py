@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import json
 import logging
 import math
 import re
 import sys
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_type_hints
 
 import typer
 
+from ..config import DEFAULT_KEEP_HISTORY
 from ..errors import UsageError
 from ..progress import ProgressFactory, tqdm_progress
 from ..redact import RedactingFormatter, redact_json
@@ -104,6 +109,65 @@ def finite(value: float | None, option: str) -> float | None:
     if value is not None and not math.isfinite(value):
         raise UsageError(f"{option} {value} is not a finite number", fix=f"pass a number, e.g. {option} 1")
     return value
+
+
+@dataclasses.dataclass(frozen=True)
+class ForecastOptions:
+    """How a forecast runs: the options `vegediff forecast` and `vegediff ensemble` share (see with_options)."""
+
+    weights: WeightsOpt = None
+    start: StartOpt = None
+    horizon: HorizonOpt = 20
+    sampler: SamplerOpt = "euler"
+    steps: StepsOpt = 10
+    guidance: GuidanceOpt = None
+    seed: SeedOpt = 0
+    device: DeviceOpt = "auto"
+    precision: PrecisionOpt = "auto"
+    batch_size: BatchOpt = None
+    weather: WeatherOpt = "auto"
+    overlap: OverlapOpt = 32
+    min_clear_context: MinClearOpt = 1
+    memory_mb: MemoryOpt = 1024
+    scheduler: SchedulerOpt = None
+    workers: WorkersOpt = None
+    threads: ThreadsOpt = None
+    compile: CompileOpt = "auto"
+    cogs: CogsOpt = True
+    calibrated_spread: SpreadOpt = True
+    keep_history: KeepHistoryOpt = DEFAULT_KEEP_HISTORY
+
+
+def with_options(bundle: type, *, into: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: the fields of dataclass `bundle` become options of a Typer command, in place of its `into`
+    parameter, and reach it as one `bundle` instance there.
+
+    Typer reads a command's options from its signature; options shared by several commands are written
+    once as a dataclass (field: Annotated[type, typer.Option(...)] = default) instead of in every signature.
+    """
+    fields = dataclasses.fields(bundle)
+    hints = get_type_hints(bundle, include_extras=True)
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(command, eval_str=True)
+        own = list(signature.parameters.values())
+        at = [p.name for p in own].index(into)
+        shared = [inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=hints[f.name],
+                                    default=f.default) for f in fields]
+        parameters = [*own[:at], *shared, *own[at + 1:]]
+
+        @functools.wraps(command)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            kwargs[into] = bundle(**{f.name: kwargs.pop(f.name) for f in fields})
+            return command(*args, **kwargs)
+
+        # not validated: a shared option with a default may precede a command's own option without one
+        run.__signature__ = inspect.Signature(parameters, return_annotation=signature.return_annotation,  # type: ignore[attr-defined]
+                                              __validate_parameters__=False)
+        run.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": signature.return_annotation}
+        return run
+
+    return decorate
 
 
 LIBRARY_NAME = re.compile(r"`([a-z][a-z0-9_]*)`")  # how library messages name a parameter: `memory_mb`
