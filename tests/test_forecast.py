@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,7 +11,7 @@ import pytest
 import rasterio
 import xarray as xr
 
-from tests.forecast_fixtures import SHIPPED, synthetic_cube, write_weights
+from tests.forecast_fixtures import SHIPPED, synthetic_cube
 from vegediff_cli.config import SamplerSettings
 from vegediff_cli.cube.cog import validate_cog
 from vegediff_cli.cube.masks import ndvi
@@ -22,11 +21,6 @@ from vegediff_cli.pipeline.forecast.plan import ForecastSettings
 from vegediff_cli.pipeline.forecast.run import ForecastJob, run_forecasts
 
 HINDCAST_START = "2021-07-03"  # frame 10 of the JAS2021 cube: 10 context frames, 20 observed targets
-
-
-@pytest.fixture(scope="session")
-def tiny_weights(tmp_path_factory) -> Path:
-    return write_weights(tmp_path_factory.mktemp("weights") / "tiny.safetensors")
 
 
 @pytest.fixture(scope="module")

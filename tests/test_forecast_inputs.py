@@ -20,11 +20,6 @@ from vegediff_cli.pipeline.forecast.run import ForecastJob, run_forecasts
 
 
 @pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory) -> Path:
-    return write_weights(tmp_path_factory.mktemp("weights") / "tiny.safetensors")
-
-
-@pytest.fixture(scope="module")
 def cube(tmp_path_factory) -> Path:
     return synthetic_cube(tmp_path_factory.mktemp("cube") / "cube.nc", height=128, width=128, frames=14)
 
