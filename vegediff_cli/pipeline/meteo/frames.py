@@ -30,8 +30,7 @@ from rasterio.warp import transform as warp_transform
 from ...config import METEO_LONG_NAMES, METEO_STATS, METEO_UNITS, METEO_VARS, STEP_DAYS, meteo_name
 from ...cube.schema import TargetGrid
 from ...errors import UsageError
-from ...sources import daily_meteo as eobs
-from ...sources import era5
+from ...sources import daily_meteo, era5
 from ...sources.daily_meteo import MeteoRequest
 
 log = logging.getLogger("vegediff.prepare")
@@ -55,9 +54,9 @@ def load_daily(
     if era5_files:
         return era5.read_era5(list(era5_files), request)
     if eobs_files:
-        return eobs.read_eobs(list(eobs_files), request)
+        return daily_meteo.read_eobs(list(eobs_files), request)
     if meteo_from:
-        return eobs.read_minicube_meteo(meteo_from, request)
+        return daily_meteo.read_minicube_meteo(meteo_from, request)
     return None
 
 
@@ -85,7 +84,7 @@ def aggregate(values: np.ndarray, days: pd.DatetimeIndex, frames: pd.DatetimeInd
 
 def _nearest_valid(daily: xr.DataArray, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
     """(D, N) series of the nearest grid cell (or point) with data to each of N lon/lat positions."""
-    if eobs.is_gridded(daily):
+    if daily_meteo.is_gridded(daily):
         stacked = daily.stack(cell=("latitude", "longitude")).transpose("time", "cell")
         cell_lat, cell_lon = stacked["latitude"].values, stacked["longitude"].values
     else:
@@ -94,14 +93,14 @@ def _nearest_valid(daily: xr.DataArray, lon: np.ndarray, lat: np.ndarray) -> np.
     values = np.asarray(stacked.values, dtype="float64")
     has_data = np.isfinite(values).any(axis=0)
     values, cell_lat, cell_lon = values[:, has_data], cell_lat[has_data], cell_lon[has_data]
-    distance = eobs.haversine_km(cell_lon[None, :], cell_lat[None, :], np.asarray(lon)[:, None], np.asarray(lat)[:, None])
+    distance = daily_meteo.haversine_km(cell_lon[None, :], cell_lat[None, :], np.asarray(lon)[:, None], np.asarray(lat)[:, None])
     return values[:, np.argmin(distance, axis=1)]
 
 
 def _sample(daily: xr.DataArray, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
     """(D, N) daily values at N lon/lat positions: bilinear on grids, nearest cell with data as fallback."""
     nearest = _nearest_valid(daily, lon, lat)
-    if not eobs.is_gridded(daily) or daily.sizes["latitude"] < 2 or daily.sizes["longitude"] < 2:
+    if not daily_meteo.is_gridded(daily) or daily.sizes["latitude"] < 2 or daily.sizes["longitude"] < 2:
         return nearest
     points = daily.interp(latitude=xr.DataArray(lat, dims="node"), longitude=xr.DataArray(lon, dims="node"))
     values = np.asarray(points.transpose("time", "node").values, dtype="float64")
@@ -111,11 +110,11 @@ def _sample(daily: xr.DataArray, lon: np.ndarray, lat: np.ndarray) -> np.ndarray
 def choose_layout(layout: str, daily: xr.Dataset, target: TargetGrid) -> str:
     if layout not in LAYOUTS:
         raise UsageError(f"`meteo_layout` '{layout}' is not one of {', '.join(LAYOUTS)}")
-    gridded = eobs.is_gridded(daily)
+    gridded = daily_meteo.is_gridded(daily)
     if layout == "grid" and not gridded:
         raise UsageError(f"{daily.attrs.get('meteo_source', 'the meteorology')} is a point series and cannot be gridded",
                          fix="use `meteo_layout` series (or auto) with point sources such as `meteo_from`")
-    return layout_for(layout, target, eobs.grid_spacing(daily)) if gridded else "series"
+    return layout_for(layout, target, daily_meteo.grid_spacing(daily)) if gridded else "series"
 
 
 def layout_for(layout: str, target: TargetGrid, spacing_deg: float) -> str:
@@ -160,7 +159,7 @@ def place(cube: xr.Dataset, daily: xr.Dataset, target: TargetGrid, *, layout: st
     days = pd.DatetimeIndex(daily["time"].values)
     cube = cube.drop_vars([meteo_name(v) for v in METEO_VARS if meteo_name(v) in cube] +
                           [c for c in ("meteo_y", "meteo_x") if c in cube.coords])
-    spacing = eobs.grid_spacing(daily) if eobs.is_gridded(daily) else 0.25  # unused for series
+    spacing = daily_meteo.grid_spacing(daily) if daily_meteo.is_gridded(daily) else 0.25  # unused for series
     lon, lat, node_y, node_x = sample_positions(target, chosen, spacing)
     if chosen == "series":
         dims: tuple[str, ...] = ("time", "stat")

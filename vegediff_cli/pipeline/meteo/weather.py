@@ -28,9 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ...config import METEO_STATS, METEO_VARS, STEP_DAYS
+from ...config import METEO_VARS, STEP_DAYS
 from ...errors import UsageError
 from ...sources import openmeteo
+from .frames import aggregate as frame_statistics
 
 log = logging.getLogger("vegediff.forecast")
 WEATHER_MODES = ("auto", "open-meteo", "scenarios", "none")
@@ -60,15 +61,9 @@ def frame_days(frames: pd.DatetimeIndex) -> pd.DatetimeIndex:
 
 
 def aggregate(daily: np.ndarray, days: pd.DatetimeIndex, frames: pd.DatetimeIndex) -> np.ndarray:
-    """(D, 8) daily values -> (N, 8, 3) mean/min/max over each frame's 5 days (NaN-aware)."""
-    out = np.full((len(frames), len(METEO_VARS), len(METEO_STATS)), np.nan, dtype="float32")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        for t, frame in enumerate(frames):
-            window = daily[(days > frame - pd.Timedelta(days=STEP_DAYS)) & (days <= frame)]
-            if len(window):
-                out[t] = np.stack([np.nanmean(window, 0), np.nanmin(window, 0), np.nanmax(window, 0)], axis=-1)
-    return out
+    """(D, 8) daily values -> (N, 8, 3) mean/min/max over each frame's 5 days (NaN-aware): frames.aggregate's
+    statistics, with the statistic last."""
+    return np.ascontiguousarray(np.moveaxis(frame_statistics(daily, days, frames), 1, -1))
 
 
 def _site_daily(client: openmeteo.OpenMeteo, lon: float, lat: float, days: pd.DatetimeIndex, *,
