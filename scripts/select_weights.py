@@ -38,9 +38,9 @@ from vegediff_cli.cube.predictions import read_forecast  # noqa: E402
 from vegediff_cli.cube.readers import open_cube  # noqa: E402
 from vegediff_cli.metrics.deterministic import ALL_VALID, GREENEARTHNET  # noqa: E402
 from vegediff_cli.model.weights import load_weights, save_weights  # noqa: E402
-from vegediff_cli.pipeline.evaluate.scoring import EvaluationSettings  # noqa: E402
+from vegediff_cli.pipeline.evaluate.scoring import EvaluationSettings, spread_and_error  # noqa: E402
 from vegediff_cli.pipeline.evaluate.scoring import score as score_forecast  # noqa: E402
-from vegediff_cli.pipeline.forecast.calibration import METADATA_KEY, fit_inflation, spread_and_error  # noqa: E402
+from vegediff_cli.pipeline.forecast.calibration import METADATA_KEY, fit_inflation  # noqa: E402
 from vegediff_cli.training.checkpoint import load_checkpoint  # noqa: E402
 from vegediff_cli.training.validation import HELD_OUT_SEASONS, season_cubes  # noqa: E402
 

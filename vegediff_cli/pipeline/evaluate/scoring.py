@@ -35,19 +35,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
 import pandas as pd
 import xarray as xr
 
 from ...config import CONTEXT_FRAMES
-from ...cube.predictions import MEMBER, check_alignment, normalise_forecast
+from ...cube.predictions import MEMBER, check_alignment, frame_indices, normalise_forecast
 from ...errors import NoValidDataError, UsageError
 from ...metrics import aggregate
-from ...metrics.deterministic import GREENEARTHNET, QualityRule
+from ...metrics.deterministic import GREENEARTHNET, QualityRule, high_quality
 from ...metrics.probabilistic import EnsembleSums
+from ..observed import context_indices, observed_ndvi
 from .baselines import baseline_forecast
 from .windows import PixelMaps, score_forecast
 
-__all__ = ["EvaluationSettings", "PixelMaps", "Scores", "merge_scores", "score", "score_cube"]
+__all__ = ["EvaluationSettings", "PixelMaps", "Scores", "merge_scores", "score", "score_cube", "spread_and_error"]
 
 
 @dataclass(frozen=True)
@@ -218,3 +220,22 @@ def score(
     results, _, _ = score_cube(target, {name: forecast}, cube=cube, baseline=baseline,
                                ensembles={name: ensemble} if ensemble is not None else None, settings=settings)
     return results[name]
+
+
+def spread_and_error(target: xr.Dataset, forecast: xr.Dataset, *, context_frames: int,
+                     rule: QualityRule = GREENEARTHNET) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per lead: RMSE of the ensemble mean, spread sqrt((M+1)/M mean var) and sample count, on high-quality pixels."""
+    frames = frame_indices(forecast, target)
+    context = context_indices(int(frames[0]), context_frames=context_frames)
+    observed = observed_ndvi(target, frames)  # (T, H, W)
+    landcover = np.asarray(target["esawc_lc"].values, dtype="float64") if "esawc_lc" in target else None
+    keep = high_quality(observed, observed_ndvi(target, context), landcover, rule=rule)
+    members = np.asarray(forecast[MEMBER].values, dtype="float64")  # (M, T, H, W)
+    m = members.shape[0]
+    mean, variance = members.mean(axis=0), members.var(axis=0, ddof=1)
+    usable = keep[None] & np.isfinite(observed) & np.isfinite(mean)
+    count = usable.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rmse = np.sqrt(np.where(usable, (mean - observed) ** 2, 0.0).sum(axis=(1, 2)) / count)
+        spread = np.sqrt((m + 1) / m * np.where(usable, variance, 0.0).sum(axis=(1, 2)) / count)
+    return rmse, spread, count

@@ -7,7 +7,8 @@ widens them: member' = mean + k(lead) (member - mean). The ensemble mean, and so
 deterministic score, is unchanged. k(lead) = RMSE of the ensemble mean / ensemble spread per
 lead on the validation cube's high-quality pixels, smoothed by a straight line in the lead and
 never below 1 (Gneiting et al. 2005 fit spread by minimum CRPS; matching spread to skill is the
-ratio form of the same idea, and needs nothing but the two figures).
+ratio form of the same idea, and needs nothing but the two figures). The two figures come from
+pipeline/evaluate/scoring.spread_and_error (scripts/select_weights.py fits them per release).
 """
 
 from __future__ import annotations
@@ -16,11 +17,6 @@ import json
 import warnings
 
 import numpy as np
-import xarray as xr
-
-from ...cube.predictions import MEMBER, frame_indices
-from ...metrics.deterministic import GREENEARTHNET, QualityRule, high_quality
-from ..observed import context_indices, observed_ndvi
 
 METADATA_KEY = "spread_inflation"  # weights metadata: JSON list, one factor per forecast step
 
@@ -53,25 +49,6 @@ def factors_from_metadata(metadata: dict[str, str], horizon: int) -> np.ndarray 
     if values.size == 0 or not np.isfinite(values).all():
         return None
     return np.concatenate([values, np.repeat(values[-1:], max(0, horizon - values.size))])[:horizon]
-
-
-def spread_and_error(target: xr.Dataset, forecast: xr.Dataset, *, context_frames: int,
-                     rule: QualityRule = GREENEARTHNET) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per lead: RMSE of the ensemble mean, spread sqrt((M+1)/M mean var) and sample count, on high-quality pixels."""
-    frames = frame_indices(forecast, target)
-    context = context_indices(int(frames[0]), context_frames=context_frames)
-    observed = observed_ndvi(target, frames)  # (T, H, W)
-    landcover = np.asarray(target["esawc_lc"].values, dtype="float64") if "esawc_lc" in target else None
-    keep = high_quality(observed, observed_ndvi(target, context), landcover, rule=rule)
-    members = np.asarray(forecast[MEMBER].values, dtype="float64")  # (M, T, H, W)
-    m = members.shape[0]
-    mean, variance = members.mean(axis=0), members.var(axis=0, ddof=1)
-    usable = keep[None] & np.isfinite(observed) & np.isfinite(mean)
-    count = usable.sum(axis=(1, 2))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rmse = np.sqrt(np.where(usable, (mean - observed) ** 2, 0.0).sum(axis=(1, 2)) / count)
-        spread = np.sqrt((m + 1) / m * np.where(usable, variance, 0.0).sum(axis=(1, 2)) / count)
-    return rmse, spread, count
 
 
 def fit_inflation(rmse: np.ndarray, spread: np.ndarray, count: np.ndarray) -> np.ndarray:
