@@ -5,6 +5,12 @@ footprint (plus a margin for the resampling kernel), warps that window with GDAL
 returns the target-sized frame, so memory is bounded by one source window and one target frame
 per worker thread. Reflectance is resampled bilinearly (as GreenEarthNet's minicuber does),
 class layers (SCL, dlmask, land cover) with nearest neighbour.
+
+Why not odc-geo's ``xr_reproject`` (installed with odc-stac)? It warps each destination chunk on its
+own, and GDAL's approximate transformer is then fitted per chunk: on a Sentinel-2 scene warped
+from UTM 29N to 30N in 48 px chunks, 54 % of the bilinear values differed from the whole-frame warp
+(up to 1.35 DN) and 0.02 % of the nearest-neighbour SCL classes changed; with one chunk the two are
+bit-identical. Cubes would then depend on --chunk-px, so the whole frame is warped here, once.
 """
 
 from __future__ import annotations
