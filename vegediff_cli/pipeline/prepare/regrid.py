@@ -26,7 +26,7 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.warp import Resampling, reproject, transform_bounds
 
-from ...config import DLMASK, LANDCOVER, SCL, VALID
+from ...config import DLMASK, GEOMORPHONS, LANDCOVER, SCL, VALID
 from ...cube.schema import TargetGrid
 from ...errors import GeoreferenceError
 from ...geo import GridSpec
@@ -37,7 +37,7 @@ from ...geo import GridSpec
 warnings.filterwarnings("ignore", message="Dataset has no geotransform", category=NotGeoreferencedWarning,
                         module=r"rasterio\.warp")
 
-NEAREST_VARS = frozenset({SCL, DLMASK, VALID, LANDCOVER, "geom_cls"})
+NEAREST_VARS = frozenset({SCL, DLMASK, VALID, LANDCOVER, GEOMORPHONS})
 MARGIN_PX = 3  # source pixels kept around the target footprint for the resampling kernel
 
 
@@ -78,7 +78,7 @@ def _warp_block(block: np.ndarray, *, src_transform: Affine, src_crs: str, dst: 
 def reproject_variable(da: xr.DataArray, src: GridSpec, target: TargetGrid, *, name: str, chunk_px: int) -> xr.DataArray:
     """Lazily warp a (..., y, x) variable from grid `src` to `target`, one leading index per task."""
     resampling = resampling_for(name)
-    nodata = 0.0 if name in (SCL, LANDCOVER, "geom_cls") else 255.0 if name == DLMASK else np.nan
+    nodata = 0.0 if name in (SCL, LANDCOVER, GEOMORPHONS) else 255.0 if name == DLMASK else np.nan
     window = _source_window(src, target.grid)
     lead_dims = [d for d in da.dims if d not in ("y", "x")]
     lead_shape = tuple(da.sizes[d] for d in lead_dims)
