@@ -11,7 +11,7 @@ import typer
 from ..config import DEFAULT_BELOW, DEFAULT_DROP
 from ..errors import UsageError
 from ..workdir import TileFiles, resolve_output
-from .forecast import build_settings, cogs_beside, with_guidance
+from .forecast import build_settings, with_guidance
 from .options import (
     ForecastOptions,
     InputOpt,
@@ -63,6 +63,7 @@ def ensemble(
     """
     from ..pipeline.ensemble.run import EnsembleSettings, summarise_forecast
     from ..pipeline.ensemble.sources import MIN_MEMBERS, ensemble_sources, forecast_cube
+    from ..pipeline.forecast.jobs import cogs_beside
     from ..pipeline.forecast.run import ForecastJob, run_forecasts
 
     progress = setup(quiet)

@@ -46,7 +46,9 @@ def info(
     if step not in MADE_BY:
         raise UsageError(f"--step '{step}' is not one of {', '.join(MADE_BY)}", fix="e.g. --step forecast")
     target = resolve_input(path or input, tile, workdir_of(workdir), step, made_by=MADE_BY[step])
-    summary = {"path": str(target), **_describe(target)}
+    from ..cube.describe import describe_file
+
+    summary = {"path": str(target), **describe_file(target)}
     if json_out:
         emit_json(summary, flags=False)
         return
@@ -56,30 +58,6 @@ def info(
             text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
             table.add_row(key, redact(text))
     Console(stderr=False).print(table)
-
-
-def _describe(target: Path) -> dict:
-    """A cube's description, or a forecast's / ensemble's (recognised by their variables)."""
-    from ..cube.describe import describe, describe_product
-    from ..cube.readers import open_cube
-
-    if target.suffix.lower() != ".npz":
-        from ..cube.netcdf_stream import open_grid
-
-        if _is_product(target):
-            with open_grid(target) as ds:
-                return describe_product(ds)
-    return describe(open_cube(target))
-
-
-def _is_product(path: Path) -> bool:
-    from ..cube.readers import open_netcdf
-
-    ds = open_netcdf(path)
-    try:
-        return "ndvi_pred" in ds or "ndvi_mean" in ds
-    finally:
-        ds.close()
 
 
 def _print_weights(path: Path | None, json_out: bool) -> None:
