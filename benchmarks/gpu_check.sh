@@ -51,7 +51,7 @@ from vegediff_cli.config import SamplerSettings
 from vegediff_cli.model.presets import PRESETS
 from vegediff_cli.model.vegediff import VegeDiff
 from vegediff_cli.pipeline.forecast.chips import ChipBatch, ChipSettings, forecast_chips
-from vegediff_cli.pipeline.forecast import ForecastJob, run_forecasts
+from vegediff_cli.pipeline.forecast.run import ForecastJob, run_forecasts
 from vegediff_cli.pipeline.forecast.model import load_model, shipped_weights
 from vegediff_cli.pipeline.forecast.plan import ForecastSettings
 
