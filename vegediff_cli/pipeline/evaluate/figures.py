@@ -72,10 +72,9 @@ def cube_figures(
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     crs = target.rio.crs
-    geo = dict(geographic=bool(crs is not None and crs.is_geographic), crs=crs.to_string() if crs else None)
     stride = max(1, math.ceil(max(target.sizes["y"], target.sizes["x"]) / MAP_PIXELS))
-    x = target["x"].values[::stride]
-    y = target["y"].values[::stride]
+    grid = plots.MapGrid(target["x"].values[::stride], target["y"].values[::stride],
+                         geographic=bool(crs is not None and crs.is_geographic), crs=crs.to_string() if crs else None)
     landcover = target[LANDCOVER].values if LANDCOVER in target else None
     first = next(iter(forecasts))
     base = maps[first]
@@ -88,10 +87,10 @@ def cube_figures(
         predicted = forecast[PRED].isel(y=slice(None, None, stride), x=slice(None, None, stride)).values
         written.append(plots.ndvi_maps(
             observed, predicted, dates[frames], folder / f"{safe_name(cube)}_{safe_name(name)}_ndvi_maps.png",
-            x=x, y=y, title=f"{cube} - {name}", **geo))
+            grid=grid, title=f"{cube} - {name}"))
     written.append(plots.rmse_maps(
         {name: m.rmse[::stride, ::stride] for name, m in maps.items()}, base.scored[::stride, ::stride],
-        folder / f"{safe_name(cube)}_rmse_maps.png", x=x, y=y, title=cube, **geo))
+        folder / f"{safe_name(cube)}_rmse_maps.png", grid=grid, title=cube))
 
     pixels = sample_pixels(base, landcover)
     if pixels:
