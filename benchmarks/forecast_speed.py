@@ -55,8 +55,8 @@ from vegediff_cli.geo import chip_layout  # noqa: E402
 from vegediff_cli.model.compiled import compile_for_sampling  # noqa: E402
 from vegediff_cli.model.device import inference_autocast, resolve_precision  # noqa: E402
 from vegediff_cli.model.inputs import date_features  # noqa: E402
-from vegediff_cli.pipeline.forecast_model import default_guidance, load_model, resolve_weights  # noqa: E402
-from vegediff_cli.pipeline.forecast_runtime import (  # noqa: E402
+from vegediff_cli.pipeline.forecast.model import default_guidance, load_model, resolve_weights  # noqa: E402
+from vegediff_cli.pipeline.forecast.runtime import (  # noqa: E402
     COMPILE_MIN_CHIP_MEMBERS,
     MAIN_OVERHEAD_MIB,
     WORKER_OVERHEAD_MIB,
@@ -261,7 +261,7 @@ def compile_cost(weights: Path, precision: str, saving: float, folder: Path) -> 
     """Cold (empty kernel cache) and warm compilation, each in a fresh process, as a worker pays it."""
     cache = folder / "inductor-cold"
     code = ("import sys, time, torch; torch.set_num_threads(1)\n"
-            "from vegediff_cli.pipeline.forecast_model import load_model\n"
+            "from vegediff_cli.pipeline.forecast.model import load_model\n"
             "from vegediff_cli.model.compiled import compile_for_sampling\n"
             "from vegediff_cli.config import SamplerSettings\n"
             "from vegediff_cli.model.device import inference_autocast\n"

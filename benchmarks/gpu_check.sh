@@ -50,10 +50,10 @@ import xarray as xr
 from vegediff_cli.config import SamplerSettings
 from vegediff_cli.model.presets import PRESETS
 from vegediff_cli.model.vegediff import VegeDiff
-from vegediff_cli.pipeline.chips import ChipBatch, ChipSettings, forecast_chips
-from vegediff_cli.pipeline.forecast import ForecastJob, run_forecasts
-from vegediff_cli.pipeline.forecast_model import load_model, shipped_weights
-from vegediff_cli.pipeline.forecast_plan import ForecastSettings
+from vegediff_cli.pipeline.forecast.chips import ChipBatch, ChipSettings, forecast_chips
+from vegediff_cli.pipeline.forecast.run import ForecastJob, run_forecasts
+from vegediff_cli.pipeline.forecast.model import load_model, shipped_weights
+from vegediff_cli.pipeline.forecast.plan import ForecastSettings
 
 MODE = sys.argv[1]
 CUBE = Path("sample_data/29SND_2017_sample.nc")
@@ -70,7 +70,7 @@ if MODE == "gpu" and not torch.cuda.is_available():
     sys.exit("gpu_check: torch sees no CUDA GPU (torch %s); use --cpu for a dry run" % torch.__version__)
 device = "cuda" if MODE == "gpu" else "cpu"
 if MODE == "cpu":
-    torch.set_num_threads(1)  # the CLI policy: one thread per process (pipeline/forecast_runtime.py)
+    torch.set_num_threads(1)  # the CLI policy: one thread per process (pipeline/forecast/runtime.py)
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
 name = torch.cuda.get_device_name(0) if MODE == "gpu" else "CPU (dry run)"

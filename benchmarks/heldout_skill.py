@@ -24,11 +24,11 @@ import pandas as pd
 from vegediff_cli.config import CONTEXT_FRAMES, SamplerSettings
 from vegediff_cli.cube.predictions import read_forecast
 from vegediff_cli.cube.readers import open_cube
-from vegediff_cli.pipeline.baselines import baseline_forecast
-from vegediff_cli.pipeline.evaluate import score_cube
-from vegediff_cli.pipeline.forecast import ForecastJob, run_forecasts
-from vegediff_cli.pipeline.forecast_model import default_guidance
-from vegediff_cli.pipeline.forecast_plan import ForecastSettings
+from vegediff_cli.pipeline.evaluate.baselines import baseline_forecast
+from vegediff_cli.pipeline.evaluate.scoring import score_cube
+from vegediff_cli.pipeline.forecast.model import default_guidance
+from vegediff_cli.pipeline.forecast.plan import ForecastSettings
+from vegediff_cli.pipeline.forecast.run import ForecastJob, run_forecasts
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "greenearthnet"

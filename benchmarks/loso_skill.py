@@ -37,7 +37,7 @@ from benchmarks.heldout_skill import forecast_cube, skill_rows  # noqa: E402
 from scripts.select_weights import calibrate, export, score, season_validation_cubes, to_unit_ratio  # noqa: E402
 from scripts.train_weights import ROOT, SHARED  # noqa: E402
 from vegediff_cli.model.weights import read_metadata  # noqa: E402
-from vegediff_cli.pipeline.calibration import METADATA_KEY  # noqa: E402
+from vegediff_cli.pipeline.forecast.calibration import METADATA_KEY  # noqa: E402
 
 JAS = SHARED / "greenearthnet" / "JAS2021_minicube_0_29SND_39.29_-8.56.nc"
 MJJ = SHARED / "greenearthnet" / "MJJ2021_minicube_241_34VCL_59.04_17.96.nc"

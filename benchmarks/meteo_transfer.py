@@ -3,7 +3,7 @@
 Measured against loopback servers that speak each provider's protocol (this machine has no
 internet); the real services' figures are derived from their documented formats:
 
-- Open-Meteo archive API (chosen): `prepare`'s own code (pipeline/prepare/meteo.load_open_meteo)
+- Open-Meteo archive API (chosen): `prepare`'s own code (pipeline/meteo/frames.load_open_meteo)
   asks the loopback server (tests/openmeteo_server.py, real E-OBS values of the 29SND minicube)
   for the ERA5 cells around the tile's grid nodes: requests, response bytes, wall time, with
   the server answering at once and with an emulated round trip (--latency). Open-Meteo's quota
@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT))
 
 from tests.openmeteo_server import OpenMeteoServer, archive_from_minicubes  # noqa: E402
 from tests.stac_server import Catalogue, StacServer  # noqa: E402
+from vegediff_cli.cube.schema import TargetGrid  # noqa: E402
 from vegediff_cli.geo import tile_grid  # noqa: E402
-from vegediff_cli.pipeline.prepare import meteo  # noqa: E402
-from vegediff_cli.pipeline.prepare.regrid import TargetGrid  # noqa: E402
+from vegediff_cli.pipeline.meteo import frames as meteo  # noqa: E402
 from vegediff_cli.sources.openmeteo import OpenMeteo  # noqa: E402
 
 MINICUBE = ROOT.parent / "shared" / "data" / "greenearthnet" / "JAS2021_minicube_0_29SND_39.29_-8.56.nc"

@@ -8,7 +8,7 @@ prints, per overlap:
   128 px source-tile borders left out). A seam would make the first figure larger;
 - spread: the members' NDVI standard deviation in pixels covered by one chip vs by several.
   Blending independent members of two chips averages them, which lowers their spread there,
-  while the spread calibration (pipeline/calibration.py) was fitted on single chips.
+  while the spread calibration (pipeline/forecast/calibration.py) was fitted on single chips.
 
     python benchmarks/overlap_seams.py --size 1024 --members 4 --overlaps 32 16
 """

@@ -41,10 +41,10 @@ from tests.openmeteo_server import OpenMeteoServer, archive_from_minicubes  # no
 from vegediff_cli.config import CONTEXT_FRAMES, METEO_VARS, SamplerSettings, meteo_name  # noqa: E402
 from vegediff_cli.cube.predictions import read_forecast  # noqa: E402
 from vegediff_cli.cube.readers import open_cube  # noqa: E402
-from vegediff_cli.pipeline.evaluate import score_cube  # noqa: E402
-from vegediff_cli.pipeline.forecast import ForecastJob, run_forecasts  # noqa: E402
-from vegediff_cli.pipeline.forecast_model import default_guidance  # noqa: E402
-from vegediff_cli.pipeline.forecast_plan import ForecastSettings  # noqa: E402
+from vegediff_cli.pipeline.evaluate.scoring import score_cube  # noqa: E402
+from vegediff_cli.pipeline.forecast.model import default_guidance  # noqa: E402
+from vegediff_cli.pipeline.forecast.plan import ForecastSettings  # noqa: E402
+from vegediff_cli.pipeline.forecast.run import ForecastJob, run_forecasts  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 JAS = SHARED / "greenearthnet" / "JAS2021_minicube_0_29SND_39.29_-8.56.nc"

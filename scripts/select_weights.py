@@ -7,7 +7,7 @@ every month, unconditional, every valid pixel scored). Every checkpoint that
 them (the cube at each guidance scale); the candidate with the best mean skill over persistence,
 1 - RMSE / RMSE(persistence), averaged over the cube and the two series, wins. Its members are
 then forecast again (--calibration-members, raw spread) on every validation unit to fit the spread
-inflation per lead (pipeline/calibration.py: one fit per unit, the largest per lead, then one common factor
+inflation per lead (pipeline/forecast/calibration.py: one fit per unit, the largest per lead, then one common factor
 that brings the validation cube's spread/skill to 1). The winner is written with the choice
 recorded in its metadata (`recommended_guidance`, `selected_step`, `selected_weights`,
 `spread_inflation`, `validation_*`, `validation_table`).
@@ -38,9 +38,9 @@ from vegediff_cli.cube.predictions import read_forecast  # noqa: E402
 from vegediff_cli.cube.readers import open_cube  # noqa: E402
 from vegediff_cli.metrics.deterministic import ALL_VALID, GREENEARTHNET  # noqa: E402
 from vegediff_cli.model.weights import load_weights, save_weights  # noqa: E402
-from vegediff_cli.pipeline.calibration import METADATA_KEY, fit_inflation, spread_and_error  # noqa: E402
-from vegediff_cli.pipeline.evaluate import EvaluationSettings  # noqa: E402
-from vegediff_cli.pipeline.evaluate import score as score_forecast  # noqa: E402
+from vegediff_cli.pipeline.evaluate.scoring import EvaluationSettings, spread_and_error  # noqa: E402
+from vegediff_cli.pipeline.evaluate.scoring import score as score_forecast  # noqa: E402
+from vegediff_cli.pipeline.forecast.calibration import METADATA_KEY, fit_inflation  # noqa: E402
 from vegediff_cli.training.checkpoint import load_checkpoint  # noqa: E402
 from vegediff_cli.training.validation import HELD_OUT_SEASONS, season_cubes  # noqa: E402
 

@@ -69,6 +69,14 @@ class CliResult:
         return f"CliResult(code={self.code}, out={self.out[-500:]!r}, err={self.err[-500:]!r})"
 
 
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """Weights of the tiny preset (seed 0), written once per test session; tests only read them."""
+    from tests.forecast_fixtures import write_weights
+
+    return write_weights(tmp_path_factory.mktemp("weights") / "tiny.safetensors")
+
+
 @pytest.fixture
 def cli(capsys):
     """Run `vegediff ARGS...` in-process; returns exit code, stdout and stderr."""

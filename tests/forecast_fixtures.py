@@ -27,10 +27,14 @@ EPSG = "EPSG:32632"
 ORIGIN_X, ORIGIN_Y = 600_000.0, 5_300_000.0
 
 
-def write_weights(path: Path, cfg: ModelConfig = PRESETS["tiny"], seed: int = 0) -> Path:
-    """A real weights file (random init: enough for pipeline tests; speed does not depend on values)."""
+def write_weights(path: Path, cfg: ModelConfig = PRESETS["tiny"], seed: int = 0, *,
+                  metadata: dict[str, str] | None = None) -> Path:
+    """A real weights file (random init: enough for pipeline tests; speed does not depend on values).
+
+    The one writer of test weights; conftest's `tiny_weights` fixture holds one per session.
+    """
     torch.manual_seed(seed)
-    return save_weights(VegeDiff(cfg), path, metadata={"purpose": "tests"})
+    return save_weights(VegeDiff(cfg), path, metadata=metadata if metadata is not None else {"purpose": "tests"})
 
 
 def daily_meteo(days: pd.DatetimeIndex, seed: int = 0) -> dict[str, np.ndarray]:

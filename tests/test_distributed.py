@@ -9,8 +9,8 @@ import xarray as xr
 
 from tests.forecast_fixtures import synthetic_cube, write_weights
 from vegediff_cli.config import SamplerSettings
-from vegediff_cli.pipeline.forecast import ForecastJob, run_forecasts
-from vegediff_cli.pipeline.forecast_plan import ForecastSettings
+from vegediff_cli.pipeline.forecast.plan import ForecastSettings
+from vegediff_cli.pipeline.forecast.run import ForecastJob, run_forecasts
 
 distributed = pytest.importorskip("distributed")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,14 +12,9 @@ import pytest
 import rasterio
 import xarray as xr
 
-from tests.forecast_fixtures import synthetic_cube, write_weights
+from tests.forecast_fixtures import synthetic_cube
 from vegediff_cli.cube.predictions import read_ensemble
-from vegediff_cli.pipeline.ensemble import member_statistics, prob_below, prob_drop
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory) -> Path:
-    return write_weights(tmp_path_factory.mktemp("weights") / "tiny.safetensors")
+from vegediff_cli.pipeline.ensemble.statistics import member_statistics, prob_below, prob_drop
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import pytest
 import xarray as xr
 
 from vegediff_cli.errors import CorruptInputError, GeoreferenceError, MissingVariableError, UsageError
-from vegediff_cli.sources.eobs import MeteoRequest, to_eobs_units
+from vegediff_cli.sources.daily_meteo import MeteoRequest, to_eobs_units
 from vegediff_cli.sources.era5 import cds_request, download_era5, read_era5, relative_humidity
 
 CF_SAMPLE = "meteo/era5_daily_canadian_cities_1990-1993.nc"

@@ -28,8 +28,8 @@ from vegediff_cli.errors import (
     UsageError,
 )
 from vegediff_cli.metrics.deterministic import ALL_VALID
-from vegediff_cli.pipeline.baselines import baseline_forecast
-from vegediff_cli.pipeline.evaluate import EvaluationSettings, score
+from vegediff_cli.pipeline.evaluate.baselines import baseline_forecast
+from vegediff_cli.pipeline.evaluate.scoring import EvaluationSettings, score
 
 JAS = "JAS2021_minicube_0_29SND_39.29_-8.56.nc"
 CLEAR_SCL = [1, 2, 4, 5, 6, 7]

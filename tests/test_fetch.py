@@ -210,7 +210,7 @@ def test_bbox_alone_uses_the_items_native_tile_across_a_utm_zone_boundary():
     34VCL's grid (EPSG:32634, no resampling) and named 34VCL, not 33V?? (its centre's square)."""
     from datetime import UTC, datetime
 
-    from vegediff_cli.pipeline.fetch import native_area
+    from vegediff_cli.pipeline.fetch.run import native_area
     from vegediff_cli.sources.area import fetch_area, tile_at
     from vegediff_cli.sources.stac import SceneItem
 

@@ -25,7 +25,7 @@ from vegediff_cli.errors import (
     RunInterrupted,
     UsageError,
 )
-from vegediff_cli.pipeline.fetch_parts import PartStore
+from vegediff_cli.pipeline.fetch.parts import PartStore
 
 from . import fixtures_stac
 from .fixtures_stac import FAST, Served, assert_matches_source, build_29snd, cog_requests, window_29snd

@@ -168,7 +168,7 @@ def test_fetch_area_snaps_bbox_to_the_tile_grid():
     assert only_bbox.tile == "29SND" and not only_bbox.query_tile and only_bbox.grid == g
     with pytest.raises(UsageError, match="do not overlap"):
         fetch_area(tile="29SND", bbox="10,50,10.1,50.1")
-    with pytest.raises(UsageError, match="--window needs --tile"):
+    with pytest.raises(UsageError, match="`window` needs `tile`"):
         fetch_area(window=(0, 0, 10, 10))
     with pytest.raises(UsageError, match="only one"):
         fetch_area(tile="29SND", bbox="-8.57,39.28,-8.54,39.30", window=(0, 0, 10, 10))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,21 +11,16 @@ import pytest
 import rasterio
 import xarray as xr
 
-from tests.forecast_fixtures import SHIPPED, synthetic_cube, write_weights
+from tests.forecast_fixtures import SHIPPED, synthetic_cube
 from vegediff_cli.config import SamplerSettings
 from vegediff_cli.cube.cog import validate_cog
 from vegediff_cli.cube.masks import ndvi
 from vegediff_cli.cube.predictions import check_alignment, read_forecast
 from vegediff_cli.cube.readers import open_cube
-from vegediff_cli.pipeline.forecast import ForecastJob, run_forecasts
-from vegediff_cli.pipeline.forecast_plan import ForecastSettings
+from vegediff_cli.pipeline.forecast.plan import ForecastSettings
+from vegediff_cli.pipeline.forecast.run import ForecastJob, run_forecasts
 
 HINDCAST_START = "2021-07-03"  # frame 10 of the JAS2021 cube: 10 context frames, 20 observed targets
-
-
-@pytest.fixture(scope="session")
-def tiny_weights(tmp_path_factory) -> Path:
-    return write_weights(tmp_path_factory.mktemp("weights") / "tiny.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -189,9 +183,9 @@ def test_shipped_weights_on_the_held_out_cube(jas_cube, tmp_path, monkeypatch):
     information (fair CRPS below the absolute error of their mean), and the sign of change over the
     horizon is right for most pixels (issue 12). 4 members, seed 0: RMSE 0.2175 / NSE -0.607 /
     direction 0.82 vs persistence 0.2235 / -0.647 / 0.5 when this was written."""
-    from vegediff_cli.pipeline.baselines import baseline_forecast
-    from vegediff_cli.pipeline.evaluate import score_cube
-    from vegediff_cli.pipeline.forecast_model import default_guidance
+    from vegediff_cli.pipeline.evaluate.baselines import baseline_forecast
+    from vegediff_cli.pipeline.evaluate.scoring import score_cube
+    from vegediff_cli.pipeline.forecast.model import default_guidance
 
     monkeypatch.delenv("VEGEDIFF_WEIGHTS", raising=False)
     settings = ForecastSettings(members=4, start=pd.Timestamp(HINDCAST_START),
@@ -250,5 +244,5 @@ def test_precision_auto_follows_the_cpu_flags(tmp_path):
     assert resolve_precision("auto", torch.device("cuda")) == "bf16"
     assert resolve_precision("fp32", torch.device("cuda")) == "fp32"
     assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if cpu_has_native_bf16() else "fp32")
-    with pytest.raises(UsageError, match="--precision 'fp16'"):
+    with pytest.raises(UsageError, match="`precision` 'fp16'"):
         resolve_precision("fp16", torch.device("cpu"))

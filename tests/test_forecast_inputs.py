@@ -15,13 +15,8 @@ from tests.forecast_fixtures import synthetic_cube, weather_file, write_weights
 from vegediff_cli.cube.netcdf import write_netcdf
 from vegediff_cli.cube.readers import open_cube
 from vegediff_cli.model.presets import PRESETS
-from vegediff_cli.pipeline.forecast import ForecastJob, run_forecasts
-from vegediff_cli.pipeline.forecast_plan import ForecastSettings, forecast_times
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory) -> Path:
-    return write_weights(tmp_path_factory.mktemp("weights") / "tiny.safetensors")
+from vegediff_cli.pipeline.forecast.plan import ForecastSettings, forecast_times
+from vegediff_cli.pipeline.forecast.run import ForecastJob, run_forecasts
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import xarray as xr
 from tests.forecast_fixtures import synthetic_cube, weather_file, write_weights
 from vegediff_cli.config import METEO_MEAN, METEO_STD, SamplerSettings
 from vegediff_cli.cube.readers import open_cube
-from vegediff_cli.pipeline.meteo_inputs import MeteoValues, resolve_meteo
+from vegediff_cli.pipeline.meteo.inputs import MeteoValues, resolve_meteo
 
 STEP = pd.Timedelta(days=5)
 
@@ -85,7 +85,7 @@ def test_weather_file_wins_for_the_future_and_partial_cover_is_recorded(tmp_path
 def test_gridded_cube_meteorology_differs_between_chips(tmp_path, cli):
     """A 256 px cube with temperature rising eastwards: chips on the east get warmer conditions."""
     from vegediff_cli.model.presets import PRESETS
-    from vegediff_cli.pipeline.forecast_plan import ForecastSettings, plan_forecast
+    from vegediff_cli.pipeline.forecast.plan import ForecastSettings, plan_forecast
 
     path = synthetic_cube(tmp_path / "grid.nc", height=128, width=256, frames=12, meteo="grid", landcover=False)
     cube = open_cube(path)
@@ -119,9 +119,9 @@ def test_weather_grid_in_another_crs_is_refused(tmp_path):
 def test_variables_the_weights_hardly_saw_are_left_at_the_mean(tmp_path):
     """Weights whose training frames rarely held hu/fg/qq (`meteo_coverage`) forecast as if the cube lacked them."""
     from vegediff_cli.model.weights import load_weights, save_weights
-    from vegediff_cli.pipeline.forecast import ForecastJob, run_forecasts
-    from vegediff_cli.pipeline.forecast_model import ignored_meteo_variables
-    from vegediff_cli.pipeline.forecast_plan import ForecastSettings
+    from vegediff_cli.pipeline.forecast.model import ignored_meteo_variables
+    from vegediff_cli.pipeline.forecast.plan import ForecastSettings
+    from vegediff_cli.pipeline.forecast.run import ForecastJob, run_forecasts
     from vegediff_cli.training.index import describe, meteo_coverage
 
     path = synthetic_cube(tmp_path / "cube.nc", height=128, width=128, frames=30)

@@ -6,31 +6,25 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import xarray as xr
 
-from tests.forecast_fixtures import synthetic_cube, write_weights
+from tests.forecast_fixtures import synthetic_cube
 from vegediff_cli.config import SamplerSettings
 from vegediff_cli.errors import UsageError
 from vegediff_cli.model import compiled
 from vegediff_cli.model.presets import PRESETS
 from vegediff_cli.model.vegediff import VegeDiff
-from vegediff_cli.pipeline import forecast_runtime
-from vegediff_cli.pipeline.chips import ChipBatch, ChipSettings, forecast_chips
-from vegediff_cli.pipeline.forecast import ForecastJob, run_forecasts
-from vegediff_cli.pipeline.forecast_plan import ForecastSettings
-from vegediff_cli.pipeline.forecast_runtime import choose_runtime
+from vegediff_cli.pipeline.forecast import runtime as forecast_runtime
+from vegediff_cli.pipeline.forecast.chips import ChipBatch, ChipSettings, forecast_chips
+from vegediff_cli.pipeline.forecast.plan import ForecastSettings
+from vegediff_cli.pipeline.forecast.run import ForecastJob, run_forecasts
+from vegediff_cli.pipeline.forecast.runtime import choose_runtime
 
 FAST = SamplerSettings(steps=2, guidance_scale=1.0)
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory) -> Path:
-    return write_weights(tmp_path_factory.mktemp("weights") / "tiny.safetensors")
 
 
 @pytest.fixture

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import xarray as xr
 
-from tests.forecast_fixtures import synthetic_cube, write_weights
+from tests.forecast_fixtures import synthetic_cube
 from vegediff_cli.config import SamplerSettings
 from vegediff_cli.cube.masks import ndvi
 from vegediff_cli.geo import Chip
-from vegediff_cli.pipeline.forecast import ForecastJob, run_forecasts
-from vegediff_cli.pipeline.forecast_blocks import Accumulator, _blend
-from vegediff_cli.pipeline.forecast_plan import ForecastSettings, bytes_per_pixel
-from vegediff_cli.pipeline.tiling import BLEND_FLOOR, blend_weights, chip_seed, plan_tiles, stripe_width
+from vegediff_cli.pipeline.forecast.blocks import Accumulator, _blend
+from vegediff_cli.pipeline.forecast.plan import ForecastSettings, bytes_per_pixel
+from vegediff_cli.pipeline.forecast.run import ForecastJob, run_forecasts
+from vegediff_cli.pipeline.forecast.tiling import BLEND_FLOOR, blend_weights, chip_seed, plan_tiles, stripe_width
 
 FAST = SamplerSettings(steps=1)
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory) -> Path:
-    return write_weights(tmp_path_factory.mktemp("weights") / "tiny.safetensors")
 
 
 def test_blend_weights_are_smooth_positive_and_symmetric():

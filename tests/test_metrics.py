@@ -257,7 +257,7 @@ def test_direction_agreement_by_hand():
 
 
 def test_spread_inflation_keeps_the_mean_and_fits_the_error():
-    from vegediff_cli.pipeline.calibration import factors_from_metadata, fit_inflation, inflate
+    from vegediff_cli.pipeline.forecast.calibration import factors_from_metadata, fit_inflation, inflate
 
     rng = np.random.default_rng(0)
     members = rng.normal(0.5, 0.02, size=(8, 3, 10, 10))

@@ -23,7 +23,7 @@ from vegediff_cli.cube.netcdf import write_netcdf
 from vegediff_cli.cube.readers import open_cube
 from vegediff_cli.cube.schema import new_cube
 from vegediff_cli.errors import RemoteError
-from vegediff_cli.sources.eobs import MeteoRequest
+from vegediff_cli.sources.daily_meteo import MeteoRequest
 from vegediff_cli.sources.era5 import read_era5
 from vegediff_cli.sources.http import RetryPolicy
 from vegediff_cli.sources.openmeteo import OpenMeteo, lattice, read_archive
@@ -171,7 +171,7 @@ def test_persistent_failure_is_remote_error_naming_the_endpoint(jas_cube, tmp_pa
         with pytest.raises(RemoteError) as info:
             read_archive(_request(), lon=[-8.56], lat=[39.29], client=client_for(server, tmp_path))
     assert "Open-Meteo archive API failed after 3 tries (last: HTTP 503" in str(info.value)
-    assert info.value.exit_code == 8 and "--meteo none" in info.value.fix
+    assert info.value.exit_code == 8 and "`meteo` none" in info.value.fix
 
 
 def test_api_key_is_sent_but_never_shown(jas_cube, tmp_path):

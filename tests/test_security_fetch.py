@@ -98,7 +98,7 @@ def test_relative_href_resolves_against_the_items_own_url(served_29snd: Served):
 
 @pytest.mark.parametrize("text", ["", "https,,vsicurl", "ht tp", "file;rm"])
 def test_bad_href_scheme_lists_are_usage_errors(text: str):
-    with pytest.raises(Exception, match="--href-schemes"):
+    with pytest.raises(Exception, match="`href_schemes`"):
         parse_schemes(text)
 
 
@@ -222,6 +222,24 @@ def test_too_many_pages_end_the_search(served_29snd: Served):
     with pytest.raises(RemoteError, match="more than 2 pages"):
         list(search.items())
     assert len(served_29snd.server.requests("^/search")) == 3
+
+
+def test_request_modifiers_given_through_the_public_api_reach_every_request(served_29snd: Served):
+    from pystac_client import Client
+
+    def tag(name: str):
+        def modify(request):
+            request.params = {**(request.params or {}), name: "1"}
+            return request
+        return modify
+
+    policy = RetryPolicy(attempts=1, timeout=2)
+    client = Client.open(served_29snd.url, stac_io=RetryingStacIO(policy), request_modifier=tag("viaopen"))
+    list(client.search(collections=["sentinel-2-l2a"], limit=1, max_items=1, method="GET").items())
+    client = Client.open(served_29snd.url, stac_io=RetryingStacIO(policy, request_modifier=tag("viaio")))
+    list(client.search(collections=["sentinel-2-l2a"], limit=1, max_items=1, method="GET").items())
+    searches = [r.path for r in served_29snd.server.requests("^/search")]
+    assert len(searches) == 2 and "viaopen=1" in searches[0] and "viaio=1" in searches[1]
 
 
 def test_one_gib_answer_is_refused_without_reading_it(cli, served_29snd: Served, tmp_path: Path):

@@ -21,14 +21,9 @@ from vegediff_cli.model.presets import PRESETS
 from vegediff_cli.model.weights import read_metadata
 from vegediff_cli.resources import GIB, available_bytes, parameter_count
 
-from .forecast_fixtures import edited_weights, synthetic_cube, write_weights
+from .forecast_fixtures import edited_weights, synthetic_cube
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory) -> Path:
-    return write_weights(tmp_path_factory.mktemp("weights") / "tiny.safetensors")
 
 
 @pytest.fixture(scope="module")

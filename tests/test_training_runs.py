@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import PROJECT_ROOT
-from tests.training_fixtures import tiny_weights, training_folder
+from tests.training_fixtures import training_folder, untrained_dated_weights
 from vegediff_cli.errors import RunInterrupted
 from vegediff_cli.training import diffusion_train
 from vegediff_cli.training.diffusion_train import DiffusionTrainSettings
@@ -33,7 +33,7 @@ SETTINGS = DiffusionTrainSettings(steps=4, batch=4, warmup=2, precision="fp32", 
 @pytest.fixture(scope="module")
 def setup(shared_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    return {"data": training_folder(shared_data, root / "data"), "init": tiny_weights(root / "tiny.safetensors"),
+    return {"data": training_folder(shared_data, root / "data"), "init": untrained_dated_weights(root / "tiny.safetensors"),
             "latents": root / "latents", "index": root / "index.json", "root": root}
 
 

@@ -21,9 +21,9 @@ from vegediff_cli.cube.readers import open_cube
 from vegediff_cli.model.presets import PRESETS
 from vegediff_cli.model.vegediff import VegeDiff
 from vegediff_cli.model.weights import save_weights
-from vegediff_cli.pipeline.forecast import ForecastJob, run_forecasts
-from vegediff_cli.pipeline.forecast_plan import ForecastSettings
-from vegediff_cli.pipeline.meteo_inputs import cube_centre_lonlat, resolve_meteo
+from vegediff_cli.pipeline.forecast.plan import ForecastSettings
+from vegediff_cli.pipeline.forecast.run import ForecastJob, run_forecasts
+from vegediff_cli.pipeline.meteo.inputs import cube_centre_lonlat, resolve_meteo
 from vegediff_cli.sources.openmeteo import OpenMeteo
 
 from .forecast_fixtures import synthetic_cube, write_weights
@@ -83,7 +83,7 @@ def test_auto_keeps_the_cube_and_needs_no_network(cube_path, monkeypatch):
 
 def test_single_member_gets_the_mean_of_past_years(cube_path, archive, monkeypatch, tmp_path):
     monkeypatch.setenv("VEGEDIFF_TODAY", TODAY)
-    monkeypatch.setattr("vegediff_cli.pipeline.weather.CLIMATOLOGY_YEARS", 3)
+    monkeypatch.setattr("vegediff_cli.pipeline.meteo.weather.CLIMATOLOGY_YEARS", 3)
     with OpenMeteoServer(archive, today=TODAY) as server:
         client = OpenMeteo(server.archive_url, server.forecast_url, policy=FAST, cache_dir=tmp_path / "c")
         meteo = _plan(cube_path, client, "scenarios", members=1)

@@ -5,12 +5,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import torch
 import xarray as xr
 
+from tests.forecast_fixtures import write_weights
 from vegediff_cli.model.presets import PRESETS
-from vegediff_cli.model.vegediff import VegeDiff
-from vegediff_cli.model.weights import save_weights
 
 TINY_WITH_DATES = dataclasses.replace(
     PRESETS["tiny"], vegenet=dataclasses.replace(PRESETS["tiny"].vegenet, date_channels=3))
@@ -39,7 +37,6 @@ def training_folder(shared: Path, folder: Path) -> Path:
     return folder
 
 
-def tiny_weights(path: Path, seed: int = 0) -> Path:
+def untrained_dated_weights(path: Path, seed: int = 0) -> Path:
     """An untrained tiny model (with date features) to start denoiser training from."""
-    torch.manual_seed(seed)
-    return save_weights(VegeDiff(TINY_WITH_DATES), path, metadata={"trained_on": "[]"})
+    return write_weights(path, TINY_WITH_DATES, seed, metadata={"trained_on": "[]"})

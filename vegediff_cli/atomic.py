@@ -34,7 +34,7 @@ def _prepare_parent(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"cannot create folder {path.parent} ({exc.strerror})", fix="choose a writable --output") from exc
+        raise OutputError(f"cannot create folder {path.parent} ({exc.strerror})", fix="choose a writable `output`") from exc
 
 
 def temp_sibling(path: Path) -> Path:
@@ -43,23 +43,31 @@ def temp_sibling(path: Path) -> Path:
 
 
 @contextmanager
-def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path; on success it replaces `path` in one rename."""
-    final = Path(path)
-    if final.is_dir():
-        raise OutputError(f"{final} is a folder, not a file", fix="pass a file name as --output")
-    _prepare_parent(final)
-    tmp = temp_sibling(final)
+def _output_errors(final: Path) -> Iterator[None]:
+    """A full disk or read-only folder is exit 10 whatever library noticed it (io_errors.write_failure)."""
     try:
-        yield tmp
-        if not tmp.exists():
-            raise OutputError(f"nothing was written for {final}")
-        os.replace(tmp, final)
-    except Exception as exc:  # a full disk or read-only folder is exit 10 whatever library noticed it
+        yield
+    except Exception as exc:
         error = write_failure(exc, final)
         if error is not None:
             raise error from exc
         raise
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path; on success it replaces `path` in one rename."""
+    final = Path(path)
+    if final.is_dir():
+        raise OutputError(f"{final} is a folder, not a file", fix="pass a file name as `output`")
+    _prepare_parent(final)
+    tmp = temp_sibling(final)
+    try:
+        with _output_errors(final):
+            yield tmp
+            if not tmp.exists():
+                raise OutputError(f"nothing was written for {final}")
+            os.replace(tmp, final)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -73,19 +81,18 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = final.with_name(f".{final.name}{PARTIAL_MARK}{uuid.uuid4().hex[:8]}")
     old = None
     try:
-        tmp.mkdir()
-        yield tmp
-        if final.exists():
-            old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(final, old)
-        os.replace(tmp, final)
-    except Exception as exc:
-        if old is not None and not final.exists():
-            os.replace(old, final)
-        error = write_failure(exc, final)
-        if error is not None:
-            raise error from exc
-        raise
+        with _output_errors(final):
+            try:
+                tmp.mkdir()
+                yield tmp
+                if final.exists():
+                    old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+                    os.replace(final, old)
+                os.replace(tmp, final)
+            except Exception:
+                if old is not None and not final.exists():
+                    os.replace(old, final)
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -146,7 +153,7 @@ def output_lock(*paths: str | os.PathLike, what: str = "written") -> Iterator[No
         first.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create folder {first.parent} ({exc.strerror})",
-                          fix="choose a writable --output or --workdir") from exc
+                          fix="choose a writable `output` or `workdir`") from exc
     handle = None
     try:
         for _ in range(5):  # the lock file can be removed by the run that held it: lock the file at the path
@@ -154,7 +161,7 @@ def output_lock(*paths: str | os.PathLike, what: str = "written") -> Iterator[No
                 handle = open(lock, "a+")
             except OSError as exc:
                 raise OutputError(f"cannot write next to {first} ({exc.strerror})",
-                                  fix="choose a writable --output or --workdir") from exc
+                                  fix="choose a writable `output` or `workdir`") from exc
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -163,7 +170,7 @@ def output_lock(*paths: str | os.PathLike, what: str = "written") -> Iterator[No
                 handle.close()
                 handle = None
                 raise OutputError(f"{first} is being {what} by another vegediff run ({holder})",
-                                  fix="wait for it to finish, or pass another --output") from None
+                                  fix="wait for it to finish, or pass another `output`") from None
             try:
                 same = os.fstat(handle.fileno()).st_ino == os.stat(lock).st_ino
             except FileNotFoundError:

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 # --- Sentinel-2 bands -------------------------------------------------------------------
 # Model input order is BGRN (paper Sec. III-A): blue, green, red, narrow NIR at 20 m.
 BANDS: tuple[str, ...] = ("s2_B02", "s2_B03", "s2_B04", "s2_B8A")
+# Reflectance per stored unit: Sentinel-2 L2A digital numbers (BOA_QUANTIFICATION_VALUE = 10000) and the
+# int16 bands of cubes, fetch parts and forecasts (lossless at Sentinel-2's precision).
+REFLECTANCE_SCALE = 1e-4
 RED, NIR = "s2_B04", "s2_B8A"
 SCL = "s2_SCL"
 DLMASK = "s2_dlmask"  # GreenEarthNet's deep-learning cloud mask (0 = clear sky)
@@ -66,7 +69,7 @@ def meteo_name(var: str) -> str:
 
 # --- Static layers -------------------------------------------------------------------------
 STATIC_LAYERS: tuple[str, ...] = ("cop_dem", "nasa_dem", "alos_dem", "esawc_lc", "geom_cls")
-DEM_LAYERS: tuple[str, ...] = ("cop_dem", "nasa_dem", "alos_dem")
+DEM_LAYERS: tuple[str, ...] = STATIC_LAYERS[:3]
 LANDCOVER = "esawc_lc"
 GEOMORPHONS = "geom_cls"
 # ESA WorldCover classes scored by GreenEarthNet (tree, shrub, grass, crop).

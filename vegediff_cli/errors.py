@@ -1,7 +1,9 @@
 """One error family for the whole tool; each class carries its documented exit code.
 
-The CLI prints ``str(error)`` on one line (problem, then the fix) and exits with
-``error.exit_code``. The table in README.md ("Exit codes") is generated from
+Messages are in library terms: a parameter is named as the library spells it, in backticks
+(```memory_mb` 10 is too small``), never as a command-line flag. The CLI prints the message on one
+line (problem, then the fix) with each such name shown as the flag that sets it (``--memory-mb``,
+cli/options.as_flags) and exits with ``error.exit_code``. The table in README.md ("Exit codes") is generated from
 ``EXIT_CODES`` below, so the code and the documentation cannot drift apart.
 """
 
@@ -21,7 +23,7 @@ class VegediffError(Exception):
 
 
 class UsageError(VegediffError):
-    """A command-line value that cannot work (impossible dates, horizon too long...)."""
+    """A parameter value that cannot work (impossible dates, horizon too long...)."""
 
     exit_code = 2
     summary = "invalid option or argument value"

@@ -49,7 +49,7 @@ class GridSpec:
             raise UsageError(
                 f"window (col {col_off}, row {row_off}, {width} x {height} px) lies outside the "
                 f"{self.width} x {self.height} grid",
-                fix="choose a window inside the tile (--window COL ROW WIDTH HEIGHT)",
+                fix="choose a window inside the tile (`window` COL ROW WIDTH HEIGHT)",
             )
         transform = self.transform @ Affine.translation(col_off, row_off)
         return GridSpec(self.crs, transform, width, height)
@@ -105,11 +105,11 @@ def parse_bbox(text: str) -> tuple[float, float, float, float]:
     except ValueError:
         values = ()
     if len(values) != 4:
-        raise UsageError(f"--bbox '{text}' is not four numbers", fix="write it as MINLON,MINLAT,MAXLON,MAXLAT")
+        raise UsageError(f"`bbox` '{text}' is not four numbers", fix="write it as MINLON,MINLAT,MAXLON,MAXLAT")
     west, south, east, north = values
     if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
         raise UsageError(
-            f"--bbox '{text}' is not a valid lon/lat box",
+            f"`bbox` '{text}' is not a valid lon/lat box",
             fix="use degrees, west < east and south < north, e.g. 8.5,47.3,8.6,47.4",
         )
     return values  # type: ignore[return-value]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -63,17 +64,24 @@ def _style_map_axes(ax, y: np.ndarray, geographic: bool) -> None:
         ax.set_aspect(1.0 / max(0.05, math.cos(math.radians(float(np.mean(y))))))
 
 
+@dataclass(frozen=True)
+class MapGrid:
+    """Where map panels sit: pixel-centre coordinates and how to label them."""
+
+    x: np.ndarray  # (W,) pixel-centre x, ascending
+    y: np.ndarray  # (H,) pixel-centre y, descending
+    geographic: bool = False  # degrees (lon/lat) rather than metres
+    crs: str | None = None  # named in the axis labels of projected grids
+
+
 def ndvi_maps(
     observed: np.ndarray,
     predicted: np.ndarray,
     dates: Sequence[pd.Timestamp],
     path: str | os.PathLike,
     *,
-    x: np.ndarray,
-    y: np.ndarray,
+    grid: MapGrid,
     title: str,
-    geographic: bool = False,
-    crs: str | None = None,
     columns: int = 5,
 ) -> Path:
     """Observed above predicted NDVI for every forecast step; observed and predicted are (T, H, W)."""
@@ -81,23 +89,23 @@ def ndvi_maps(
     blocks = math.ceil(steps / columns)
     height = 4.4 * blocks + 1.0
     fig = Figure(figsize=(2.3 * columns + 1.4, height))  # no layout engine: 40 panels would take seconds
-    grid = fig.subplots(2 * blocks, columns, squeeze=False, sharex=True, sharey=True)
+    panels = fig.subplots(2 * blocks, columns, squeeze=False, sharex=True, sharey=True)
     fig.subplots_adjust(left=0.09, right=0.86, top=1 - 1.2 / height, bottom=0.5 / height, hspace=0.4, wspace=0.12)
-    extent = _extent(x, y)
-    xlabel, ylabel = _axis_labels(geographic, crs)
+    extent = _extent(grid.x, grid.y)
+    xlabel, ylabel = _axis_labels(grid.geographic, grid.crs)
     image = None
     for block in range(blocks):
         for col in range(columns):
             step = block * columns + col
             for row, (kind, values) in enumerate((("observed", observed), ("predicted", predicted))):
-                ax = grid[2 * block + row, col]
+                ax = panels[2 * block + row, col]
                 if step >= steps:
                     ax.set_visible(False)
                     continue
                 image = ax.imshow(np.ma.masked_invalid(values[step]), cmap=_cmap(NDVI_CMAP), vmin=NDVI_RANGE[0],
                                   vmax=NDVI_RANGE[1], extent=extent, interpolation="nearest")
                 ax.set_title(f"{kind} {pd.Timestamp(dates[step]):%Y-%m-%d}", fontsize=8)
-                _style_map_axes(ax, y, geographic)
+                _style_map_axes(ax, grid.y, grid.geographic)
                 ax.tick_params(labelsize=6)
                 if col == 0:
                     ax.set_ylabel(ylabel, fontsize=7)
@@ -115,11 +123,8 @@ def rmse_maps(
     scored: np.ndarray,
     path: str | os.PathLike,
     *,
-    x: np.ndarray,
-    y: np.ndarray,
+    grid: MapGrid,
     title: str,
-    geographic: bool = False,
-    crs: str | None = None,
 ) -> Path:
     """Per-pixel RMSE over the forecast steps, one panel per forecast, one colour scale."""
     names = list(rmse)
@@ -128,15 +133,15 @@ def rmse_maps(
     top = float(np.percentile(finite, 98)) if finite.size else 0.3
     fig = Figure(figsize=(4.4 * len(names) + 1.0, 4.6), layout="constrained")
     axes = fig.subplots(1, len(names), squeeze=False, sharex=True, sharey=True)[0]
-    xlabel, ylabel = _axis_labels(geographic, crs)
+    xlabel, ylabel = _axis_labels(grid.geographic, grid.crs)
     image = None
     for ax, name in zip(axes, names, strict=True):
         values = shown[name]
         mean = np.nanmean(values) if np.isfinite(values).any() else float("nan")
         image = ax.imshow(np.ma.masked_invalid(values), cmap=_cmap(ERROR_CMAP), vmin=0.0, vmax=max(top, 1e-3),
-                          extent=_extent(x, y), interpolation="nearest")
+                          extent=_extent(grid.x, grid.y), interpolation="nearest")
         ax.set_title(f"{name}: mean pixel RMSE {mean:.3f}", fontsize=9)
-        _style_map_axes(ax, y, geographic)
+        _style_map_axes(ax, grid.y, grid.geographic)
         ax.set_xlabel(xlabel, fontsize=8)
         ax.tick_params(labelsize=7)
     axes[0].set_ylabel(ylabel, fontsize=8)

@@ -9,7 +9,7 @@ and compare them with
 
 - the memory the system can still give (``MemAvailable``, or the cgroup limit when lower), and
 - ``--memory-mb`` for the part of a forecast it governs: one streamed block of member
-  accumulators (pipeline/forecast_plan.py ``bytes_per_pixel``).
+  accumulators (pipeline/forecast/plan.py ``bytes_per_pixel``).
 
 The estimates are upper bounds calibrated on this project's CPU runs (small preset, 128 px
 chips): 1 / 16 / 64 members peaked at 0.55 / 0.79 / 1.58 GB in all, 16 MB per extra member;
@@ -170,7 +170,7 @@ def forecast_memory(cfg: ModelConfig, *, members: int, chips_per_call: int, widt
     per_sample = (3 * v.horizon * len(BANDS) * CHIP_SIZE**2 * FLOAT_BYTES  # decoded members, detail, NDVI
                   + 2 * frames * tokens * v.hidden * FLOAT_BYTES * (v.mlp_ratio + 4))  # CFG doubles the batch
     decoder = DECODE_BATCH * cfg.vae.base_channels * max(cfg.vae.channel_mults) * CHIP_SIZE**2 * FLOAT_BYTES * 3
-    rows = band_rows + CHIP_SIZE  # a band's accumulators reach one chip below it (pipeline/tiling.py)
+    rows = band_rows + CHIP_SIZE  # a band's accumulators reach one chip below it (pipeline/forecast/tiling.py)
     return ForecastMemory(weights=2 * parameter_count(cfg) * FLOAT_BYTES,
                           sampling=int(members * chips_per_call * per_sample + decoder),
                           block=int(bytes_per_pixel * rows * min(width, stripe)),
@@ -182,9 +182,9 @@ def check_forecast_memory(estimate: ForecastMemory, *, members: int, memory_mb: 
     budget = memory_mb * MIB
     if estimate.smallest_block > budget:
         raise UsageError(
-            f"--members {members} needs at least {_size(estimate.smallest_block)} for one streamed block, "
-            f"more than --memory-mb {memory_mb}",
-            fix=f"lower --members, or raise --memory-mb to {math.ceil(estimate.smallest_block / MIB)} or more "
+            f"`members` {members} needs at least {_size(estimate.smallest_block)} for one streamed block, "
+            f"more than `memory_mb` {memory_mb}",
+            fix=f"lower `members`, or raise `memory_mb` to {math.ceil(estimate.smallest_block / MIB)} or more "
                 f"if the machine has the memory ({_size(available_bytes())} free now)")
     free = available_bytes()
     if estimate.total > free:
@@ -192,7 +192,7 @@ def check_forecast_memory(estimate: ForecastMemory, *, members: int, memory_mb: 
             f"this forecast needs about {_size(estimate.total)} of memory ({members} member(s): model "
             f"{_size(estimate.weights)}, sampling {_size(estimate.sampling)}, block {_size(estimate.block)}) "
             f"but only {_size(free)} is available",
-            fix="lower --members or --batch-size (or --memory-mb)")
+            fix="lower `members` or `batch_size` (or `memory_mb`)")
 
 
 def check_ensemble_memory(*, members: int, steps: int, width: int, levels: int, statistics: int) -> None:
@@ -203,4 +203,4 @@ def check_ensemble_memory(*, members: int, steps: int, width: int, levels: int, 
         raise UsageError(
             f"summarising {members} members of a {width} px wide forecast needs {_size(per_row)} per row, "
             f"but only {_size(free)} is available",
-            fix="forecast fewer --members (16 is typical)")
+            fix="forecast fewer `members` (16 is typical)")

@@ -84,12 +84,12 @@ def resolve_input(explicit: Path | None, tile: str | None, workdir: Path, step: 
         check_encodable(explicit, role="input")
         return explicit
     if tile is None:
-        raise UsageError("no input given", fix="pass --tile TILE (uses the working directory) or --input PATH")
+        raise UsageError("no input given", fix="pass `tile` TILE (uses the working directory) or `input` PATH")
     path = getattr(TileFiles.of(workdir, tile), step)
     if not path.exists():
         raise InputNotFoundError(
             f"{path} does not exist",
-            fix=f"run `vegediff {made_by} --tile {normalise_tile(tile)}` first, or pass --input PATH",
+            fix=f"run `vegediff {made_by} --tile {normalise_tile(tile)}` first, or pass `input` PATH",
         )
     return path
 
@@ -125,12 +125,12 @@ def check_output(path: Path, step: str, *, inputs: tuple[Path | None, ...] = ())
     if path.is_dir():
         path = path / FILE_NAMES[step]
     elif path.suffix.lower() not in NETCDF_SUFFIXES:
-        raise UsageError(f"--output {path} is not a NetCDF file name (this step writes NetCDF)",
-                         fix=f"use e.g. --output {path.with_suffix('.nc')}, or an existing folder "
+        raise UsageError(f"`output` {path} is not a NetCDF file name (this step writes NetCDF)",
+                         fix=f"use e.g. `output` {path.with_suffix('.nc')}, or an existing folder "
                              f"({FILE_NAMES[step]} is written inside it)")
     for source in inputs:
         if same_file(path, source):
-            raise UsageError(f"--output {path} is the step's input {source}: it would be overwritten",
+            raise UsageError(f"`output` {path} is the step's input {source}: it would be overwritten",
                              fix="write the result to another file")
     return path
 
@@ -140,6 +140,6 @@ def resolve_output(explicit: Path | None, tile: str | None, workdir: Path, step:
     if explicit is not None:
         return check_output(explicit, step, inputs=inputs)
     if tile is None:
-        raise UsageError("no output given", fix="pass --tile TILE (uses the working directory) or --output PATH")
+        raise UsageError("no output given", fix="pass `tile` TILE (uses the working directory) or `output` PATH")
     check_encodable(workdir, role="working directory")
     return getattr(TileFiles.of(workdir, tile), step)

@@ -13,9 +13,10 @@ import typer
 
 from ..errors import EXIT_CODES, RunInterrupted, VegediffError
 from ..io_errors import classify_io_error
-from ..pipeline.forecast_runtime import configure_process
+from ..pipeline.forecast.runtime import configure_process
 from ..redact import redact
 from . import ensemble, evaluate, fetch, forecast, info, prepare, train
+from .options import as_flags
 
 HELP = """Forecast vegetation (NDVI and Sentinel-2 reflectance) with the VegeDiff latent diffusion model.
 
@@ -114,6 +115,14 @@ def _fail(code: int, kind: str, problem: str, fix: str | None, *, line: str, jso
     return code
 
 
+def _fail_with(error: VegediffError, *, json_errors: bool) -> int:
+    """A library error in the CLI's words: its parameter names become the flags that set them."""
+    problem, fix = as_flags(error.problem), as_flags(error.fix) if error.fix else error.fix
+    message = problem if fix is None else f"{problem}; {fix}"
+    return _fail(error.exit_code, type(error).__name__, problem, fix, line=f"vegediff: error: {message}",
+                 json_errors=json_errors)
+
+
 def _dispatch(argv: list[str] | None, debug: bool, *, json_errors: bool = False) -> int:
     """Run the Typer app; map every exception to one line on stderr and an exit code."""
     interrupted = RunInterrupted.exit_code
@@ -126,8 +135,7 @@ def _dispatch(argv: list[str] | None, debug: bool, *, json_errors: bool = False)
     except VegediffError as error:
         if debug:
             _traceback()
-        return _fail(error.exit_code, type(error).__name__, error.problem, error.fix,
-                     line=f"vegediff: error: {error}", json_errors=json_errors)
+        return _fail_with(error, json_errors=json_errors)
     except (KeyboardInterrupt, *ABORTS):
         return _fail(interrupted, "RunInterrupted", RunInterrupted.summary, "run the same command again",
                      line=f"vegediff: error: {RunInterrupted.summary}", json_errors=json_errors)
@@ -146,8 +154,7 @@ def _dispatch(argv: list[str] | None, debug: bool, *, json_errors: bool = False)
             _traceback()
         known = classify_io_error(error)  # a damaged input read lazily, deep inside a library
         if known is not None:
-            return _fail(known.exit_code, type(known).__name__, known.problem, known.fix,
-                         line=f"vegediff: error: {known}", json_errors=json_errors)
+            return _fail_with(known, json_errors=json_errors)
         problem = f"{type(error).__name__}: {error}"
         return _fail(1, "InternalError", problem, "re-run with --debug for the traceback and report it",
                      line=f"vegediff: internal error: {problem} (re-run with --debug for the traceback and report it)",

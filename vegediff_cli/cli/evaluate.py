@@ -11,12 +11,12 @@ import typer
 
 from ..config import CONTEXT_FRAMES
 from ..errors import UsageError
-from .options import JsonOpt, QuietOpt, TileOpt, WorkdirOpt, emit_json, setup, workdir_of
+from .options import JsonOpt, QuietOpt, TileOpt, WorkdirOpt, as_flags, emit_json, setup, workdir_of
 
 log = logging.getLogger("vegediff.evaluate")
 
 if TYPE_CHECKING:
-    from ..pipeline.evaluate_run import Report
+    from ..pipeline.evaluate.run import Report
 
 
 def _choice(value: str, allowed: tuple[str, ...], option: str) -> str:
@@ -90,10 +90,10 @@ def evaluate(
     """Score NDVI forecasts against the observed cube: GreenEarthNet's RMSE, NSE, R2 and |bias| per land cover,
     fair CRPS, spread-skill, rank histogram and reliability for ensembles, against a baseline; JSON, CSV and figures."""
     from ..metrics.deterministic import QUALITY_RULES
-    from ..pipeline.baselines import BASELINES
-    from ..pipeline.evaluate import EvaluationSettings
-    from ..pipeline.evaluate_plan import find_targets, plan_jobs, tile_job
-    from ..pipeline.evaluate_run import RunOptions, evaluate_jobs, json_ready
+    from ..pipeline.evaluate.baselines import BASELINES
+    from ..pipeline.evaluate.plan import find_targets, plan_jobs, tile_job
+    from ..pipeline.evaluate.run import RunOptions, evaluate_jobs, json_ready
+    from ..pipeline.evaluate.scoring import EvaluationSettings
 
     progress = setup(quiet)
     baseline_name = _choice(baseline, (*BASELINES, "none"), "--baseline")
@@ -109,7 +109,7 @@ def evaluate(
         plan = tile_job(workdir_of(workdir), tile, forecast or [], ensemble=ensemble, baseline=reference)
         status = plan.status
         if plan.job is None:  # cron: a forecast into the future is not an error, there is just nothing to score
-            typer.echo(f"vegediff: nothing to score yet: {status['reason']}; evaluate again once the cube "
+            typer.echo(f"vegediff: nothing to score yet: {as_flags(status['reason'])}; evaluate again once the cube "
                        "holds those dates", err=True)
             if json_out:
                 emit_json({"output": None, **status})
@@ -131,7 +131,7 @@ def evaluate(
     if json_out:
         emit_json(json_ready({"output": str(target_dir), **({"status": "scored"} | status), **report.to_dict()}))
     elif not quiet:
-        typer.echo("\n".join(summary_lines(report)))
+        typer.echo(as_flags("\n".join(summary_lines(report))))
 
 
 def register(app: typer.Typer) -> None:

@@ -6,24 +6,18 @@ import logging
 import os
 import sys
 import warnings
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 
+from ..dates import parse_day
 from ..errors import RunInterrupted, UsageError
 from ..redact import redact
 from ..workdir import resolve_output
 from .options import JsonOpt, OutputOpt, QuietOpt, TileOpt, WorkdirOpt, emit_json, finite, setup, workdir_of
 
 log = logging.getLogger("vegediff.fetch")
-
-
-def parse_date(text: str, option: str) -> date:
-    try:
-        return date.fromisoformat(text.strip())
-    except ValueError:
-        raise UsageError(f"{option} '{text}' is not a date", fix="write it as YYYY-MM-DD, e.g. 2024-03-01") from None
 
 
 def parse_window(text: str) -> tuple[int, int, int, int]:
@@ -70,7 +64,7 @@ def fetch(
     """
     from rasterio.errors import NotGeoreferencedWarning
 
-    from ..pipeline.fetch import FetchRequest, FetchSettings, fetch_cube, plan_fetch
+    from ..pipeline.fetch.run import FetchRequest, FetchSettings, fetch_cube, plan_fetch
     from ..sources.area import fetch_area
     from ..sources.hrefs import parse_schemes
     from ..sources.http import RetryPolicy
@@ -87,8 +81,8 @@ def fetch(
         # odc-stac reprojects into plain arrays, which rasterio reports as "not georeferenced".
         warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module="rasterio.warp")
     area = fetch_area(tile=tile, bbox=bbox, window=parse_window(window) if window else None)
-    first = parse_date(start, "--start")
-    last = parse_date(end, "--end") if end else datetime.now(UTC).date()
+    first = parse_day(start, name="start")
+    last = parse_day(end, name="end") if end else datetime.now(UTC).date()
     request = FetchRequest(area=area, start=first, end=last, max_cloud=max_cloud,
                            provider=resolve_provider(provider, url=stac_url, collection=collection))
     settings = FetchSettings(workers=workers, chunk=chunk, sas_url=sas_url, href_schemes=parse_schemes(href_schemes),

@@ -2,149 +2,69 @@
 
 from __future__ import annotations
 
-import datetime as dt
+import dataclasses
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..config import CHIP_OVERLAP, DEFAULT_KEEP_HISTORY, SamplerSettings
+from ..config import SamplerSettings
+from ..dates import parse_day
 from ..errors import UsageError
-from ..workdir import TileFiles, resolve_input, resolve_output
-from .options import JsonOpt, OutputOpt, QuietOpt, WorkdirOpt, emit_json, setup, workdir_of
+from .options import (
+    ForceOpt,
+    ForecastOptions,
+    JsonOpt,
+    OutputOpt,
+    QuietOpt,
+    WorkdirOpt,
+    emit_json,
+    setup,
+    with_options,
+    workdir_of,
+)
 
 if TYPE_CHECKING:  # the command modules import the pipeline only when they run: `vegediff --help` stays fast
     import pandas as pd
 
-    from ..pipeline.forecast import ForecastJob
-    from ..pipeline.forecast_plan import ForecastSettings
-
-# Options shared with `vegediff ensemble`, which runs a forecast when it needs members.
-WeightsOpt = Annotated[Path | None, typer.Option(
-    help="Weights file (.safetensors). Default: $VEGEDIFF_WEIGHTS, else the shipped weights/vegediff-small.safetensors.",
-    show_default=False)]
-StartOpt = Annotated[str | None, typer.Option(
-    help="First forecast date YYYY-MM-DD (moved to the next frame date if between frames). "
-         "Default: 5 days after the cube's last frame.", show_default=False)]
-HorizonOpt = Annotated[int, typer.Option(help="Forecast steps of 5 days (at most the model's horizon, 20).")]
-SamplerOpt = Annotated[str, typer.Option(help="euler (paper) or dpmpp2m (DPM-Solver++(2M), second order: fewer steps for the same error).")]
-StepsOpt = Annotated[int, typer.Option(help="Denoising steps per sample.")]
-GuidanceOpt = Annotated[float | None, typer.Option(
-    help="Classifier-free guidance weight on meteorology and static layers. Default: the scale recorded in the "
-         "weights (chosen on validation data; 1.0 for the shipped weights), else the paper's 2.",
-    show_default=False)]
-MAX_SEED = 2**63 - 1  # seeds are stored as 64-bit integers (NetCDF attributes, torch generators)
-SeedOpt = Annotated[int, typer.Option(help="Run seed: the same seed gives the same forecast, whatever the batching.",
-                                      min=0, max=MAX_SEED)]
-DeviceOpt = Annotated[str, typer.Option(help="auto (GPU when present), cpu, cuda or cuda:N.")]
-PrecisionOpt = Annotated[str, typer.Option(
-    help="auto (bf16 on GPUs and on CPUs with native bf16, about 1.7 x faster there; fp32 elsewhere), fp32 or bf16. "
-         "The output records the one used.")]
-BatchOpt = Annotated[int | None, typer.Option(
-    "--batch-size", help="Chips (with all their members) per model call (default: 4 chip-members per call on CPU, "
-                         "members in chunks of 4; 64 on GPU).", show_default=False)]
-WeatherOpt = Annotated[str, typer.Option(
-    envvar="VEGEDIFF_WEATHER",
-    help="Weather for forecast dates the cube does not cover. auto: Open-Meteo (no account): ERA5 and its "
-         "16-day forecast, then one past year's weather per member (scenarios); open-meteo: the same, ignoring the "
-         "cube's future; scenarios: past years only (hindcast experiments); none: no network (the cube's climatology, "
-         "else the unconditional model); or a NetCDF file with eobs_* series.")]
-OverlapOpt = Annotated[int, typer.Option(help="Minimum overlap of neighbouring 128 px chips, blended smoothly.")]
-MinClearOpt = Annotated[int, typer.Option(
-    help="Pixels with fewer clear context frames are left empty (NaN); see context_clear_count.")]
-MemoryOpt = Annotated[int, typer.Option("--memory-mb", help="Memory budget of one streamed block, MiB.")]
-SchedulerOpt = Annotated[str | None, typer.Option(
-    help="Dask scheduler address (tcp://HOST:PORT) to spread blocks over its workers, or 'local' for a local cluster.",
-    show_default=False)]
-WorkersOpt = Annotated[int | None, typer.Option(
-    help="Model processes, one torch thread each (default: one per usable core when the forecast's model calls "
-         "add up to 45 s or more; 0: run in this process). With --scheduler local: its workers (default: one per "
-         "GPU, else one per core).", show_default=False)]
-ThreadsOpt = Annotated[int | None, typer.Option(
-    help="Torch threads per model process (default 1: faster for this model, and robust under other load).",
-    show_default=False)]
-CompileOpt = Annotated[str, typer.Option(
-    "--compile", help="Compile the denoiser (TorchInductor, frozen weights; about 25 % faster per chip on CPU, "
-                      "10 s to a few minutes to compile, cached in ~/.cache/vegediff): auto (on CPU above "
-                      "400 chip-members per process), on or off.")]
-CogsOpt = Annotated[bool, typer.Option("--cogs/--no-cogs", help="Also write Cloud-Optimized GeoTIFFs.")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Run the forecast even when the output is up to date "
-                                                        "(made from the same cube, weights and settings).")]
-KeepHistoryOpt = Annotated[int, typer.Option(
-    help="Earlier forecasts of a tile kept in <workdir>/<TILE>/history/ for `evaluate --tile` "
-         "(0: none; each holds the whole forecast.nc).", min=0, max=100)]
-SpreadOpt = Annotated[bool, typer.Option(
-    "--calibrated-spread/--raw-spread",
-    help="Widen the members about their mean by the factors the weights carry (fitted on validation data, "
-         "so that the spread matches the error); --raw-spread keeps the diffusion samples as drawn.")]
-
+    from ..pipeline.forecast.plan import ForecastSettings
 
 def parse_start(text: str | None) -> pd.Timestamp | None:
     if text is None:
         return None
     import pandas as pd
 
-    try:  # ISO only: pandas would read "May 40th" as 2040-05-01
-        return pd.Timestamp(dt.date.fromisoformat(text.strip()))
-    except ValueError as exc:
-        raise UsageError(f"--start '{text}' is not a date", fix="write it as YYYY-MM-DD") from exc
+    return pd.Timestamp(parse_day(text, name="start"))
 
 
-def build_settings(*, horizon: int, members: int, sampler: str, steps: int, guidance: float | None, seed: int,
-                   start: str | None, overlap: int, batch_size: int | None, min_clear_context: int,
-                   memory_mb: int, precision: str = "auto", calibrate_spread: bool = True) -> ForecastSettings:
-    from ..pipeline.forecast_model import PAPER_GUIDANCE
-    from ..pipeline.forecast_plan import ForecastSettings
+def build_settings(run: ForecastOptions, *, members: int) -> ForecastSettings:
+    """The library's ForecastSettings from the shared options (guidance already resolved or None)."""
+    from ..pipeline.forecast.model import PAPER_GUIDANCE
+    from ..pipeline.forecast.plan import ForecastSettings
 
-    if memory_mb < 64:
-        raise UsageError(f"--memory-mb {memory_mb} is too small", fix="give at least 64 MiB")
+    if run.memory_mb < 64:
+        raise UsageError(f"--memory-mb {run.memory_mb} is too small", fix="give at least 64 MiB")
+    guidance = run.guidance
     if guidance is not None and (not math.isfinite(guidance) or guidance < 0):
         raise UsageError(f"--guidance {guidance} must be a finite number of 0 or more",
                          fix="use e.g. --guidance 1 (the paper uses 2), or leave it out for the weights' own")
     return ForecastSettings(
-        horizon=horizon, members=members, seed=seed, start=parse_start(start), overlap=overlap,
-        batch_size=batch_size, min_clear_context=min_clear_context, memory_mb=memory_mb, precision=precision,
-        calibrate_spread=calibrate_spread, sampler=SamplerSettings(sampler=sampler, steps=steps,
+        horizon=run.horizon, members=members, seed=run.seed, start=parse_start(run.start), overlap=run.overlap,
+        batch_size=run.batch_size, min_clear_context=run.min_clear_context, memory_mb=run.memory_mb,
+        precision=run.precision, calibrate_spread=run.calibrated_spread,
+        sampler=SamplerSettings(sampler=run.sampler, steps=run.steps,
                                 guidance_scale=guidance if guidance is not None else PAPER_GUIDANCE))
 
 
-def cogs_beside(output: Path) -> Path:
-    """COG folder of an explicit --output: <stem>_cogs next to it."""
-    return output.with_name(f"{output.stem}_cogs")
+def with_guidance(run: ForecastOptions) -> ForecastOptions:
+    """`run` with the guidance scale the weights recommend when --guidance was left out."""
+    from ..pipeline.forecast.model import default_guidance
+
+    return run if run.guidance is not None else dataclasses.replace(run, guidance=default_guidance(run.weights))
 
 
-def plan_jobs(tiles: list[str], inputs: list[Path], output: Path | None, root: Path, *, cogs: bool,
-              weather: str | Path | None) -> list[ForecastJob]:
-    """Inputs and outputs of every forecast (one per tile / input); `weather` is a mode or a file."""
-    from ..pipeline.forecast import ForecastJob
-    from ..pipeline.weather import check_mode
-
-    weather_file = Path(weather) if weather is not None and check_mode(weather) is None else None
-    if len(tiles) <= 1 and len(inputs) <= 1:
-        tile = tiles[0] if tiles else None
-        cube = resolve_input(inputs[0] if inputs else None, tile, root, "cube", made_by="prepare")
-        target = resolve_output(output, tile, root, "forecast", inputs=(cube, weather_file))
-        folder = cogs_beside(target) if output is not None else TileFiles.of(root, tile).forecast_cogs
-        files = TileFiles.of(root, tile) if tile is not None and not inputs else None
-        return [ForecastJob(cube, target, folder if cogs else None, weather, tile=files)]
-    if output is not None and not inputs:
-        raise UsageError("--output names one file but several --tile forecasts were asked for",
-                         fix="leave --output out: each tile's forecast goes to <workdir>/<TILE>/forecast.nc")
-    jobs = [ForecastJob(resolve_input(None, t, root, "cube", made_by="prepare"), TileFiles.of(root, t).forecast,
-                        TileFiles.of(root, t).forecast_cogs if cogs else None, weather, tile=TileFiles.of(root, t))
-            for t in tiles]
-    if inputs:
-        if output is None or output.suffix:
-            raise UsageError("several --input cubes need --output DIR (a folder for their forecasts)",
-                             fix="pass --output DIR; each forecast is written as DIR/<input name>_forecast.nc")
-        for path in inputs:
-            target = output / f"{path.stem}_forecast.nc"
-            jobs.append(ForecastJob(resolve_input(path, None, root, "cube", made_by="prepare"), target,
-                                    cogs_beside(target) if cogs else None, weather))
-    return jobs
-
-
+@with_options(ForecastOptions, into="run")
 def forecast(
     tile: Annotated[list[str] | None, typer.Option(
         "--tile", "-t", help="MGRS tile such as 32UQD (cube from the working directory); repeat for several.",
@@ -154,29 +74,9 @@ def forecast(
                               "repeat for several.", show_default=False)] = None,
     output: OutputOpt = None,
     workdir: WorkdirOpt = None,
-    weights: WeightsOpt = None,
-    start: StartOpt = None,
-    horizon: HorizonOpt = 20,
     members: Annotated[int, typer.Option(help="Ensemble members (samples) per pixel.")] = 1,
-    sampler: SamplerOpt = "euler",
-    steps: StepsOpt = 10,
-    guidance: GuidanceOpt = None,
-    seed: SeedOpt = 0,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "auto",
-    batch_size: BatchOpt = None,
-    weather: WeatherOpt = "auto",
-    overlap: OverlapOpt = CHIP_OVERLAP,
-    min_clear_context: MinClearOpt = 1,
-    memory_mb: MemoryOpt = 1024,
-    scheduler: SchedulerOpt = None,
-    workers: WorkersOpt = None,
-    threads: ThreadsOpt = None,
-    compile: CompileOpt = "auto",
-    cogs: CogsOpt = True,
+    run: ForecastOptions = ForecastOptions(),
     force: ForceOpt = False,
-    keep_history: KeepHistoryOpt = DEFAULT_KEEP_HISTORY,
-    calibrated_spread: SpreadOpt = True,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -185,21 +85,17 @@ def forecast(
     Writes forecast.nc (ndvi_pred, s2_B02_pred..s2_B8A_pred, ndvi_member with --members > 1,
     context_clear_count) on the cube's grid, and one NDVI COG per step.
     """
-    from ..pipeline.forecast import run_forecasts
-    from ..pipeline.forecast_model import default_guidance
+    from ..pipeline.forecast.jobs import plan_jobs
+    from ..pipeline.forecast.run import run_forecasts
 
     progress = setup(quiet)
     root = workdir_of(workdir)
-    if guidance is None:
-        guidance = default_guidance(weights)
-    settings = build_settings(horizon=horizon, members=members, sampler=sampler, steps=steps, guidance=guidance,
-                              seed=seed, start=start, overlap=overlap, batch_size=batch_size,
-                              min_clear_context=min_clear_context, memory_mb=memory_mb, precision=precision,
-                              calibrate_spread=calibrated_spread)
-    jobs = plan_jobs(list(tile or []), list(input or []), output, root, cogs=cogs, weather=weather)
-    summaries = run_forecasts(jobs, weights=weights, settings=settings, device=device, scheduler=scheduler,
-                              workers=workers, threads=threads, compile=compile, progress=progress, force=force,
-                              keep_history=keep_history)
+    run = with_guidance(run)
+    settings = build_settings(run, members=members)
+    jobs = plan_jobs(list(tile or []), list(input or []), output, root, cogs=run.cogs, weather=run.weather)
+    summaries = run_forecasts(jobs, weights=run.weights, settings=settings, device=run.device,
+                              scheduler=run.scheduler, workers=run.workers, threads=run.threads, compile=run.compile,
+                              progress=progress, force=force, keep_history=run.keep_history)
     if json_out:
         result = [s.as_dict() for s in summaries]
         emit_json(result[0] if len(result) == 1 else {"forecasts": result})

@@ -36,7 +36,7 @@ def info(
         return
     if exit_codes:
         if json_out:
-            emit_json({str(code): text for code, text in EXIT_CODES.items()})
+            emit_json({str(code): text for code, text in EXIT_CODES.items()}, flags=False)
             return
         table = Table("exit code", "meaning")
         for code, text in sorted(EXIT_CODES.items()):
@@ -46,9 +46,11 @@ def info(
     if step not in MADE_BY:
         raise UsageError(f"--step '{step}' is not one of {', '.join(MADE_BY)}", fix="e.g. --step forecast")
     target = resolve_input(path or input, tile, workdir_of(workdir), step, made_by=MADE_BY[step])
-    summary = {"path": str(target), **_describe(target)}
+    from ..cube.describe import describe_file
+
+    summary = {"path": str(target), **describe_file(target)}
     if json_out:
-        emit_json(summary)
+        emit_json(summary, flags=False)
         return
     table = Table(show_header=False, title=redact(str(target)))
     for key, value in summary.items():
@@ -58,34 +60,10 @@ def info(
     Console(stderr=False).print(table)
 
 
-def _describe(target: Path) -> dict:
-    """A cube's description, or a forecast's / ensemble's (recognised by their variables)."""
-    from ..cube.describe import describe, describe_product
-    from ..cube.readers import open_cube
-
-    if target.suffix.lower() != ".npz":
-        from ..cube.forecast_writer import open_grid
-
-        if _is_product(target):
-            with open_grid(target) as ds:
-                return describe_product(ds)
-    return describe(open_cube(target))
-
-
-def _is_product(path: Path) -> bool:
-    from ..cube.readers import open_netcdf
-
-    ds = open_netcdf(path)
-    try:
-        return "ndvi_pred" in ds or "ndvi_mean" in ds
-    finally:
-        ds.close()
-
-
 def _print_weights(path: Path | None, json_out: bool) -> None:
     described = weights_in_use(path)
     if json_out:
-        emit_json(described)
+        emit_json(described, flags=False)
         return
     table = Table(show_header=False, title="weights")
     table.add_column()

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..config import DEFAULT_CLEAR_SCL
+from ..dates import parse_day
 from ..errors import UsageError
 from ..workdir import resolve_input, resolve_output
 from .options import InputOpt, JsonOpt, OutputOpt, QuietOpt, TileOpt, WorkdirOpt, emit_json, setup, workdir_of
@@ -31,10 +32,7 @@ def parse_anchor(text: str | None) -> pd.Timestamp | None:
         return None
     import pandas as pd
 
-    try:
-        return pd.Timestamp(text).normalize()
-    except ValueError as exc:
-        raise UsageError(f"--anchor '{text}' is not a date", fix="write it as YYYY-MM-DD") from exc
+    return pd.Timestamp(parse_day(text, name="anchor"))
 
 
 def _scene_files(scenes: list[Path] | None, extra: list[Path] | None) -> tuple[Path, ...]:

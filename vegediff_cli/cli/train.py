@@ -7,6 +7,7 @@ under torchrun, e.g. `torchrun --standalone --nproc-per-node 4 -m vegediff_cli t
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +15,7 @@ import typer
 
 from ..errors import UsageError
 from ..training.settings import SAMPLINGS, DiffusionTrainSettings, VAETrainSettings
-from .options import JsonOpt, QuietOpt, emit_json, finite, setup
+from .options import JsonOpt, QuietOpt, emit_json, finite, setup, with_options
 
 DataOpt = Annotated[list[Path], typer.Option("--data", "-d", help="Folder or file of training data (repeatable).")]
 ExcludeOpt = Annotated[
@@ -37,6 +38,27 @@ IndexOpt = Annotated[Path | None, typer.Option("--index-cache", help="JSON file 
                                                "reusable by other runs (default: RUN_DIR/data-index.json).")]
 SeedOpt = Annotated[int, typer.Option(help="Seed of the data order and the initial weights.", min=0, max=2**63 - 1)]
 
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainRunOptions:
+    """How a training run runs: the options both stages share (cli/options.with_options)."""
+
+    seed: SeedOpt = 0
+    device: DeviceOpt = "auto"
+    precision: PrecisionOpt = "auto"
+    workers: WorkersOpt = 0
+    budget_steps: BudgetStepsOpt = 0
+    budget_time: BudgetTimeOpt = 0.0
+    log_every: LogEveryOpt = 10
+    index_cache: IndexOpt = None
+
+    def settings(self) -> dict:
+        """The fields of VAETrainSettings / DiffusionTrainSettings these options set."""
+        return {"seed": self.seed, "precision": self.precision, "workers": self.workers,
+                "budget_steps": self.budget_steps, "budget_seconds": self.budget_time, "log_every": self.log_every}
+
+
 app = typer.Typer(help="Train the vegetation VAE (stage 1) and the VegeNet denoiser (stage 2).", no_args_is_help=True)
 
 
@@ -48,6 +70,7 @@ def _emit(result: dict, json_out: bool) -> None:
 
 
 @app.command("vae")
+@with_options(TrainRunOptions, into="run")
 def vae(
     data: DataOpt,
     output: Annotated[Path, typer.Option("--output", "-o", help="Weights file to write (.safetensors).")],
@@ -57,15 +80,8 @@ def vae(
     batch: Annotated[int, typer.Option(min=1, help="Crops per step over all processes.")] = VAETrainSettings.batch,
     crop: Annotated[int, typer.Option(min=16, help="Crop side in pixels, a multiple of 8.")] = VAETrainSettings.crop,
     micro_batch: MicroOpt = 0,
-    seed: SeedOpt = 0,
     run_dir: RunDirOpt = Path("runs/vae"),
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "auto",
-    workers: WorkersOpt = 0,
-    budget_steps: BudgetStepsOpt = 0,
-    budget_time: BudgetTimeOpt = 0.0,
-    log_every: LogEveryOpt = 10,
-    index_cache: IndexOpt = None,
+    run: TrainRunOptions = TrainRunOptions(),
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -76,17 +92,16 @@ def vae(
 
     progress = setup(quiet)
     preset_config(preset)
-    check_precision(precision)
-    finite(budget_time, "--budget-time")
-    settings = VAETrainSettings(steps=steps, batch=batch, crop=crop, seed=seed, micro_batch=micro_batch,
-                                precision=precision, workers=workers, budget_steps=budget_steps,
-                                budget_seconds=budget_time, log_every=log_every)
+    check_precision(run.precision)
+    finite(run.budget_time, "--budget-time")
+    settings = VAETrainSettings(steps=steps, batch=batch, crop=crop, micro_batch=micro_batch, **run.settings())
     result = run_vae(data, exclude=exclude or [], preset_name=preset, settings=settings, run_dir=run_dir,
-                     output=output, device=device, progress=progress, index_cache=index_cache)
+                     output=output, device=run.device, progress=progress, index_cache=run.index_cache)
     _emit(result, json_out)
 
 
 @app.command("diffusion")
+@with_options(TrainRunOptions, into="run")
 def diffusion(
     data: DataOpt,
     init: Annotated[Path, typer.Option(help="Weights file with the trained VAE (from `vegediff train vae`).")],
@@ -105,17 +120,10 @@ def diffusion(
                                                    "other than the main one.")] = DiffusionTrainSettings.series_fraction,
     keep_every: Annotated[int, typer.Option(min=0, help="Keep a checkpoint every N steps for selection.")] = 0,
     checkpoint_every: Annotated[int, typer.Option(min=1)] = DiffusionTrainSettings.checkpoint_every,
-    seed: SeedOpt = 0,
     run_dir: RunDirOpt = Path("runs/diffusion"),
     latent_cache: Annotated[Path | None, typer.Option(help="Folder of encoded latents, shareable by runs with the "
                                                       "same VAE (default: RUN_DIR/latents).")] = None,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "auto",
-    workers: WorkersOpt = 0,
-    budget_steps: BudgetStepsOpt = 0,
-    budget_time: BudgetTimeOpt = 0.0,
-    log_every: LogEveryOpt = 10,
-    index_cache: IndexOpt = None,
+    run: TrainRunOptions = TrainRunOptions(),
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -125,21 +133,19 @@ def diffusion(
     from ..training.run import run_diffusion
 
     progress = setup(quiet)
-    check_precision(precision)
+    check_precision(run.precision)
     finite(lr, "--lr")
-    finite(budget_time, "--budget-time")
+    finite(run.budget_time, "--budget-time")
     finite(series_fraction, "--series-fraction")
     if sampling not in SAMPLINGS:
         raise UsageError(f"--sampling '{sampling}' is not one of {', '.join(SAMPLINGS)}")
     denoiser = preset_config(preset) if preset else None
     settings = DiffusionTrainSettings(steps=steps, batch=batch, micro_batch=micro_batch, lr=lr, warmup=warmup,
                                       sampling=sampling, series_fraction=series_fraction, keep_every=keep_every,
-                                      checkpoint_every=checkpoint_every, seed=seed, precision=precision,
-                                      workers=workers, budget_steps=budget_steps, budget_seconds=budget_time,
-                                      log_every=log_every)
+                                      checkpoint_every=checkpoint_every, **run.settings())
     result = run_diffusion(data, init=init, exclude=exclude or [], settings=settings, run_dir=run_dir,
-                           output=output, device=device, progress=progress, denoiser=denoiser,
-                           latent_cache=latent_cache, index_cache=index_cache)
+                           output=output, device=run.device, progress=progress, denoiser=denoiser,
+                           latent_cache=latent_cache, index_cache=run.index_cache)
     _emit(result, json_out)
 
 

@@ -6,6 +6,8 @@ small, highly compressible file that declares a huge grid never has to be decomp
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -103,3 +105,25 @@ def _short_record(text: str) -> Any:
     except ValueError:
         return text
     return {"step": record.get("step"), "inputs": record.get("inputs"), "settings": record.get("settings")}
+
+
+def is_product(path: str | os.PathLike) -> bool:
+    """True for a forecast or ensemble file (recognised by its variables), False for a cube."""
+    from .readers import open_netcdf
+
+    ds = open_netcdf(path)
+    try:
+        return "ndvi_pred" in ds or "ndvi_mean" in ds
+    finally:
+        ds.close()
+
+
+def describe_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A cube's description, or a forecast's / ensemble's (what `vegediff info` shows)."""
+    from .netcdf_stream import open_grid
+    from .readers import open_cube
+
+    if Path(path).suffix.lower() != ".npz" and is_product(path):
+        with open_grid(path) as ds:
+            return describe_product(ds)
+    return describe(open_cube(path))

@@ -8,16 +8,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from ..atomic import atomic_file
-from ..config import BANDS, DLMASK, GEOMORPHONS, LANDCOVER, SCL, VALID
+from ..config import BANDS, DLMASK, GEOMORPHONS, LANDCOVER, REFLECTANCE_SCALE, SCL, VALID
 
 # Reflectance as int16 x 1e-4 halves the file size and is lossless at Sentinel-2's precision.
-_REFLECTANCE = {"dtype": "int16", "scale_factor": 1e-4, "add_offset": 0.0, "_FillValue": -32768}
+_REFLECTANCE = {"dtype": "int16", "scale_factor": REFLECTANCE_SCALE, "add_offset": 0.0, "_FillValue": -32768}
 _CLASS_UINT8 = {"dtype": "uint8", "_FillValue": 0}  # class 0 is "no data" in SCL and WorldCover
 _MASK_UINT8 = {"dtype": "uint8", "_FillValue": 255}
-_TIME_UNITS = "days since 1970-01-01 00:00:00"
+TIME_UNITS = "days since {epoch:%Y-%m-%d} 00:00:00"  # CF time counted from the first date of the file
 CHUNK_XY = 256
 
 
@@ -46,6 +47,16 @@ def _chunks(da: xr.DataArray) -> tuple[int, ...]:
     )
 
 
+def time_units(epoch: pd.Timestamp) -> str:
+    """CF units counted in days from the file's first date.
+
+    GDAL (and so QGIS's raster view of the NetCDF) names each band by its raw time value and
+    units: "time=5 (days since 2017-11-21 00:00:00)" says the date; "time=17496 (days since
+    1970-01-01 ...)" did not. QGIS's mesh reader (MDAL) and xarray decode either form to dates.
+    """
+    return TIME_UNITS.format(epoch=epoch)
+
+
 def encoding_for(ds: xr.Dataset, *, complevel: int = 4) -> dict[str, dict]:
     """Per-variable encoding: compression everywhere, compact dtypes where lossless."""
     encoding: dict[str, dict] = {}
@@ -71,7 +82,9 @@ def encoding_for(ds: xr.Dataset, *, complevel: int = 4) -> dict[str, dict]:
         if coord.dtype.kind in "OU":
             encoding[name] = {"dtype": "S1"}
     if "time" in ds.coords:
-        encoding["time"] = {"units": _TIME_UNITS, "calendar": "standard", "dtype": "float64"}
+        times = pd.DatetimeIndex(ds["time"].values)
+        epoch = times[0].normalize() if len(times) else pd.Timestamp("1970-01-01")
+        encoding["time"] = {"units": time_units(epoch), "calendar": "standard", "dtype": "float64"}
     return encoding
 
 

@@ -22,6 +22,7 @@ import xarray as xr
 
 from ..errors import CorruptInputError, GeoreferenceError, MissingVariableError
 from .readers import open_netcdf
+from .schema import with_crs
 
 PRED, MEMBER = "ndvi_pred", "ndvi_member"
 ENSEMBLE_PROBABILITIES = {"prob_ndvi_below": "threshold", "prob_ndvi_drop": "drop"}
@@ -45,14 +46,13 @@ def _to_yx(ds: xr.Dataset) -> xr.Dataset:
 def normalise_forecast(ds: xr.Dataset, *, source: str = "forecast") -> xr.Dataset:
     """A forecast dataset with ``ndvi_pred (time, y, x)`` and, if present, ``ndvi_member (member, time, y, x)``."""
     if PRED not in ds:
-        hint = " (it looks like a cube: pass it as --input)" if "s2_B04" in ds else ""
+        hint = " (it looks like a cube: pass it as `input`)" if "s2_B04" in ds else ""
         raise MissingVariableError(
             f"{source} has no {PRED} variable{hint}",
             fix="pass a forecast.nc from `vegediff forecast` or a GreenEarthNet prediction file",
         )
     ds = _to_yx(ds)
-    if ds.rio.crs is None and "spatial_ref" in ds.coords and "crs_wkt" in ds["spatial_ref"].attrs:
-        ds = ds.rio.write_crs(ds["spatial_ref"].attrs["crs_wkt"])
+    ds = with_crs(ds)
     for name, dims in ((PRED, ("time", "y", "x")), (MEMBER, ("member", "time", "y", "x"))):
         if name not in ds:
             continue
@@ -77,7 +77,7 @@ def _check_members(ds: xr.Dataset, *, source: str) -> None:
                                 fix="re-run `vegediff forecast`; the file was altered or cut short")
     if members < 2:
         raise CorruptInputError(f"{source}: {MEMBER} holds {members} member; probabilistic scores need at least 2",
-                                fix="drop ndvi_member or forecast with --members 2 or more")
+                                fix="drop ndvi_member or forecast with `members` 2 or more")
 
 
 def read_forecast(path: str | os.PathLike) -> xr.Dataset:

@@ -19,6 +19,7 @@ from ..config import BANDS
 from ..errors import CorruptInputError, GeoreferenceError, InputNotFoundError, MissingVariableError
 from ..workdir import check_encodable
 from . import earthnet2021, greenearthnet, schema
+from .schema import with_crs
 
 NETCDF_SUFFIXES = {".nc", ".nc4", ".netcdf", ".cdf"}
 GEOTIFF_SUFFIXES = {".tif", ".tiff"}
@@ -106,9 +107,7 @@ def _check_loadable(raw: xr.Dataset, path: Path) -> None:
 
 def _own_cube(raw: xr.Dataset) -> xr.Dataset:
     """Our own cube: lazily backed; decode the CRS from spatial_ref."""
-    if raw.rio.crs is None and "spatial_ref" in raw.coords:
-        raw = raw.rio.write_crs(raw["spatial_ref"].attrs.get("crs_wkt"))
-    return raw
+    return with_crs(raw)
 
 
 def read_raster(path: str | os.PathLike, *, band: int | None = None) -> xr.DataArray:

@@ -20,11 +20,14 @@ one to one. Full description: docs/cube-format.md.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
+from rasterio.crs import CRS
+from rasterio.warp import transform_bounds
 
 from ..config import (
     BANDS,
@@ -56,6 +59,21 @@ STATIC_ATTRS = {
     "esawc_lc": {"long_name": "ESA WorldCover land cover class", "units": "1"},
     "geom_cls": {"long_name": "Geomorpho90m geomorphon class", "units": "1"},
 }
+
+
+def recorded_crs(ds: xr.Dataset | xr.DataArray) -> str | None:
+    """The CRS (WKT) a file's ``spatial_ref`` variable records as ``crs_wkt`` (CF, as rioxarray writes it), or None."""
+    names = ds.variables if isinstance(ds, xr.Dataset) else ds.coords
+    if "spatial_ref" in names:
+        return ds["spatial_ref"].attrs.get("crs_wkt")
+    return None
+
+
+def with_crs(ds: xr.Dataset) -> xr.Dataset:
+    """`ds` with the CRS its ``spatial_ref`` records attached where rioxarray found none: the one CRS reader."""
+    if ds.rio.crs is None and (wkt := recorded_crs(ds)) is not None:
+        return ds.rio.write_crs(wkt)
+    return ds
 
 
 def grid_of(ds: xr.Dataset | xr.DataArray) -> GridSpec:
@@ -236,3 +254,33 @@ def validate(ds: xr.Dataset, *, source: str = "cube") -> xr.Dataset:
 def optional_vars() -> tuple[str, ...]:
     """Variables a cube may carry beyond the required ones (for docs and tests)."""
     return (SCL, DLMASK, *(meteo_name(v) for v in METEO_VARS), *STATIC_LAYERS)
+
+
+@dataclass(frozen=True, eq=False)
+class TargetGrid:
+    """The grid a cube is written on: CRS and transform, plus the exact coordinates to write."""
+
+    grid: GridSpec  # CRS, transform of the upper-left corner, size
+    y: np.ndarray = field(repr=False)  # pixel-centre y (descending), kept bit for bit from --like cubes
+    x: np.ndarray = field(repr=False)  # pixel-centre x (ascending)
+
+    @classmethod
+    def of_grid(cls, grid: GridSpec) -> TargetGrid:
+        y, x = grid_coords(grid)
+        return cls(grid, y, x)
+
+    @classmethod
+    def of_dataset(cls, ds: xr.Dataset) -> TargetGrid:
+        return cls(grid_of(ds), np.asarray(ds["y"].values, dtype="float64"), np.asarray(ds["x"].values, dtype="float64"))
+
+    def same_as(self, other: GridSpec) -> bool:
+        """True when `other` has this grid's CRS, size and (to 1e-6 px) transform."""
+        mine = self.grid
+        if (mine.width, mine.height) != (other.width, other.height) or CRS.from_user_input(mine.crs) != CRS.from_user_input(other.crs):
+            return False
+        tolerance = 1e-6 * max(abs(mine.transform.a), abs(mine.transform.e))
+        return all(abs(a - b) <= tolerance for a, b in zip(mine.transform[:6], other.transform[:6], strict=True))
+
+    def lonlat_bounds(self) -> tuple[float, float, float, float]:
+        """(west, south, east, north) in degrees."""
+        return transform_bounds(CRS.from_user_input(self.grid.crs), CRS.from_epsg(4326), *self.grid.bounds, densify_pts=21)

@@ -6,12 +6,12 @@ constants (the "bf16 weights" of the issue's measurements) and, on CPUs, pre-pac
 layers for oneDNN. On this project's 2-core AVX512-BF16 CPU that cuts the denoiser's time per chip
 by about a quarter (0.28 -> 0.21 CPU s, small preset, bf16); compiling costs about 10 CPU s per
 process when Inductor's kernels are already in its on-disk cache, a minute or more the first time
-(benchmarks/forecast_speed.py measures both, and pipeline/forecast_runtime.py decides when it pays).
+(benchmarks/forecast_speed.py measures both, and pipeline/forecast/runtime.py decides when it pays).
 
 The wrapper is generic over the VegeNet config: it compiles whichever entry points sample() calls
 (`forward_future` for causal-context models, the full `forward` otherwise) and leaves the
 once-per-chip context pass eager. Shapes are static (`dynamic=False`): callers keep the rows per
-call fixed (pipeline/chips.py pads the last batch) so one graph serves a whole run.
+call fixed (pipeline/forecast/chips.py pads the last batch) so one graph serves a whole run.
 
 If compilation fails (no C++ compiler, an unsupported platform), the wrapper logs one warning
 and samples eagerly from then on: the forecast is the same up to rounding, only slower.

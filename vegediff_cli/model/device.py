@@ -23,9 +23,9 @@ def pick_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as exc:
-        raise UsageError(f"--device '{name}' is not a device name", fix="use auto, cpu or cuda") from exc
+        raise UsageError(f"`device` '{name}' is not a device name", fix="use auto, cpu or cuda") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for but no CUDA GPU is visible", fix="use --device cpu or auto")
+        raise UsageError("`device` cuda was asked for but no CUDA GPU is visible", fix="use `device` cpu or auto")
     return device
 
 
@@ -47,7 +47,7 @@ def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
 def check_precision(precision: str) -> None:
     """UsageError unless `precision` is one of PRECISIONS."""
     if precision not in PRECISIONS:
-        raise UsageError(f"--precision '{precision}' is not one of {', '.join(PRECISIONS)}")
+        raise UsageError(f"`precision` '{precision}' is not one of {', '.join(PRECISIONS)}")
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

@@ -8,10 +8,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..config import METEO_MEAN, METEO_STATS, METEO_STD, METEO_VARS
+from ..config import GEOMORPHONS, LANDCOVER, METEO_MEAN, METEO_STATS, METEO_STD, METEO_VARS, STATIC_LAYERS
 
 # Static layers in model order: three DEMs, land cover, geomorphons (paper: 5 channels).
-STATIC_ORDER = ("cop_dem", "nasa_dem", "alos_dem", "esawc_lc", "geom_cls")
+STATIC_ORDER = STATIC_LAYERS  # channel order of the static input
 DEM_CENTRE_M, DEM_SCALE_M = 500.0, 500.0
 
 
@@ -73,7 +73,7 @@ def normalise_static(layers: dict[str, np.ndarray], shape: tuple[int, int]) -> t
         if source is not None:
             filled = np.nan_to_num(source, nan=float(np.nanmean(source)))
             out[i] = (filled - DEM_CENTRE_M) / DEM_SCALE_M
-    for i, (name, scale) in enumerate((("esawc_lc", 100.0), ("geom_cls", 10.0)), start=3):
+    for i, (name, scale) in enumerate(((LANDCOVER, 100.0), (GEOMORPHONS, 10.0)), start=3):
         layer = layers.get(name)
         if layer is not None:
             out[i] = np.nan_to_num(layer, nan=0.0) / scale

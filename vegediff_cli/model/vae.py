@@ -7,6 +7,8 @@ are standardised per band; latents are returned normalised to unit variance
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,19 +35,27 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
+def _levels(widths: list[int], blocks: int, current: int,
+            between: Callable[[int], list[nn.Module]]) -> tuple[list[nn.Module], int]:
+    """ResBlocks level by level (`blocks` per level, widening to the level's width), `between(width)` after
+    every level but the last (down- or upsampling); returns the layers and the final width."""
+    layers: list[nn.Module] = []
+    for level, width in enumerate(widths):
+        for _ in range(blocks):
+            layers.append(ResBlock(current, width))
+            current = width
+        if level < len(widths) - 1:
+            layers.extend(between(current))
+    return layers, current
+
+
 class Encoder(nn.Module):
     def __init__(self, cfg: VAEConfig) -> None:
         super().__init__()
         widths = [cfg.base_channels * m for m in cfg.channel_mults]
         self.conv_in = nn.Conv2d(cfg.in_channels, widths[0], 3, padding=1)
-        layers: list[nn.Module] = []
-        current = widths[0]
-        for level, width in enumerate(widths):
-            for _ in range(cfg.blocks_per_level):
-                layers.append(ResBlock(current, width))
-                current = width
-            if level < len(widths) - 1:
-                layers.append(nn.Conv2d(current, current, 3, stride=2, padding=1))  # halve H, W
+        layers, current = _levels(widths, cfg.blocks_per_level, widths[0],
+                                  lambda c: [nn.Conv2d(c, c, 3, stride=2, padding=1)])  # halve H, W
         self.body = nn.Sequential(*layers, ResBlock(current, current))
         self.norm_out = _norm(current)
         self.conv_out = nn.Conv2d(current, 2 * cfg.latent_channels, 3, padding=1)
@@ -60,16 +70,10 @@ class Decoder(nn.Module):
         super().__init__()
         widths = [cfg.base_channels * m for m in cfg.channel_mults][::-1]
         self.conv_in = nn.Conv2d(cfg.latent_channels, widths[0], 3, padding=1)
-        layers: list[nn.Module] = [ResBlock(widths[0], widths[0])]
-        current = widths[0]
-        for level, width in enumerate(widths):
-            for _ in range(cfg.blocks_per_level):
-                layers.append(ResBlock(current, width))
-                current = width
-            if level < len(widths) - 1:
-                layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
-                layers.append(nn.Conv2d(current, current, 3, padding=1))
-        self.body = nn.Sequential(*layers)
+        first = ResBlock(widths[0], widths[0])
+        levels, current = _levels(widths, cfg.blocks_per_level, widths[0],
+                                  lambda c: [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c, c, 3, padding=1)])
+        self.body = nn.Sequential(first, *levels)
         self.norm_out = _norm(current)
         self.conv_out = nn.Conv2d(current, cfg.in_channels, 3, padding=1)
 

@@ -6,8 +6,9 @@ import torch
 from torch import nn
 
 from ..config import SamplerSettings
+from ..diffusion.guidance import GuidedDenoiser, condition_rows
 from ..diffusion.sampling import SAMPLERS
-from ..diffusion.schedules import alphas_cumprod, sampling_sigmas, sigma_to_t
+from ..diffusion.schedules import alphas_cumprod, sampling_sigmas
 from .presets import ModelConfig
 from .vae import VegetationVAE
 from .vegenet import VegeNet
@@ -98,38 +99,39 @@ class VegeDiff(nn.Module):
         # Paper Sec. III-D: start from noise mixed with a fraction of the mean context latent.
         start = noise + self.context_mix(settings) * ctx.mean(dim=1, keepdim=True)[None]
         x = (start * (1.0 + sigmas[0] ** 2).sqrt()).flatten(0, 1)  # (M*B, F, C, h, w), member-major
-        guided = conditioned and settings.guidance_scale != 1.0
-        passes = 2 if guided else 1  # conditional and unconditional rows side by side
-        keep_rows = torch.tensor([True] * b + [False] * b if guided else [conditioned] * b, device=context.device)
+        denoiser = GuidedDenoiser(self._eps_network(net, ctx, meteo=meteo, static=static, dates=dates, members=m,
+                                                    conditioned=conditioned, guidance_scale=settings.guidance_scale),
+                                  self.alphas_cumprod, members=m, batch=b, conditioned=conditioned,
+                                  guidance_scale=settings.guidance_scale, device=context.device)
+        future = SAMPLERS[settings.sampler](denoiser, x, sigmas).view(m, b, horizon, c, h, w)
+        return self.from_diffusion_space(context[None], future)
+
+    def _eps_network(self, net, ctx: torch.Tensor, *, meteo: torch.Tensor, static: torch.Tensor,
+                     dates: torch.Tensor | None, members: int, conditioned: bool, guidance_scale: float):
+        """eps(rows, t, keep_cond) of the future frames given the context `ctx` (B, K, C, h, w), for GuidedDenoiser.
+
+        Every chip's conditions repeat once per guidance pass and per member (rows member-major). With a
+        causal context the context stream runs once here and is shared by all steps and members.
+        """
+        k = ctx.shape[1]
+        m = members
+        keep_rows = condition_rows(ctx.shape[0], conditioned=conditioned, guidance_scale=guidance_scale,
+                                   device=ctx.device)
+        passes = keep_rows.shape[0] // ctx.shape[0]
         ctx_rows = ctx.repeat(passes, 1, 1, 1, 1)
         meteo_rows = meteo.repeat(passes, 1, 1)
         static_rows = static.repeat(passes, 1, 1, 1)
         date_rows = None if dates is None else dates.repeat(passes, 1, 1)
-        cache = None
         if self.cfg.vegenet.causal_context:  # context stream once per chip, shared by steps and members
             cache = net.encode_context(ctx_rows, meteo=meteo_rows[:, :k], static=static_rows, keep_cond=keep_rows,
                                        dates=None if date_rows is None else date_rows[:, :k])
 
-        def denoiser(x_t: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-            c_in = (1.0 / (sigma**2 + 1.0).sqrt()).view(-1, 1, 1, 1, 1)
-            t = sigma_to_t(sigma, self.alphas_cumprod)
-            rows = (x_t * c_in).view(m, 1, b, horizon, c, h, w).expand(m, passes, b, horizon, c, h, w)
-            rows = rows.reshape(m * passes * b, horizon, c, h, w)
-            t_rows = t.view(m, 1, b).expand(m, passes, b).reshape(-1)
-            keep = keep_rows.repeat(m)
-            if cache is not None:
-                eps = net.forward_future(rows, t_rows, meteo=meteo_rows[:, k:].repeat(m, 1, 1), keep_cond=keep, cache=cache,
-                                         dates=None if date_rows is None else date_rows[:, k:].repeat(m, 1, 1))
-            else:
+            def eps(rows: torch.Tensor, t_rows: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+                return net.forward_future(rows, t_rows, meteo=meteo_rows[:, k:].repeat(m, 1, 1), keep_cond=keep,
+                                          cache=cache, dates=None if date_rows is None else date_rows[:, k:].repeat(m, 1, 1))
+        else:
+            def eps(rows: torch.Tensor, t_rows: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
                 z = torch.cat([ctx_rows.repeat(m, 1, 1, 1, 1), rows], dim=1)
-                eps = net(z, t_rows, meteo=meteo_rows.repeat(m, 1, 1), static=static_rows.repeat(m, 1, 1, 1), keep_cond=keep,
-                          dates=None if date_rows is None else date_rows.repeat(m, 1, 1))
-            eps = eps.view(m, passes, b, horizon, c, h, w)
-            if guided:
-                eps = eps[:, 1] + settings.guidance_scale * (eps[:, 0] - eps[:, 1])
-            else:
-                eps = eps[:, 0]
-            return x_t - sigma.view(-1, 1, 1, 1, 1) * eps.reshape(m * b, horizon, c, h, w).to(x_t.dtype)
-
-        future = SAMPLERS[settings.sampler](denoiser, x, sigmas).view(m, b, horizon, c, h, w)
-        return self.from_diffusion_space(context[None], future)
+                return net(z, t_rows, meteo=meteo_rows.repeat(m, 1, 1), static=static_rows.repeat(m, 1, 1, 1),
+                           keep_cond=keep, dates=None if date_rows is None else date_rows.repeat(m, 1, 1))
+        return eps

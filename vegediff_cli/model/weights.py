@@ -44,7 +44,7 @@ def load_weights(path: str | os.PathLike, *, device: str | torch.device = "cpu")
     """Rebuild the model stored in `path`; returns (model in eval mode, metadata)."""
     path = Path(path)
     if not path.exists():
-        raise InputNotFoundError(f"weights file {path} does not exist", fix="pass --weights PATH or reinstall vegediff")
+        raise InputNotFoundError(f"weights file {path} does not exist", fix="pass `weights` PATH or reinstall vegediff")
     try:
         meta = read_metadata(path)
         tensors = load_file(str(path), device=str(device))

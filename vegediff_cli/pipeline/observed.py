@@ -71,7 +71,7 @@ def write_context_cogs(cube_path: str | os.PathLike, dates: Sequence[str], folde
 def context_indices(first_forecast_frame: int, *, context_frames: int = CONTEXT_FRAMES) -> np.ndarray:
     """The `context_frames` frames before the first forecast frame (fewer when the cube starts later)."""
     if context_frames < 1:
-        raise UsageError(f"--context-frames {context_frames} must be at least 1", fix="use the default of 10")
+        raise UsageError(f"`context_frames` {context_frames} must be at least 1", fix="use the default of 10")
     return np.arange(max(0, first_forecast_frame - context_frames), first_forecast_frame)
 
 

@@ -4,7 +4,7 @@
 
 writes ``folder/forecast.qgs`` (one top-level group, one sub-group per product, one layer per
 date with its time range) and ``folder/styles/<product>.qml``. The steps call it on their
-temporary COG folder before it is renamed into place (cube/stream_cogs.py), so the project
+temporary COG folder before it is renamed into place (cube/cog.py export_cogs), so the project
 appears together with the COGs or not at all.
 """
 

@@ -41,11 +41,11 @@ def fetch_area(
 ) -> FetchArea:
     """The area of `--tile`, `--tile --window COL ROW W H`, `--tile --bbox` or `--bbox`."""
     if window is not None and tile is None:
-        raise UsageError("--window needs --tile (it counts pixels of the tile grid)", fix="add --tile TILE")
+        raise UsageError("`window` needs `tile` (it counts pixels of the tile grid)", fix="add `tile` TILE")
     if tile is None and bbox is None:
-        raise UsageError("nothing to fetch", fix="pass --tile TILE (e.g. 32UQD) or --bbox MINLON,MINLAT,MAXLON,MAXLAT")
+        raise UsageError("nothing to fetch", fix="pass `tile` TILE (e.g. 32UQD) or `bbox` MINLON,MINLAT,MAXLON,MAXLAT")
     if window is not None and bbox is not None:
-        raise UsageError("--window and --bbox both select a sub-area", fix="pass only one of them")
+        raise UsageError("`window` and `bbox` both select a sub-area", fix="pass only one of them")
     box = parse_bbox(bbox) if isinstance(bbox, str) else bbox
     if tile is not None:
         name = normalise_tile(tile)
@@ -53,11 +53,11 @@ def fetch_area(
         if window is not None:
             grid = grid.window(*window)
         elif box is not None:
-            grid = _snap(grid, box, clip=True, what=f"--bbox {_fmt(box)} and tile {name}")
+            grid = _snap(grid, box, clip=True, what=f"`bbox` {_fmt(box)} and tile {name}")
         return FetchArea(grid=grid, tile=name, query_tile=True, search_bbox=_lonlat(grid))
     assert box is not None
     name = tile_at((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
-    grid = _snap(tile_grid(name), box, clip=False, what=f"--bbox {_fmt(box)}")
+    grid = _snap(tile_grid(name), box, clip=False, what=f"`bbox` {_fmt(box)}")
     return FetchArea(grid=grid, tile=name, query_tile=False, search_bbox=tuple(box))  # type: ignore[arg-type]
 
 
@@ -65,7 +65,7 @@ def bbox_area(box: tuple[float, float, float, float], tile: str) -> FetchArea:
     """`--bbox` alone, on the grid of `tile` (the tile the items are on): the bbox snapped outward to
     that tile's 20 m lattice, which extends beyond the tile if the bbox does (same UTM zone)."""
     name = normalise_tile(tile)
-    grid = _snap(tile_grid(name), box, clip=False, what=f"--bbox {_fmt(box)}")
+    grid = _snap(tile_grid(name), box, clip=False, what=f"`bbox` {_fmt(box)}")
     return FetchArea(grid=grid, tile=name, query_tile=False, search_bbox=tuple(box))  # type: ignore[arg-type]
 
 
@@ -91,12 +91,12 @@ def _snap(grid: GridSpec, box: tuple[float, float, float, float], *, clip: bool,
         col0, row0 = max(col0, 0), max(row0, 0)
         col1, row1 = min(col1, grid.width), min(row1, grid.height)
         if col1 <= col0 or row1 <= row0:
-            raise UsageError(f"{what} do not overlap", fix="pick a bbox inside the tile, or drop --tile")
+            raise UsageError(f"{what} do not overlap", fix="pick a bbox inside the tile, or drop `tile`")
         return grid.window(col0, row0, col1 - col0, row1 - row0)
     width, height = col1 - col0, row1 - row0
     if width > MAX_SIDE_PX or height > MAX_SIDE_PX:
         raise UsageError(f"{what} spans {width} x {height} px at 20 m",
-                         fix="fetch it tile by tile with --tile, or pass a smaller --bbox")
+                         fix="fetch it tile by tile with `tile`, or pass a smaller `bbox`")
     transform = Affine(res, 0.0, ulx + col0 * res, 0.0, -res, uly - row0 * res)
     return GridSpec(grid.crs, transform, width, height)
 

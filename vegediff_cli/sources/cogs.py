@@ -142,7 +142,7 @@ def _final_error(href: str, exc: BaseException, driver: RetryingDriver) -> Veged
         return RemoteError(
             f"cannot read {redact(href)}: {problem} after {attempts} tries",
             fix="the server failed or is rate-limiting: rerun later (finished dates are kept and the "
-                "run resumes), or raise --retries/--timeout",
+                "run resumes), or raise `retries`/`timeout`",
         )
     return CorruptInputError(
         f"{redact(href)} is not a readable COG ({redact(_reason(exc))})",

@@ -36,8 +36,8 @@ import xarray as xr
 from ..atomic import atomic_file
 from ..cube.readers import open_netcdf
 from ..errors import CorruptInputError, MissingVariableError, RemoteError, UsageError, VegediffError
-from . import eobs
-from .eobs import MeteoRequest, to_eobs_units
+from . import daily_meteo
+from .daily_meteo import MeteoRequest, to_eobs_units
 
 log = logging.getLogger("vegediff.meteo")
 
@@ -87,8 +87,8 @@ def _open(path: Path) -> xr.Dataset:
     if "time" not in ds.dims:
         raise MissingVariableError(f"{path} has no time (or valid_time) dimension",
                                    fix="pass ERA5 NetCDF as delivered by the Climate Data Store")
-    ds = eobs.normalise_coords(ds)
-    if not eobs.is_gridded(ds):
+    ds = daily_meteo.normalise_coords(ds)
+    if not daily_meteo.is_gridded(ds):
         others = [d for d in ds.dims if d != "time"]
         if len(others) != 1:
             raise MissingVariableError(f"{path} is neither a latitude/longitude grid nor a series by location "
@@ -143,27 +143,27 @@ def read_era5(paths: Sequence[str | os.PathLike], request: MeteoRequest) -> xr.D
         if flavour == "cds-daily":
             groups = _statistics(opened)
             probe = next(iter(groups.values()))
-            eobs.check_area(probe, request, source=source)
+            daily_meteo.check_area(probe, request, source=source)
             for group in groups.values():
-                eobs.check_period(group["time"].values, request, source=source,
-                                  file_period=eobs.period_of(group["time"].values))
-            groups = {k: eobs.select_days(eobs.subset(v, request), request, margin_days=0).load() for k, v in groups.items()}
-            file_period = eobs.period_of(probe["time"].values)
+                daily_meteo.check_period(group["time"].values, request, source=source,
+                                  file_period=daily_meteo.period_of(group["time"].values))
+            groups = {k: daily_meteo.select_days(daily_meteo.subset(v, request), request, margin_days=0).load() for k, v in groups.items()}
+            file_period = daily_meteo.period_of(probe["time"].values)
             daily = _from_daily_statistics(groups, source=source, notes=notes)
         else:
             ds = _combine([d for d, _ in opened], source)
-            file_period = eobs.period_of(ds["time"].values)
-            eobs.check_area(ds, request, source=source)
-            eobs.check_period(ds["time"].values, request, source=source, file_period=file_period)
-            ds = eobs.select_days(eobs.subset(ds, request), request).load()
+            file_period = daily_meteo.period_of(ds["time"].values)
+            daily_meteo.check_area(ds, request, source=source)
+            daily_meteo.check_period(ds["time"].values, request, source=source, file_period=file_period)
+            ds = daily_meteo.select_days(daily_meteo.subset(ds, request), request).load()
             if flavour == "cds-hourly":
                 daily = _from_hourly(ds, source=source, notes=notes)
             else:
-                ds = ds.assign_coords(time=eobs.day_axis(ds["time"].values))
+                ds = ds.assign_coords(time=daily_meteo.day_axis(ds["time"].values))
                 daily = _from_cf_daily(ds, source=source, notes=notes)
     if flavour == "cds-hourly":
         file_period += " (hourly accumulations need the 00:00 step of the following day)"
-    return eobs.finish_daily(daily, request, source=f"ERA5 {source}", file_period=file_period, notes=notes)
+    return daily_meteo.finish_daily(daily, request, source=f"ERA5 {source}", file_period=file_period, notes=notes)
 
 
 # --- hourly -----------------------------------------------------------------------------------
@@ -270,7 +270,7 @@ def _from_daily_statistics(groups: dict[str, xr.Dataset], *, source: str, notes:
                 fix="download derived-era5-single-levels-daily-statistics with daily_mean, daily_minimum and "
                     "daily_maximum (2m_temperature at least for the latter two) and pass all files",
             )
-    groups = {k: v.assign_coords(time=eobs.day_axis(v["time"].values)) for k, v in groups.items()}
+    groups = {k: v.assign_coords(time=daily_meteo.day_axis(v["time"].values)) for k, v in groups.items()}
     mean = groups["mean"]
     _need(mean, ["t2m", "d2m", "msl", "tp", "ssrd"], purpose="tg, hu, pp, rr, qq", source=source)
     _need(groups["min"], ["t2m"], purpose="tn", source=source)
@@ -368,7 +368,7 @@ def download_era5(request: MeteoRequest, target: str | os.PathLike) -> Path:
         import cdsapi
     except ImportError as exc:
         raise UsageError("downloading ERA5 needs the optional cdsapi package",
-                         fix="pip install 'vegediff-cli[era5]', or download the file yourself and pass --era5 FILE") from exc
+                         fix="pip install 'vegediff-cli[era5]', or download the file yourself and pass `era5` FILE") from exc
     if not cds_credentials_available():
         raise UsageError("no Climate Data Store credentials (~/.cdsapirc or CDSAPI_URL/CDSAPI_KEY)",
                          fix="create ~/.cdsapirc with your CDS url and key (https://cds.climate.copernicus.eu/how-to-api)")

@@ -34,8 +34,8 @@ def parse_schemes(text: str | None) -> tuple[str, ...]:
     schemes = tuple(dict.fromkeys(s.strip().lower().removesuffix("://") for s in text.split(",") if s.strip()))
     bad = [s for s in schemes if not _SCHEME.match(s) or s.startswith("vsi")]
     if not schemes or bad:
-        raise UsageError(f"--href-schemes '{text}' is not a list of URL schemes",
-                         fix="e.g. --href-schemes https,http (add file to read local paths, s3 for s3:// hrefs)")
+        raise UsageError(f"`href_schemes` '{text}' is not a list of URL schemes",
+                         fix="e.g. `href_schemes` https,http (add file to read local paths, s3 for s3:// hrefs)")
     return schemes
 
 
@@ -55,7 +55,7 @@ def check_href(href: str, *, schemes: Iterable[str] = DEFAULT_SCHEMES, base: str
     """
     allowed = tuple(schemes)
     text = str(href or "").strip()
-    fix = "if you trust this STAC API, allow it with --href-schemes " + ",".join(allowed)
+    fix = "if you trust this STAC API, allow it with `href_schemes` " + ",".join(allowed)
     if not text or any(ord(c) < 32 for c in text):
         raise CorruptInputError(f"{what} has an empty or malformed href", fix="check the STAC API")
     kind = _kind(text)

@@ -173,7 +173,7 @@ def resolution_failure(exc: BaseException) -> bool:
 def no_network_error(url: str, what: str) -> RemoteError:
     host = urlsplit(url).hostname or url
     return RemoteError(f"no network / cannot resolve {host} ({what})",
-                       fix="check the network connection and the host name (--stac-url, --sas-url, --static-stac-url)")
+                       fix="check the network connection and the host name (`stac_url`, `sas_url`, `static_stac_url`)")
 
 
 def _read_body(response: requests.Response, policy: RetryPolicy, deadline: float) -> bytes:
@@ -216,11 +216,11 @@ def request_with_retries(
         prepared = session.prepare_request(request)
     except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, ValueError) as exc:
         raise RemoteError(f"{what} URL {redact(request.url)} is not valid ({redact(_one_line(exc))})",
-                          fix="check --stac-url") from None
+                          fix="check `stac_url`") from None
     url = prepared.url or request.url
     shown = redact(url)
     if urlsplit(url).scheme.lower() not in ("http", "https"):
-        raise RemoteError(f"{what} link {shown} is not an http(s) URL", fix="check --stac-url; only http(s) is followed")
+        raise RemoteError(f"{what} link {shown} is not an http(s) URL", fix="check `stac_url`; only http(s) is followed")
     last = ""
     for n in range(1, policy.attempts + 1):
         if stop is not None and stop.is_set():
@@ -235,13 +235,13 @@ def request_with_retries(
                 response.close()
         except _Refused as exc:
             raise RemoteError(f"{what} {prepared.method} {shown}: {exc}",
-                              fix="check --stac-url: it does not answer like a STAC API") from None
+                              fix="check `stac_url`: it does not answer like a STAC API") from None
         except requests.exceptions.TooManyRedirects:
             raise RemoteError(f"{what} {prepared.method} {shown} redirects in a loop",
-                              fix="check --stac-url (the server's redirects never end)") from None
+                              fix="check `stac_url` (the server's redirects never end)") from None
         except (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL) as exc:
             raise RemoteError(f"{what} {prepared.method} {shown} led to an invalid URL ({redact(_one_line(exc))})",
-                              fix="check --stac-url") from None
+                              fix="check `stac_url`") from None
         except _TooSlow as exc:
             last = str(exc)
         except (requests.exceptions.Timeout, TimeoutError, urllib3.exceptions.ReadTimeoutError):
@@ -268,16 +268,16 @@ def request_with_retries(
         pause(delay, stop)
     raise RemoteError(
         f"{what} {prepared.method} {shown} failed after {policy.attempts} tries (last: {last})",
-        fix="the server may be down or rate-limiting: retry later (a rerun resumes), or raise --retries/--timeout",
+        fix="the server may be down or rate-limiting: retry later (a rerun resumes), or raise `retries`/`timeout`",
     )
 
 
 def _fix_for(status: int) -> str:
     if status in (401, 403):
-        return "the server refused access: check the URL, credentials or signing (--provider planetary-computer)"
+        return "the server refused access: check the URL, credentials or signing (`provider` planetary-computer)"
     if status == 404:
-        return "check --stac-url and --collection"
-    return "check the request options (dates, --bbox, --collection) and --stac-url"
+        return "check `stac_url` and `collection`"
+    return "check the request options (dates, `bbox`, `collection`) and `stac_url`"
 
 
 def get_json(url: str, *, policy: RetryPolicy, what: str, session: requests.Session | None = None,

@@ -50,8 +50,8 @@ import xarray as xr
 
 from ..atomic import atomic_file
 from ..errors import CorruptInputError, RemoteError, RunInterrupted
-from . import eobs
-from .eobs import MeteoRequest, to_eobs_units
+from . import daily_meteo as eobs
+from .daily_meteo import MeteoRequest, to_eobs_units
 from .http import RETRY_STATUS, RetryPolicy, new_session, pause, resolution_failure, retry_after_seconds
 
 log = logging.getLogger("vegediff.meteo")
@@ -200,7 +200,7 @@ def _send(client: OpenMeteo, url: str, params: dict[str, str], *, what: str, sho
         except requests.exceptions.ConnectionError as exc:
             if resolution_failure(exc):  # no network: another try would not help
                 raise Unreachable(f"no network / cannot resolve {urlparse(url).hostname} ({what})",
-                                  fix="check the network connection, or pass --weather none / --meteo none "
+                                  fix="check the network connection, or pass `weather` none / `meteo` none "
                                       "to go without downloaded weather") from None
             last = f"cannot connect to {urlparse(url).netloc}"
             connected = False
@@ -231,8 +231,8 @@ def _send(client: OpenMeteo, url: str, params: dict[str, str], *, what: str, sho
     raise (RemoteError if reached else Unreachable)(
         f"{what} failed after {policy.attempts} tries (last: {last}; {urlparse(url).netloc}, {params['start_date']}.."
         f"{params['end_date']})",
-        fix="check the network (rerun resumes from the cache), pass --era5/--eobs/--meteo-from FILE, "
-            "or --meteo none / --weather none to go without downloaded weather",
+        fix="check the network (rerun resumes from the cache), pass `era5`/`eobs`/`meteo_from` FILE, "
+            "or `meteo` none / `weather` none to go without downloaded weather",
     )
 
 

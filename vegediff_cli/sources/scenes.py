@@ -24,7 +24,7 @@ import xarray as xr
 from affine import Affine
 from rasterio.errors import RasterioIOError
 
-from ..config import BANDS, SCL
+from ..config import BANDS, REFLECTANCE_SCALE, SCL
 from ..errors import CorruptInputError, GeoreferenceError, InputNotFoundError, MissingVariableError, UsageError
 from ..geo import GridSpec
 
@@ -36,7 +36,6 @@ BAND_ALIASES: dict[str, tuple[str, ...]] = {
     "s2_B8A": ("B8A", "nir08", "rededge4"),
     SCL: ("SCL", "scl"),
 }
-DN_SCALE = 1e-4  # Sentinel-2 L2A digital numbers -> reflectance
 _DATE_RE = re.compile(r"(?<!\d)(\d{4})-?(\d{2})-?(\d{2})(?!\d)")
 
 
@@ -76,7 +75,7 @@ def inspect_scene(path: str | os.PathLike) -> SceneFile:
     """Metadata of one scene: band positions, date, grid; clear errors for everything missing."""
     path = Path(path)
     if not path.exists():
-        raise InputNotFoundError(f"scene {path} does not exist", fix="check the paths given to --scenes")
+        raise InputNotFoundError(f"scene {path} does not exist", fix="check the paths given to `scenes`")
     try:
         with rasterio.open(path) as src:
             if src.crs is None:
@@ -109,14 +108,14 @@ def inspect_scene(path: str | os.PathLike) -> SceneFile:
         raise CorruptInputError(f"scene {path} is not a readable GeoTIFF ({exc})", fix="re-export or re-download it") from exc
     if abs(grid.transform.b) > 1e-9 or abs(grid.transform.d) > 1e-9:
         raise GeoreferenceError(f"scene {path.name} is rotated ({grid.transform})", fix="warp it north-up with gdalwarp")
-    scale = DN_SCALE if np.issubdtype(dtype, np.integer) else 1.0
+    scale = REFLECTANCE_SCALE if np.issubdtype(dtype, np.integer) else 1.0
     return SceneFile(path=path, date=date.normalize(), band_index=band_index, grid=grid, scale=scale, nodata=nodata)
 
 
 def inspect_scenes(paths: Sequence[str | os.PathLike]) -> list[SceneFile]:
     """All scenes, sorted by date; at least one is required."""
     if not paths:
-        raise UsageError("no scenes given", fix="pass GeoTIFF files to --scenes")
+        raise UsageError("no scenes given", fix="pass GeoTIFF files to `scenes`")
     return sorted((inspect_scene(p) for p in paths), key=lambda s: (s.date, str(s.path)))
 
 

@@ -25,14 +25,13 @@ import pystac
 import xarray as xr
 from odc.geo.geobox import GeoBox
 
-from ..config import BANDS, DEFAULT_CLEAR_SCL, SCL, VALID
+from ..config import BANDS, DEFAULT_CLEAR_SCL, REFLECTANCE_SCALE, SCL, VALID
 from ..cube.masks import clear_from_scl
 from ..cube.schema import BAND_LONG_NAMES, grid_coords
 from ..geo import GridSpec
 from .cogs import RetryingDriver
 from .stac import REFLECTANCE_ASSETS, Acquisition, SceneItem
 
-REFLECTANCE_SCALE = 1e-4  # L2A DN per unit reflectance (BOA_QUANTIFICATION_VALUE = 10000)
 BOA_ADD_OFFSET = 1000  # DN added to L2A reflectance from processing baseline 04.00 on
 OFFSET_BASELINE = (4, 0)
 DEFAULT_CHUNK = 1024  # pixels per side of one read/write block (about 4 MB per band as float32)

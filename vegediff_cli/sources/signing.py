@@ -103,7 +103,7 @@ class SasSigner:
             except (KeyError, TypeError, ValueError) as exc:
                 raise RemoteError(
                     f"SAS token endpoint {url} answered without 'token' and 'msft:expiry'",
-                    fix="check --sas-url (default: the Planetary Computer token API)",
+                    fix="check `sas_url` (default: the Planetary Computer token API)",
                 ) from exc
             self._tokens[target] = token
             return token

@@ -12,10 +12,11 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from urllib.parse import urlparse
 
 import pystac
 import requests
@@ -70,22 +71,28 @@ PROVIDERS: dict[str, Provider] = {
 }
 
 
+def signs_assets(url: str) -> bool:
+    """Whether the STAC API at `url` serves asset hrefs that need SAS signing (the Planetary Computer's)."""
+    hosts = {urlparse(p.url).hostname for p in PROVIDERS.values() if p.signed}
+    return urlparse(url).hostname in hosts
+
+
 def resolve_provider(name: str | None, *, url: str | None = None, collection: str | None = None) -> Provider:
     """The profile for --provider/--stac-url: a named one (optionally at another URL) or "custom"."""
     if name is None:
         name = "custom" if url else "earth-search"
     if name == "custom":
         if not url:
-            raise UsageError("--provider custom needs --stac-url", fix="pass the STAC API root, e.g. --stac-url https://host/stac")
+            raise UsageError("`provider` custom needs `stac_url`", fix="pass the STAC API root, e.g. `stac_url` https://host/stac")
         base = Provider(name="custom", url=url, query_extension=False)
     elif name in PROVIDERS:
         base = PROVIDERS[name]
     else:
-        raise UsageError(f"unknown --provider '{name}'", fix=f"use one of {', '.join([*PROVIDERS, 'custom'])}")
+        raise UsageError(f"unknown `provider` '{name}'", fix=f"use one of {', '.join([*PROVIDERS, 'custom'])}")
     changes: dict[str, Any] = {}
     if url:
         if not re.match(r"^https?://", url):
-            raise UsageError(f"--stac-url '{url}' is not an http(s) URL", fix="pass the STAC API root, e.g. https://host/stac/v1")
+            raise UsageError(f"`stac_url` '{url}' is not an http(s) URL", fix="pass the STAC API root, e.g. https://host/stac/v1")
         changes["url"] = url.rstrip("/")
     if collection:
         changes["collection"] = collection
@@ -206,7 +213,7 @@ def _asset_href(item: pystac.Item, band: str, schemes: Sequence[str] = DEFAULT_S
     raise MissingVariableError(
         f"STAC item {item.id} has no asset for {band} (looked for {', '.join(ASSET_KEYS[band])}; "
         f"it has {', '.join(sorted(item.assets))})",
-        fix="use --provider earth-search or planetary-computer, or a collection of Sentinel-2 L2A COGs",
+        fix="use `provider` earth-search or planetary-computer, or a collection of Sentinel-2 L2A COGs",
     )
 
 
@@ -299,14 +306,25 @@ class RetryingStacIO(StacApiIO):
     """
 
     def __init__(self, policy: RetryPolicy, stop: threading.Event | None = None, *, max_pages: int = MAX_PAGES,
-                 max_items: int = MAX_ITEMS, search_seconds: float = SEARCH_SECONDS) -> None:
-        super().__init__(max_retries=None, timeout=(policy.connect_timeout, policy.timeout))
+                 max_items: int = MAX_ITEMS, search_seconds: float = SEARCH_SECONDS,
+                 request_modifier: Callable[[requests.Request], requests.Request | None] | None = None) -> None:
+        super().__init__(max_retries=None, timeout=(policy.connect_timeout, policy.timeout),
+                         request_modifier=request_modifier)
+        self.request_modifier = request_modifier  # ours: pystac-client keeps its copy in a private attribute
         self.session = new_session()
         self.policy = policy
         self.stop = stop
         self.max_pages = max_pages
         self.max_items = max_items
         self.search_seconds = search_seconds
+
+    def update(self, headers: dict[str, str] | None = None, parameters: dict[str, Any] | None = None,
+               request_modifier: Callable[[requests.Request], requests.Request | None] | None = None,
+               timeout: Any = None) -> None:
+        """pystac-client's public update (Client.open(request_modifier=...) calls it); keeps our modifier in step."""
+        super().update(headers=headers, parameters=parameters, request_modifier=request_modifier, timeout=timeout)
+        if request_modifier is not None:
+            self.request_modifier = request_modifier
 
     def request(self, href: str, method: str | None = None, headers: dict[str, str] | None = None,
                 parameters: dict[str, Any] | None = None) -> str:
@@ -315,20 +333,20 @@ class RetryingStacIO(StacApiIO):
             request = requests.Request(method, href, headers=headers, json=parameters)
         else:
             request = requests.Request(method, href, headers=headers, params=parameters or {})
-        if self._req_modifier:
-            request = self._req_modifier(request) or request
+        if self.request_modifier is not None:
+            request = self.request_modifier(request) or request
         response = request_with_retries(self.session, request, policy=self.policy, stop=self.stop)
         try:
             return response.content.decode("utf-8")
         except UnicodeDecodeError:
             raise RemoteError(f"STAC API {redact(href)} answered with bytes that are not UTF-8 JSON",
-                              fix="check --stac-url; it must be a STAC API root") from None
+                              fix="check `stac_url`; it must be a STAC API root") from None
 
     def read_text(self, source: Any, *args: Any, **kwargs: Any) -> str:
         href = source.href if hasattr(source, "href") else str(source)
         if not re.match(r"^https?://", str(href), re.IGNORECASE):
             raise RemoteError(f"the STAC API links to {redact(href)}, which is not an http(s) URL",
-                              fix="check --stac-url; only http(s) links are followed")
+                              fix="check `stac_url`; only http(s) links are followed")
         return super().read_text(source, *args, **kwargs)
 
     def get_pages(self, url: str, method: str | None = None,
@@ -347,7 +365,7 @@ class RetryingStacIO(StacApiIO):
             seen.add(key)
             if time.monotonic() - began > self.search_seconds:
                 raise RemoteError(f"the STAC search took more than {self.search_seconds:g} s ({pages} pages)",
-                                  fix="narrow the search (--start/--end, --bbox) or retry later")
+                                  fix="narrow the search (`start`/`end`, `bbox`) or retry later")
             if isinstance(request, str):
                 page = self.read_json(request, method=method, parameters=parameters)
             else:
@@ -358,7 +376,7 @@ class RetryingStacIO(StacApiIO):
             items += len(page.get("features") or page.get("collections") or [])
             if pages > self.max_pages or items > self.max_items:
                 raise RemoteError(f"the STAC search returned more than {self.max_pages} pages or {self.max_items} items",
-                                  fix="narrow the search (--start/--end, --bbox, --max-cloud)")
+                                  fix="narrow the search (`start`/`end`, `bbox`, `max_cloud`)")
             yield page
             link = next((lk for lk in page.get("links", []) or [] if isinstance(lk, dict) and lk.get("rel") == "next"),
                         None)
@@ -412,9 +430,26 @@ def search_scenes(
     if query:
         params["query"] = query
 
+    items = search_items(provider.url, params, policy=policy, stop=stop, method=method,
+                         check=lambda client: _check_collection(client, provider))
+    scenes = [scene_item(item, href_schemes=href_schemes) for item in items]
+    return [s for s in scenes if _wanted(s, area, start, end, max_cloud)]
+
+
+def search_items(url: str, params: dict[str, Any], *, policy: RetryPolicy = RetryPolicy(),
+                 stop: threading.Event | None = None, method: str = "POST",
+                 check: Callable[[Client], None] | None = None) -> list[pystac.Item]:
+    """Every item of one STAC search (`params`: collections, bbox, datetime, query, limit, max_items), every page.
+
+    The one search path (fetch's scenes, prepare's static layers): RetryingStacIO's retries and bounds,
+    POST falling back to GET for APIs that answer 405, a page cut short restarting the search, items
+    parsed (malformed ones are CorruptInputError). `check` runs on the opened client first.
+    """
+
     def attempt(_: int) -> list[pystac.Item]:
-        client = _open(provider, policy, stop)
-        _check_collection(client, provider)
+        client = _open(url, policy, stop)
+        if check is not None:
+            check(client)
         try:
             found = list(client.search(method=method, **params).items_as_dicts())
         except RemoteError as exc:
@@ -425,13 +460,11 @@ def search_scenes(
 
     # A page cut short mid-search restarts the search; each request retries on its own first.
     try:
-        items = retry_call(attempt, policy=policy, what=f"STAC search at {provider.url}", stop=stop,
-                           retryable=lambda exc: not isinstance(exc, VegediffError))
+        return retry_call(attempt, policy=policy, what=f"STAC search at {url}", stop=stop,
+                          retryable=lambda exc: not isinstance(exc, VegediffError))
     except APIError as exc:
-        raise RemoteError(f"STAC API {provider.url} answered nonsense ({_short(exc)})",
-                          fix="check --stac-url; it must be a STAC API root") from exc
-    scenes = [scene_item(item, href_schemes=href_schemes) for item in items]
-    return [s for s in scenes if _wanted(s, area, start, end, max_cloud)]
+        raise RemoteError(f"STAC API {url} answered nonsense ({_short(exc)})",
+                          fix="check `stac_url`; it must be a STAC API root") from exc
 
 
 def _parse_item(doc: Any) -> pystac.Item:
@@ -446,16 +479,16 @@ def _parse_item(doc: Any) -> pystac.Item:
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise CorruptInputError(f"STAC item {name} is malformed ({reason})",
                                 fix="the STAC API answered a broken item: report it to its operator, or fetch "
-                                    "other dates (--start/--end)") from None
+                                    "other dates (`start`/`end`)") from None
 
 
-def _open(provider: Provider, policy: RetryPolicy, stop: threading.Event | None) -> Client:
+def _open(url: str, policy: RetryPolicy, stop: threading.Event | None) -> Client:
     try:
-        return Client.open(provider.url, stac_io=RetryingStacIO(policy, stop))
+        return Client.open(url, stac_io=RetryingStacIO(policy, stop))
     except (VegediffError, requests.RequestException):
         raise
     except Exception as exc:  # pystac raises assorted errors for documents that are not STAC
-        raise RemoteError(f"{provider.url} is not a STAC API ({_short(exc)})",
+        raise RemoteError(f"{url} is not a STAC API ({_short(exc)})",
                           fix="pass the API root, e.g. https://earth-search.aws.element84.com/v1") from exc
 
 
@@ -467,7 +500,7 @@ def _check_collection(client: Client, provider: Provider) -> None:
             raise
         raise UsageError(
             f"STAC API {provider.url} has no collection '{provider.collection}'",
-            fix="pass --collection with the API's Sentinel-2 L2A collection (usually sentinel-2-l2a)",
+            fix="pass `collection` with the API's Sentinel-2 L2A collection (usually sentinel-2-l2a)",
         ) from exc
 
 

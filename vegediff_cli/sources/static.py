@@ -3,8 +3,9 @@
 Local files are read through a GDAL warped VRT onto the target grid, so only the source blocks
 under the cube are read and any CRS is reprojected (bilinear for elevation, nearest neighbour
 for classes). STAC: ``cop-dem-glo-30`` and ``esa-worldcover`` (Planetary Computer names) are
-searched by the cube's footprint and their COGs mosaicked onto the grid with odc-stac; on the
-Planetary Computer the ``planetary-computer`` package, when installed, signs the asset URLs.
+searched by the cube's footprint (sources/stac.search_items: fetch's retries and bounds) and their
+COGs mosaicked onto the grid with odc-stac; on the Planetary Computer sources/signing.py signs the
+asset URLs.
 """
 
 from __future__ import annotations
@@ -98,43 +99,29 @@ def read_stac_layers(
     policy and bounds (sources/http.py, sources/stac.py); asset hrefs are checked before any read
     (sources/hrefs.py).
     """
-    import pystac_client
     from odc.geo.geobox import GeoBox
     from odc.stac import load
-    from pystac_client.exceptions import APIError
 
-    from .stac import RetryingStacIO, _parse_item
+    from .signing import SasSigner
+    from .stac import search_items, signs_assets
 
-    modifier = None
-    try:  # Planetary Computer assets need short-lived SAS tokens
-        import planetary_computer
-
-        modifier = planetary_computer.sign_inplace
-    except ImportError:
-        pass
+    sign = SasSigner(policy=policy) if signs_assets(url) else None  # Planetary Computer: short-lived SAS tokens
     bbox = transform_bounds(CRS.from_user_input(grid.crs), CRS.from_epsg(4326), *grid.bounds, densify_pts=21)
     geobox = GeoBox((grid.height, grid.width), grid.transform, grid.crs)
     shown = redact(url)
-    try:
-        client = pystac_client.Client.open(url, modifier=modifier, stac_io=RetryingStacIO(policy))
-    except VegediffError:
-        raise
-    except (APIError, OSError, ValueError) as exc:
-        raise RemoteError(f"STAC API {shown} could not be opened ({redact(str(exc)[:160])})",
-                          fix="check --static-stac-url and your network, then retry") from exc
     found: dict[str, np.ndarray] = {}
     for layer in layers:
         try:
-            docs = client.search(collections=[layer.collection], bbox=list(bbox), max_items=100).items_as_dicts()
-            items = [_parse_item(doc) for doc in docs]
+            items = search_items(url, {"collections": [layer.collection], "bbox": list(bbox), "max_items": 100},
+                                 policy=policy)
         except RemoteError as exc:
             raise RemoteError(f"STAC search of {layer.collection} at {shown} failed ({exc.problem})",
-                              fix="retry later, or pass local files with --dem / --landcover") from exc
+                              fix="retry later, or pass local files with `dem` / `landcover`") from exc
         except VegediffError:
             raise
-        except (APIError, OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:
             raise RemoteError(f"STAC search of {layer.collection} at {shown} failed ({redact(str(exc)[:160])})",
-                              fix="retry later, or pass local files with --dem / --landcover") from exc
+                              fix="retry later, or pass local files with `dem` / `landcover`") from exc
         if not items:
             message = f"no {layer.collection} item at {shown} covers the cube: {layer.name} left out"
             log.warning(message)
@@ -146,15 +133,15 @@ def read_stac_layers(
                               fix="use a STAC API with Planetary Computer style collections")
         for item in items:  # odc-stac reads exactly these hrefs: check (and resolve) them first
             if asset in item.assets:
-                item.assets[asset].href = check_href(item.assets[asset].href, schemes=href_schemes,
-                                                     base=item.get_self_href(),
-                                                     what=f"STAC item {item.id} asset {asset}")
+                href = check_href(item.assets[asset].href, schemes=href_schemes, base=item.get_self_href(),
+                                  what=f"STAC item {item.id} asset {asset}")
+                item.assets[asset].href = sign(href) if sign is not None else href
         try:
             data = load(items, bands=[asset], geobox=geobox, resampling=_resampling(layer).name,
                         groupby="solar_day", fail_on_error=True)[asset]
         except Exception as exc:  # odc-stac/rasterio raise many types for unreachable or broken COGs
             raise RemoteError(f"reading {layer.collection} COGs failed ({type(exc).__name__}: {redact(str(exc)[:160])})",
-                              fix="retry later, or pass local files with --dem / --landcover") from exc
+                              fix="retry later, or pass local files with `dem` / `landcover`") from exc
         nodata = data.attrs.get("nodata")
         mosaic = np.full((grid.height, grid.width), np.nan, dtype="float32")
         for step in range(data.sizes["time"]):  # later items (newer WorldCover versions) win

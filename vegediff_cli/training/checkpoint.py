@@ -36,11 +36,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any] | None:
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise CorruptInputError(
             f"{path} is not a vegediff training checkpoint that can be read safely ({reason})",
-            fix="delete it (training then starts afresh) or pass another --run-dir; "
+            fix="delete it (training then starts afresh) or pass another `run_dir`; "
                 "checkpoints holding code are never loaded") from None
     if not isinstance(state, dict) or not isinstance(state.get("step"), int):
         raise CorruptInputError(f"{path} is not a vegediff training checkpoint (no step counter)",
-                                fix="delete it (training then starts afresh) or pass another --run-dir")
+                                fix="delete it (training then starts afresh) or pass another `run_dir`")
     return state
 
 
@@ -52,7 +52,7 @@ def restore(target: Any, state: dict[str, Any], key: str, path: str | os.PathLik
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise CorruptInputError(f"{path} does not fit this model ({key}: {reason})",
-                                fix="delete it (training then starts afresh) or pass another --run-dir") from None
+                                fix="delete it (training then starts afresh) or pass another `run_dir`") from None
 
 
 def rng_state(rng: np.random.Generator) -> dict[str, Any]:

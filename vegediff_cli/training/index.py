@@ -169,7 +169,7 @@ def candidates(roots: list[Path]) -> list[Path]:
     found: list[Path] = []
     for root in map(Path, roots):
         if not root.exists():
-            raise UsageError(f"--data {root} does not exist", fix="pass folders or files of training data")
+            raise UsageError(f"`data` {root} does not exist", fix="pass folders or files of training data")
         files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
         found.extend(p for p in files if "reference_predictions" not in p.parts and _may_be_source(p))
     return found
@@ -265,13 +265,13 @@ def select_sources(
     paths = candidates(data)
     for pattern in exclude:
         if not any(pattern in p.name for p in paths):
-            raise UsageError(f"--exclude '{pattern}' matches no training file", fix="check the hold-out name")
+            raise UsageError(f"`exclude` '{pattern}' matches no training file", fix="check the hold-out name")
     kept = [p for p in paths if not any(pattern in p.name for pattern in exclude)]
     sources = build_index(kept, cache=cache, runtime=runtime, workers=workers, progress=progress,
                           held_out_seasons=held_out_seasons) if kept else []
     if not sources:
         raise NoValidDataError(f"no training data found under {', '.join(map(str, data))}",
-                               fix="pass folders with cubes, minicubes or Sentinel-2 series via --data")
+                               fix="pass folders with cubes, minicubes or Sentinel-2 series via `data`")
     names = [s.name for s in sources]
     log.info("training on %d sources: %s", len(sources),
              ", ".join(names) if len(names) <= 20 else ", ".join(names[:20]) + ", ...")
@@ -282,7 +282,7 @@ def meteo_coverage(sources: list[SourceInfo]) -> dict[str, float]:
     """Per E-OBS variable: the fraction of the conditioned sequences' frames where it has a value.
 
     Stored in weights files (`meteo_coverage`); a forecast ignores variables the denoiser hardly
-    saw (pipeline/forecast_model.py), instead of feeding it values it never learned to read.
+    saw (pipeline/forecast/model.py), instead of feeding it values it never learned to read.
     """
     with_meteo = [s for s in sources if s.meteo_frames is not None]
     frames = sum(s.frames for s in with_meteo)

@@ -153,11 +153,11 @@ class StepBatches(Sampler):
 def split_batch(batch: int, micro_batch: int, world: int) -> tuple[int, int]:
     """(windows per process per step, micro-batches per step); a UsageError when it does not divide."""
     if batch % world:
-        raise UsageError(f"--batch {batch} does not split evenly over {world} processes",
+        raise UsageError(f"`batch` {batch} does not split evenly over {world} processes",
                          fix=f"pass a global batch that is a multiple of {world}")
     per_process = batch // world
     micro = micro_batch or per_process
     if per_process % micro:
         raise UsageError(f"{per_process} windows per process do not split into micro-batches of {micro}",
-                         fix="pass a --micro-batch that divides the batch per process")
+                         fix="pass a `micro_batch` that divides the batch per process")
     return per_process, per_process // micro

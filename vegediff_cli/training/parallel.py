@@ -63,7 +63,7 @@ def _device_of(name: str | torch.device, local_rank: int, world: int) -> torch.d
         count = torch.cuda.device_count()
         if local_rank >= count:
             raise UsageError(f"torchrun started {local_rank + 1}+ processes on this machine but it has {count} GPU(s)",
-                             fix="pass --nproc-per-node at most the number of GPUs, or --device cpu")
+                             fix="pass --nproc-per-node at most the number of GPUs, or `device` cpu")
         device = torch.device("cuda", local_rank)
     return device
 

@@ -105,7 +105,7 @@ def run_diffusion(
         files = [Path(s.path).name for s in sources]
         model, meta = _load_init(init, runtime.device)
         if denoiser is not None:
-            check_model_size(denoiser, source=f"--preset {denoiser.name}", copies=4)
+            check_model_size(denoiser, source=f"`preset` {denoiser.name}", copies=4)
             torch.manual_seed(settings.seed)
             model = with_new_denoiser(model, denoiser).to(runtime.device)
         model, result = train_diffusion(model, sources, settings=settings, run_dir=run_dir, runtime=runtime,

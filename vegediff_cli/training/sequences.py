@@ -23,11 +23,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..config import BANDS, METEO_STATS, METEO_VARS, STEP_DAYS, VALID, meteo_name
+from ..config import BANDS, METEO_STATS, METEO_VARS, REFLECTANCE_SCALE, STEP_DAYS, VALID, meteo_name
 from ..cube import greenearthnet
 from ..cube.masks import clear_from_scl
 from ..cube.readers import open_cube, open_netcdf
-from ..cube.schema import centre_latitude
+from ..cube.schema import centre_latitude, with_crs
 from ..errors import CorruptInputError, MissingVariableError
 from ..model.inputs import STATIC_ORDER
 from .band_models import estimate_blue
@@ -81,7 +81,7 @@ def from_s2_series(path: Path) -> Sequence:
     green, red = _band(ds, "B03", "B3"), _band(ds, "B04", "B4")
     nir, blue = _band(ds, "B8A", "B8"), _band(ds, "B02", "B2", required=False)
     if blue is None:  # e.g. the nrt package's 20 m series
-        blue = 1e4 * estimate_blue(green * 1e-4, red * 1e-4, nir * 1e-4)
+        blue = 1e4 * estimate_blue(green * REFLECTANCE_SCALE, red * REFLECTANCE_SCALE, nir * REFLECTANCE_SCALE)
     dn = np.stack([blue, green, red, nir], 1)
     scl = _band(ds, "SCL")
     resolution = abs(float(ds["x"].values[1] - ds["x"].values[0]))
@@ -92,16 +92,14 @@ def from_s2_series(path: Path) -> Sequence:
         clear = clear_from_scl(scl[:, : 2 * h2, : 2 * w2]).reshape(t, h2, 2, w2, 2).all(axis=(2, 4))
     else:
         clear = clear_from_scl(scl)
-    reflectance = dn * 1e-4
+    reflectance = dn * REFLECTANCE_SCALE
     valid = clear & np.isfinite(reflectance).all(axis=1) & (reflectance[:, 3] > 0)
     frames, valid, times = to_five_day_grid(reflectance, valid, pd.DatetimeIndex(ds["time"].values))
     return Sequence(path.stem, frames, valid, times, None, {}, _series_latitude(ds))
 
 
 def _series_latitude(ds: xr.Dataset) -> float:
-    if ds.rio.crs is None and "spatial_ref" in ds and "crs_wkt" in ds["spatial_ref"].attrs:
-        ds = ds.rio.write_crs(ds["spatial_ref"].attrs["crs_wkt"])
-    return centre_latitude(ds)
+    return centre_latitude(with_crs(ds))
 
 
 def from_toa_series(path: Path) -> Sequence:

@@ -68,7 +68,7 @@ class FrameCrops(Dataset):
         frames = [(i, int(t)) for i, s in enumerate(sources) for t in s.vae_frames(crop)]
         if not frames:
             raise NoValidDataError(f"no training frame is both {crop} px wide and 30 % clear",
-                                   fix="pass a smaller --crop or data with clearer frames")
+                                   fix="pass a smaller `crop` or data with clearer frames")
         self.pool = np.array(frames, dtype=np.int64)  # (N, 2): source, frame
         self.sources, self.crop, self.seed, self.latent = sources, crop, seed, latent
         self._kept: OrderedDict[tuple[int, int], Sequence] = OrderedDict()
@@ -108,7 +108,7 @@ class FrameCrops(Dataset):
                     "valid": torch.from_numpy(dihedral(clear[None], k).astype("float32")),
                     "noise": torch.randn(self.latent, generator=generator)}
         raise NoValidDataError(f"no {c} px crop at least half clear in {self.MAX_DRAWS} draws",
-                               fix="pass a smaller --crop or data with clearer frames")
+                               fix="pass a smaller `crop` or data with clearer frames")
 
 
 class _Filled(Dataset):

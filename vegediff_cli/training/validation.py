@@ -17,7 +17,7 @@ import xarray as xr
 
 from ..config import CONTEXT_FRAMES, SEQUENCE_FRAMES
 from ..cube.readers import open_netcdf
-from ..cube.schema import new_cube
+from ..cube.schema import new_cube, recorded_crs
 from .sequences import Sequence, load_sequence
 
 # Series file stem -> first date held out for validation (the series' last season).
@@ -51,7 +51,7 @@ def season_cubes(path: Path, cutoff: str, *, stride: int = WINDOW_STRIDE) -> lis
     seq = load_sequence(path)
     _, held_out = split_at(seq, cutoff)
     raw = open_netcdf(path)
-    crs = raw["spatial_ref"].attrs.get("crs_wkt") if "spatial_ref" in raw else None
+    crs = recorded_crs(raw)
     if crs is None and raw.rio.crs is not None:
         crs = raw.rio.crs.to_wkt()
     height, width = held_out.frames.shape[-2:]

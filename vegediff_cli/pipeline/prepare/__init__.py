@@ -1,7 +1,7 @@
 """prepare: raw Sentinel-2 + meteorology + static layers -> the analysis-ready 5-day cube.
 
 Modules: build.py (the step, end to end), frames.py (5-day frames, latest clear observation),
-regrid.py (target grids, lazy reprojection), meteo.py (meteorology days, area and placement),
+regrid.py (lazy reprojection onto a cube.schema.TargetGrid; meteorology: pipeline/meteo/frames.py),
 compute.py (dask progress, streaming writes, NDVI on the fly).
 """
 

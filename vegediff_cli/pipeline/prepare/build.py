@@ -24,16 +24,17 @@ from ...config import BANDS, DEFAULT_CLEAR_SCL, DLMASK, METEO_VARS, SCL, STATIC_
 from ...cube import schema
 from ...cube.masks import clear_from_scl
 from ...cube.readers import open_cube
+from ...cube.schema import TargetGrid
 from ...cube.validate import check_reflectance
 from ...errors import NoValidDataError, UsageError
 from ...progress import ProgressFactory, no_progress
 from ...redact import redact
 from ...sources import era5, static
 from ...sources.scenes import inspect_scenes, read_scene
+from ..meteo import frames as meteo
 from . import frames as framing
-from . import meteo
 from .compute import compute, small_netcdf_cache
-from .regrid import TargetGrid, reproject_dataset
+from .regrid import reproject_dataset
 
 log = logging.getLogger("vegediff.prepare")
 MINICUBE_SOURCES = ("greenearthnet", "earthnet2021x")
@@ -166,7 +167,7 @@ def _clear(raw: xr.Dataset, classes: tuple[int, ...]) -> xr.DataArray:
     """
     if SCL not in raw:
         if classes != DEFAULT_CLEAR_SCL:
-            log.warning("the input has no s2_SCL: --clear-classes has no effect, its valid_mask is used")
+            log.warning("the input has no s2_SCL: `clear_classes` has no effect, its valid_mask is used")
         return raw[VALID].astype(bool)
     args = [raw[SCL]] + ([raw[DLMASK]] if DLMASK in raw else [])
 
@@ -188,18 +189,18 @@ def build_cube(
 def check_settings(settings: PrepareSettings) -> None:
     """UsageError for settings no cube can be built with (checked before any file is read)."""
     if settings.meteo_layout not in meteo.LAYOUTS:
-        raise UsageError(f"--meteo-layout '{settings.meteo_layout}' is not one of {', '.join(meteo.LAYOUTS)}",
+        raise UsageError(f"`meteo_layout` '{settings.meteo_layout}' is not one of {', '.join(meteo.LAYOUTS)}",
                          fix="use auto (default), series or grid")
     distance = settings.max_meteo_distance_km
     if not (isinstance(distance, int | float) and np.isfinite(distance) and distance > 0):
-        raise UsageError(f"--max-meteo-distance {distance} must be a positive number of km", fix="e.g. 25")
+        raise UsageError(f"`max_meteo_distance` {distance} must be a positive number of km", fix="e.g. 25")
 
 
 def _build(inputs: PrepareInputs, settings: PrepareSettings, progress: ProgressFactory) -> PreparedCube:
     check_settings(settings)
     if (inputs.source is None) == (not inputs.scenes):
-        raise UsageError("give either an input cube or --scenes, not both or neither",
-                         fix="pass --input/--tile for a fetched cube, or --scenes FILE... for GeoTIFF scenes")
+        raise UsageError("give either an input cube or `scenes`, not both or neither",
+                         fix="pass `input`/`tile` for a fetched cube, or `scenes` FILE... for GeoTIFF scenes")
     notes: list[str] = []
     like = TargetGrid.of_dataset(open_cube(inputs.like)) if inputs.like else None
     if inputs.scenes:
@@ -221,7 +222,7 @@ def _build(inputs: PrepareInputs, settings: PrepareSettings, progress: ProgressF
         raise NoValidDataError(
             f"{raw.attrs.get('prepared_from', 'the input')} has no clear observation in any frame "
             f"({len(acquisitions)} acquisitions, clear SCL classes {','.join(map(str, settings.clear_classes))})",
-            fix="widen the date range or the accepted SCL classes (--clear-classes)",
+            fix="widen the date range or the accepted SCL classes (`clear_classes`)",
         )
     cube[VALID].attrs = {"long_name": "clear-sky valid observation flag",
                          "clear_scl_classes": " ".join(map(str, settings.clear_classes))}
@@ -256,9 +257,9 @@ def _attach_meteo(cube, raw, inputs, settings, target, notes, *, same_frames: bo
     own = [meteo_name(v) for v in METEO_VARS if meteo_name(v) in raw]
     explicit = bool(era5_files or inputs.eobs or meteo_from)
     if inputs.meteo not in METEO_MODES:
-        raise UsageError(f"--meteo '{inputs.meteo}' is not one of {', '.join(METEO_MODES)}")
+        raise UsageError(f"`meteo` '{inputs.meteo}' is not one of {', '.join(METEO_MODES)}")
     if explicit and inputs.meteo == "open-meteo":
-        raise UsageError("--meteo open-meteo and a meteorology file were both given", fix="pass one meteorology source per run")
+        raise UsageError("`meteo` open-meteo and a meteorology file were both given", fix="pass one meteorology source per run")
     minicube = raw.attrs.get("source") in MINICUBE_SOURCES and inputs.source is not None
     if inputs.meteo == "open-meteo" or (inputs.meteo == "auto" and not explicit and not own and not minicube):
         return _attach_open_meteo(cube, request, inputs, settings, target, notes)
@@ -272,7 +273,7 @@ def _attach_meteo(cube, raw, inputs, settings, target, notes, *, same_frames: bo
         meteo_from = inputs.source  # re-aggregate the minicube's daily series onto the new frames
     daily = meteo.load_daily(request, era5_files=era5_files, eobs_files=tuple(inputs.eobs), meteo_from=meteo_from)
     if daily is None:
-        message = ("no meteorology (--meteo none and no --era5, --eobs or --meteo-from): the cube has no eobs_* "
+        message = ("no meteorology (`meteo` none and no `era5`, `eobs` or `meteo_from`): the cube has no eobs_* "
                    "variables, so forecasts from it are unconditional")
         log.warning(message)
         notes.append(message)

@@ -5,13 +5,18 @@ footprint (plus a margin for the resampling kernel), warps that window with GDAL
 returns the target-sized frame, so memory is bounded by one source window and one target frame
 per worker thread. Reflectance is resampled bilinearly (as GreenEarthNet's minicuber does),
 class layers (SCL, dlmask, land cover) with nearest neighbour.
+
+Why not odc-geo's ``xr_reproject`` (installed with odc-stac)? It warps each destination chunk on its
+own, and GDAL's approximate transformer is then fitted per chunk: on a Sentinel-2 scene warped
+from UTM 29N to 30N in 48 px chunks, 54 % of the bilinear values differed from the whole-frame warp
+(up to 1.35 DN) and 0.02 % of the nearest-neighbour SCL classes changed; with one chunk the two are
+bit-identical. Cubes would then depend on --chunk-px, so the whole frame is warped here, once.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
 
 import dask.array as dsa
 import numpy as np
@@ -21,8 +26,8 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.warp import Resampling, reproject, transform_bounds
 
-from ...config import DLMASK, LANDCOVER, SCL, VALID
-from ...cube.schema import grid_coords, grid_of
+from ...config import DLMASK, GEOMORPHONS, LANDCOVER, SCL, VALID
+from ...cube.schema import TargetGrid
 from ...errors import GeoreferenceError
 from ...geo import GridSpec
 
@@ -32,38 +37,8 @@ from ...geo import GridSpec
 warnings.filterwarnings("ignore", message="Dataset has no geotransform", category=NotGeoreferencedWarning,
                         module=r"rasterio\.warp")
 
-NEAREST_VARS = frozenset({SCL, DLMASK, VALID, LANDCOVER, "geom_cls"})
+NEAREST_VARS = frozenset({SCL, DLMASK, VALID, LANDCOVER, GEOMORPHONS})
 MARGIN_PX = 3  # source pixels kept around the target footprint for the resampling kernel
-
-
-@dataclass(frozen=True, eq=False)
-class TargetGrid:
-    """The grid a cube is written on: CRS and transform, plus the exact coordinates to write."""
-
-    grid: GridSpec  # CRS, transform of the upper-left corner, size
-    y: np.ndarray = field(repr=False)  # pixel-centre y (descending), kept bit for bit from --like cubes
-    x: np.ndarray = field(repr=False)  # pixel-centre x (ascending)
-
-    @classmethod
-    def of_grid(cls, grid: GridSpec) -> TargetGrid:
-        y, x = grid_coords(grid)
-        return cls(grid, y, x)
-
-    @classmethod
-    def of_dataset(cls, ds: xr.Dataset) -> TargetGrid:
-        return cls(grid_of(ds), np.asarray(ds["y"].values, dtype="float64"), np.asarray(ds["x"].values, dtype="float64"))
-
-    def same_as(self, other: GridSpec) -> bool:
-        """True when `other` has this grid's CRS, size and (to 1e-6 px) transform."""
-        mine = self.grid
-        if (mine.width, mine.height) != (other.width, other.height) or CRS.from_user_input(mine.crs) != CRS.from_user_input(other.crs):
-            return False
-        tolerance = 1e-6 * max(abs(mine.transform.a), abs(mine.transform.e))
-        return all(abs(a - b) <= tolerance for a, b in zip(mine.transform[:6], other.transform[:6], strict=True))
-
-    def lonlat_bounds(self) -> tuple[float, float, float, float]:
-        """(west, south, east, north) in degrees."""
-        return transform_bounds(CRS.from_user_input(self.grid.crs), CRS.from_epsg(4326), *self.grid.bounds, densify_pts=21)
 
 
 def resampling_for(name: str) -> Resampling:
@@ -103,7 +78,7 @@ def _warp_block(block: np.ndarray, *, src_transform: Affine, src_crs: str, dst: 
 def reproject_variable(da: xr.DataArray, src: GridSpec, target: TargetGrid, *, name: str, chunk_px: int) -> xr.DataArray:
     """Lazily warp a (..., y, x) variable from grid `src` to `target`, one leading index per task."""
     resampling = resampling_for(name)
-    nodata = 0.0 if name in (SCL, LANDCOVER, "geom_cls") else 255.0 if name == DLMASK else np.nan
+    nodata = 0.0 if name in (SCL, LANDCOVER, GEOMORPHONS) else 255.0 if name == DLMASK else np.nan
     window = _source_window(src, target.grid)
     lead_dims = [d for d in da.dims if d not in ("y", "x")]
     lead_shape = tuple(da.sizes[d] for d in lead_dims)
@@ -137,7 +112,7 @@ def reproject_dataset(ds: xr.Dataset, src: GridSpec, target: TargetGrid, *, chun
         raise GeoreferenceError(
             f"the input grid ({src.crs}, bounds {tuple(round(b, 3) for b in src.bounds)}) does not overlap the target "
             f"grid ({target.grid.crs}, bounds {tuple(round(b, 3) for b in target.grid.bounds)})",
-            fix="pass a --like cube (or scenes) of the same area",
+            fix="pass a `like` cube (or scenes) of the same area",
         )
     out = xr.Dataset(coords={"y": target.y, "x": target.x}, attrs=ds.attrs)
     for name, da in ds.data_vars.items():

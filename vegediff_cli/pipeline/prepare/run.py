@@ -66,7 +66,7 @@ def run_prepare(
     locked = [output, *([cogs] if cogs is not None else [])]
     with output_lock(*locked, what="prepared"):
         if not force and not never_skip and provenance.up_to_date(output, made, cogs=cogs):
-            log.info("%s is up to date (same inputs and settings); --force rebuilds it", output)
+            log.info("%s is up to date (same inputs and settings); `force` rebuilds it", output)
             return PrepareResult(output, cogs, True)
         prepared = build_cube(inputs, settings=settings, progress=progress)
         attrs = provenance.product_attrs(made)
