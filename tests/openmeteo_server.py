@@ -267,23 +267,8 @@ def _handler(server: OpenMeteoServer) -> type[BaseHTTPRequestHandler]:
             return None
 
         def _send(self, status: int, doc: Any, *, truncate: bool = False, headers: dict[str, str] | None = None) -> None:
-            body = json.dumps(doc).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            if truncate:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            payload = body[: len(body) // 2] if truncate else body
-            server._record(Logged("GET", self.path, status, len(payload)))
-            try:
-                self.wfile.write(payload)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-            if truncate:
-                self.close_connection = True
+            server.send(self, status, json.dumps(doc).encode(), "application/json; charset=utf-8", headers,
+                        truncate=truncate)
 
         def do_GET(self) -> None:
             if server.latency:

@@ -192,6 +192,29 @@ class FaultLog:
         with self._lock:
             self.log.clear()
 
+    def send(self, handler: BaseHTTPRequestHandler, status: int, body: bytes, content_type: str,
+             headers: dict[str, str] | None = None, *, truncate: bool = False, chunk_size: int = 1 << 16) -> None:
+        """Answer `handler`'s request: status, headers, then the body in chunks (half of it and a closed
+        connection when `truncate`). Logged before the body goes out: a client that has its answer finds
+        it in the log."""
+        handler.send_response(status)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            handler.send_header(key, value)
+        if truncate:
+            handler.send_header("Connection", "close")
+        handler.end_headers()
+        payload = b"" if handler.command == "HEAD" else body[: len(body) // 2] if truncate else body
+        self._record(Logged(handler.command, handler.path, status, len(payload), handler.headers.get("Range")))
+        try:
+            for start in range(0, len(payload), chunk_size):
+                handler.wfile.write(payload[start : start + chunk_size])
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        if truncate:
+            handler.close_connection = True
+
     def _fault_for(self, method: str, path: str) -> Fault | None:
         with self._lock:
             for fault in self.faults:
@@ -262,24 +285,7 @@ def _handler(server: StacServer) -> type[BaseHTTPRequestHandler]:
         # --- plumbing -------------------------------------------------------------------
         def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None,
                   *, truncate: bool = False) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            if truncate:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            payload = b"" if self.command == "HEAD" else body[: len(body) // 2] if truncate else body
-            # Logged before the body goes out: a client that has its answer finds it in the log.
-            server._record(Logged(self.command, self.path, status, len(payload), self.headers.get("Range")))
-            try:
-                for start in range(0, len(payload), server.chunk_size):
-                    self.wfile.write(payload[start : start + server.chunk_size])
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-            if truncate:
-                self.close_connection = True
+            server.send(self, status, body, content_type, headers, truncate=truncate, chunk_size=server.chunk_size)
 
         def _json(self, status: int, doc: Any, headers: dict[str, str] | None = None) -> None:
             self._send(status, json.dumps(doc).encode(), "application/json", headers)
