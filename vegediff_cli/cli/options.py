@@ -76,7 +76,7 @@ WeatherOpt = Annotated[str, typer.Option(
 OverlapOpt = Annotated[int, typer.Option(help="Minimum overlap of neighbouring 128 px chips, blended smoothly.")]
 MinClearOpt = Annotated[int, typer.Option(
     help="Pixels with fewer clear context frames are left empty (NaN); see context_clear_count.")]
-MemoryOpt = Annotated[int, typer.Option("--memory-mb", help="Memory budget of one streamed block, MiB.")]
+MemoryOpt = Annotated[int, typer.Option("--memory-mb", help="Memory for the run's data (streamed blocks, model calls under way), MiB; each process adds a fixed overhead (docs/forecast.md).")]
 SchedulerOpt = Annotated[str | None, typer.Option(
     help="Dask scheduler address (tcp://HOST:PORT) to spread blocks over its workers, or 'local' for a local cluster.",
     show_default=False)]
