@@ -18,6 +18,7 @@ the formula below gives 24 MB per member-chip.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -65,14 +66,20 @@ def release_freed_memory() -> None:
     so without trimming the main process grew by about 250 MiB more over a full tile than over a
     strip of it. A no-op where the C library has no malloc_trim.
     """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's malloc_trim, looked up once (the symbols this process already has); None elsewhere."""
     import ctypes
-    import ctypes.util
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(0)
+        return ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
-        pass
+        return None
 
 
 def _size(value: float) -> str:

@@ -76,7 +76,9 @@ WeatherOpt = Annotated[str, typer.Option(
 OverlapOpt = Annotated[int, typer.Option(help="Minimum overlap of neighbouring 128 px chips, blended smoothly.")]
 MinClearOpt = Annotated[int, typer.Option(
     help="Pixels with fewer clear context frames are left empty (NaN); see context_clear_count.")]
-MemoryOpt = Annotated[int, typer.Option("--memory-mb", help="Memory for the run's data (streamed blocks, model calls under way), MiB; each process adds a fixed overhead (docs/forecast.md).")]
+MemoryOpt = Annotated[int, typer.Option("--memory-mb", help=(
+    "Memory for the run's data (streamed blocks, model calls under way), MiB; "
+    "each process adds a fixed overhead (docs/forecast.md)."))]
 SchedulerOpt = Annotated[str | None, typer.Option(
     help="Dask scheduler address (tcp://HOST:PORT) to spread blocks over its workers, or 'local' for a local cluster.",
     show_default=False)]
@@ -101,7 +103,6 @@ SpreadOpt = Annotated[bool, typer.Option(
     "--calibrated-spread/--raw-spread",
     help="Widen the members about their mean by the factors the weights carry (fitted on validation data, "
          "so that the spread matches the error); --raw-spread keeps the diffusion samples as drawn.")]
-
 
 
 def finite(value: float | None, option: str) -> float | None:

@@ -182,6 +182,8 @@ def output_attrs(job: ForecastJob, plan: ForecastPlan, *, weights: Path, cfg: Mo
 
 
 def write_block(writer: GridWriter, result: BlockResult) -> None:
+    """Write a finished block's rows; then trim the heap, which the previous block's arrays have left by now
+    (local and Dask runs alike: the main process stays flat over a whole tile)."""
     block = result.block
     rows, cols = slice(block.row0, block.row1), slice(block.col0, block.col1)
     writer.write(PRED, rows, cols, result.ndvi_pred)
@@ -191,6 +193,7 @@ def write_block(writer: GridWriter, result: BlockResult) -> None:
         writer.write(MEMBER, rows, cols, result.ndvi_member)
     writer.write(CLEAR_COUNT, rows, cols, result.clear_count)
     writer.write(LAST_CLEAR, rows, cols, result.last_clear_ndvi)
+    release_freed_memory()
 
 
 @dataclass
@@ -373,8 +376,6 @@ def _run(jobs: list[ForecastJob], records: list[dict], weights_path: Path, setti
                                             on_chips=bar.update):
                     write_block(writers[index], result)
                     computed[index] += result.chips
-                    del result
-                    release_freed_memory()
             worker_peaks = runner.peak_rss_mib()
         else:
             worker_peaks = []  # on the cluster's machines
