@@ -5,6 +5,8 @@
 # ensemble, and score it against the observations. Outputs land in ./demo-output/29SND/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A .venv that another python3 made (pyenv's vs the system's) cannot be updated in place: make it anew.
+if [ -d .venv ] && ! .venv/bin/python -m pip --version >/dev/null 2>&1; then rm -rf .venv; fi
 python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
