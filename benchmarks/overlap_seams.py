@@ -7,8 +7,9 @@ prints, per overlap:
   frame, at the columns where a chip starts or ends vs all other columns (the mosaic's own
   128 px source-tile borders left out). A seam would make the first figure larger;
 - spread: the members' NDVI standard deviation in pixels covered by one chip vs by several.
-  Blending independent members of two chips averages them, which lowers their spread there,
-  while the spread calibration (pipeline/forecast/calibration.py) was fitted on single chips.
+  A plain weighted average of two chips' independent members would lower their spread there
+  (0.85 x at 16 px) while the spread calibration (pipeline/forecast/calibration.py) was fitted on
+  single chips; the blend (pipeline/forecast/blocks.Accumulator) keeps it, so the ratio should be 1.
 
     python benchmarks/overlap_seams.py --size 1024 --members 4 --overlaps 32 16
 """

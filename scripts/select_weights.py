@@ -14,6 +14,8 @@ recorded in its metadata (`recommended_guidance`, `selected_step`, `selected_wei
 
     python scripts/select_weights.py --run-dir runs/shipped --output weights/vegediff-small.safetensors
     python scripts/select_weights.py --run-dir runs/no-dates --last 1 --guidance 1   # quick ablation score
+    python scripts/select_weights.py --run-dir runs/d-no-32UQC --last 2 --score-only  # ablation: the table only
+    python scripts/select_weights.py --run-dir runs/X --step 500 --score-only --base weights/vegediff-small.safetensors
 
 The test cube is never read.
 """
@@ -145,12 +147,20 @@ def main() -> int:
     parser.add_argument("--calibration-members", type=int, default=16)
     parser.add_argument("--kinds", nargs="+", choices=list(KINDS), default=list(KINDS))
     parser.add_argument("--last", type=int, default=0, help="score only the last N kept checkpoints (0: all)")
+    parser.add_argument("--step", type=int, default=None, help="score only the checkpoint kept at this step")
     parser.add_argument("--output", type=Path, default=None, help="default: RUN_DIR/selected.safetensors")
+    parser.add_argument("--base", type=Path, default=None,
+                        help="weights file whose VAE, configuration and metadata the candidates take (default: "
+                             "RUN_DIR/final.safetensors; a file of the same recipe scores a run that has not finished)")
+    parser.add_argument("--score-only", action="store_true",
+                        help="score the candidates, write RUN_DIR/validation_table.json, skip calibration and export")
     args = parser.parse_args()
     cube = args.validation or next((SHARED / "earthnet2021x").glob(f"{VALIDATION}*.nc"))
-    base = args.run_dir / "final.safetensors"
+    base = args.base or args.run_dir / "final.safetensors"
     output = args.output or args.run_dir / "selected.safetensors"
     kept = sorted((args.run_dir / "diffusion").glob("diffusion-step*.ckpt"))
+    if args.step is not None:
+        kept = [c for c in kept if c.name == f"diffusion-step{args.step:06d}.ckpt"]
     if args.last:
         kept = kept[-args.last:]
     if not kept:
@@ -172,6 +182,12 @@ def main() -> int:
                                 **{k: v for k, v in scored.items() if k not in ("probabilistic", "forecast")}})
                 print(json.dumps(results[-1]), file=sys.stderr)
         best = max(results, key=lambda r: (r["skill"], -r["rmse"]))
+        if args.score_only:
+            table = args.run_dir / ("validation_table.json" if args.step is None else
+                                    f"validation_table-step{args.step:06d}.json")
+            table.write_text(json.dumps({"best": best, "candidates": results}, indent=1))
+            print(json.dumps({"best": best, "table": str(table)}, indent=1))
+            return 0
         chosen = export(base, args.run_dir / "diffusion" / best["checkpoint"], folder / "chosen.safetensors",
                         kind=best["kind"], extra={})
         factors, per_lead = calibrate(cube, seasons, chosen, folder, members=args.calibration_members,

@@ -10,10 +10,10 @@ from tests.forecast_fixtures import synthetic_cube
 from vegediff_cli.config import SamplerSettings
 from vegediff_cli.cube.masks import ndvi
 from vegediff_cli.geo import Chip
-from vegediff_cli.pipeline.forecast.blocks import Accumulator, _blend
+from vegediff_cli.pipeline.forecast.blocks import Accumulator, _blend, _finish
 from vegediff_cli.pipeline.forecast.plan import ForecastSettings, bytes_per_pixel
 from vegediff_cli.pipeline.forecast.run import ForecastJob, run_forecasts
-from vegediff_cli.pipeline.forecast.tiling import BLEND_FLOOR, blend_weights, chip_seed, plan_tiles, stripe_width
+from vegediff_cli.pipeline.forecast.tiling import BLEND_FLOOR, Block, blend_weights, chip_seed, plan_tiles, stripe_width
 
 FAST = SamplerSettings(steps=1)
 
@@ -75,6 +75,35 @@ def test_blending_two_chips_is_seamless():
     overlap = blended[96:128]
     assert (np.diff(overlap) > 0).all() and a < overlap.min() and overlap.max() < b
     assert np.abs(np.diff(blended)).max() < (b - a) / 8  # no jump anywhere
+
+
+def test_blending_keeps_the_members_spread_in_overlaps():
+    """Two chips with independent members: in their overlap the blended members spread as much as one chip's
+    (a plain weighted average of the two would shrink it), and the ensemble mean is the blend of the chip means."""
+    members, width = 400, 224
+    weights = blend_weights(128, 32)
+    acc = Accumulator.zeros(0, 128, width, members=members, steps=1)
+    rng = np.random.default_rng(0)
+    spread, means = 0.05, {0: 0.5, 96: 0.6}
+    for col, mean in means.items():
+        target = np.clip(mean + spread * rng.standard_normal((members, 1, 1, 1)), 0.05, 0.95).astype("float32")
+        chip = np.zeros((members, 1, 4, 128, 128), "float32")
+        chip[:, :, 2] = 0.1  # red; NIR from the member's NDVI: (n - r) / (n + r) = v
+        chip[:, :, 3] = 0.1 * (1 + target) / (1 - target)
+        _blend(acc, 0, width, Chip(0, col, 128), chip, weights, 128, width)
+    plain = acc.ndvi[:, 0, 64] / acc.weight[64]  # a plain weighted average of the members, for comparison
+    block = Block(0, 0, 0, 128, 0, width, ())
+    clear = np.full((128, width), 10, "uint8")
+    result = _finish(block, acc, clear, np.zeros((128, width), "float32"), 1, 2)
+    member_ndvi, mean = result.ndvi_member[:, 0, 64], result.ndvi_pred[0, 64]  # (M, w), (w,)
+    np.testing.assert_allclose(mean, member_ndvi.mean(axis=0), atol=1e-5)
+    np.testing.assert_allclose(mean[:96], means[0], atol=0.01)
+    np.testing.assert_allclose(mean[128:], means[96], atol=0.01)
+    assert (np.diff(mean[96:128]) > 0).all()  # the mean still ramps smoothly between the chips
+    single, overlap = member_ndvi[:, :96].std(axis=0).mean(), member_ndvi[:, 104:120].std(axis=0)
+    assert single == pytest.approx(spread, rel=0.1)
+    np.testing.assert_allclose(overlap, single, rtol=0.1)  # a plain average would give about 0.71 x here
+    assert plain[:, 104:120].std(axis=0).mean() < 0.8 * single
 
 
 def test_streaming_partition_does_not_change_the_forecast(tmp_path, tiny_weights):

@@ -44,6 +44,9 @@ def forecast_record(cube: Path, weights: Path, weather: Path | None, settings: F
         "detail_transfer": settings.detail_transfer, "precision": settings.precision,
         "sampler": sampler.sampler, "steps": sampler.steps, "guidance_scale": sampler.guidance_scale,
         "context_mix": sampler.context_mix,
+        # how overlapping chips' members are combined (blocks.Accumulator); releases before 2026-12-02
+        # averaged them, which narrowed the members in overlaps
+        "member_blend": "spread-preserving",
     }
     inputs = {"cube": cube, "weights": f"sha256:{file_digest(weights)}", "weather": weather}
     return provenance.record("forecast", inputs, chosen)

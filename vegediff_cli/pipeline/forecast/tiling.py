@@ -1,8 +1,9 @@
 """Tile-scale work plan for `forecast`: chips, blend weights, per-chip seeds, streamed blocks (pure numpy).
 
 The grid is covered by overlapping 128 x 128 chips (geo.chip_layout). Every chip has a smooth,
-strictly positive weight map; a pixel's forecast is ``sum_c w_c f_c / sum_c w_c`` over the chips
-covering it, so seams fade out over the overlap instead of showing as edges.
+strictly positive weight map; a pixel's ensemble mean is ``sum_c w_c mu_c / sum_c w_c`` over the
+chips covering it, so seams fade out over the overlap instead of showing as edges (members add
+their deviations so that the spread survives the overlap: blocks.Accumulator).
 
 Streaming. Output is produced in *blocks*: the grid is split into column *stripes* and each
 stripe is swept top to bottom in *bands* of rows. A band computes the chips of its stripe whose
