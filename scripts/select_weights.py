@@ -14,7 +14,7 @@ recorded in its metadata (`recommended_guidance`, `selected_step`, `selected_wei
 
     python scripts/select_weights.py --run-dir runs/shipped --output weights/vegediff-small.safetensors
     python scripts/select_weights.py --run-dir runs/no-dates --last 1 --guidance 1   # quick ablation score
-    python scripts/select_weights.py --run-dir runs/d-no-32UQC --last 2 --score-only  # ablation: the table only
+    python scripts/select_weights.py --run-dir runs/s1500-no-32UQC --step 1500 --score-only  # ablation: table only
     python scripts/select_weights.py --run-dir runs/X --step 500 --score-only --base weights/vegediff-small.safetensors
 
 The test cube is never read.
@@ -153,7 +153,8 @@ def main() -> int:
                         help="weights file whose VAE, configuration and metadata the candidates take (default: "
                              "RUN_DIR/final.safetensors; a file of the same recipe scores a run that has not finished)")
     parser.add_argument("--score-only", action="store_true",
-                        help="score the candidates, write RUN_DIR/validation_table.json, skip calibration and export")
+                        help="score the candidates and write RUN_DIR/validation_table.json (-stepN.json with --step); "
+                             "no calibration, no weights file")
     args = parser.parse_args()
     cube = args.validation or next((SHARED / "earthnet2021x").glob(f"{VALIDATION}*.nc"))
     base = args.base or args.run_dir / "final.safetensors"
