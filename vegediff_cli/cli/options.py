@@ -84,7 +84,7 @@ SchedulerOpt = Annotated[str | None, typer.Option(
     show_default=False)]
 WorkersOpt = Annotated[int | None, typer.Option(
     help="Model processes, one torch thread each (default: one per usable core when the forecast's model calls "
-         "add up to 45 s or more; 0: run in this process). With --scheduler local: its workers (default: one per "
+         "add up to 20 s or more; 0: run in this process). With --scheduler local: its workers (default: one per "
          "GPU, else one per core).", show_default=False)]
 ThreadsOpt = Annotated[int | None, typer.Option(
     help="Torch threads per model process (default 1: faster for this model, and robust under other load).",

@@ -13,11 +13,11 @@ prints them again on any machine; docs/forecast.md, "Speed and memory"):
   for: idle threads sleep instead of spinning against other processes. OpenMP reads it once, when
   torch loads, so :func:`configure_process` runs before the first torch import (cli/app.py's
   `main`, and each worker process before it imports torch).
-- **Workers only when there is work for them**: a process costs 2-4 s to start (imports, weights),
+- **Workers only when there is work for them**: a process costs 2-8 s to start (imports, weights),
   so the forecast times one model call here first (:func:`workers.probe_call`, on
   synthetic inputs of the real call's shape) and starts workers only when its calls add up to at
-  least POOL_MIN_SECONDS: a full tile does, one chip with 16 members (4 calls) and the tests'
-  tiny model do not.
+  least POOL_MIN_SECONDS: a full tile does, the tests' tiny model does not, one chip with 16
+  members (4 calls) does on a CPU without AVX-512 (26 s of calls) but not with AVX512-BF16 (5 s).
 - **Compiled denoiser (model/compiled.py) above COMPILE_MIN_CHIP_MEMBERS chip-members per process**:
   compiling costs about 10 CPU s per process with a warm on-disk cache and saves about 0.07 CPU s
   per chip-member (bf16, small preset), so it pays from about 150 chip-members per process with a
@@ -44,7 +44,12 @@ from ...errors import UsageError
 COMPILE_MODES = ("auto", "on", "off")
 ROWS_PER_CALL = {"cpu": 4, "cuda": 64}  # chip-members per denoiser call
 POOL_MIN_UNITS = 2  # model calls below which a forecast runs in this process, without timing a call
-POOL_MIN_SECONDS = 45.0  # estimated model time (one process) from which worker processes pay off
+# Estimated model time (one process) from which worker processes pay off: half of it is saved on two cores,
+# minus the workers' start. Measured on a 2-core AVX2 host (no AVX-512, fp32: 6.4 s per call of 4
+# chip-members), one real chip, whole CLI: 16 members (4 calls) 38.0 s with two workers vs 46.9 s in one
+# process; 8 members (2 calls) 29.4 vs 28.4 s: starting the workers cost about 7.5 s there (2-4 s on the
+# AVX512-BF16 host, where one chip's 16 members are about 5 s of calls and stay in one process).
+POOL_MIN_SECONDS = 20.0
 COMPILE_MIN_CHIP_MEMBERS = 400  # per model process, for --compile auto on CPUs
 # Measured on a full 5490^2 px tile of real chips (benchmarks/forecast_speed.py, --memory-mb 1024, compiled
 # workers): the main process peaked at 1999 MiB (727 MiB before the first block: torch, xarray, GDAL, the weights,
