@@ -46,9 +46,9 @@ ROWS_PER_CALL = {"cpu": 4, "cuda": 64}  # chip-members per denoiser call
 POOL_MIN_UNITS = 2  # model calls below which a forecast runs in this process, without timing a call
 # Estimated model time (one process) from which worker processes pay off: half of it is saved on two cores,
 # minus the workers' start. Measured on a 2-core AVX2 host (no AVX-512, fp32: 6.4 s per call of 4
-# chip-members), one real chip, whole CLI: 16 members (4 calls) 38.0 s with two workers vs 46.9 s in one
-# process; 8 members (2 calls) 29.4 vs 28.4 s: starting the workers cost about 7.5 s there (2-4 s on the
-# AVX512-BF16 host, where one chip's 16 members are about 5 s of calls and stay in one process).
+# chip-members), one real chip, whole CLI: 16 members (4 calls) 38.0 and 38.8 s with two workers vs 46.9 s
+# in one process; 8 members (2 calls) 29.4 vs 28.4 s: starting the workers cost about 7.5 s there (2-4 s
+# on the AVX512-BF16 host, where one chip's 16 members are about 5 s of calls and stay in one process).
 POOL_MIN_SECONDS = 20.0
 COMPILE_MIN_CHIP_MEMBERS = 400  # per model process, for --compile auto on CPUs
 # Measured on a full 5490^2 px tile of real chips (benchmarks/forecast_speed.py, --memory-mb 1024, compiled
