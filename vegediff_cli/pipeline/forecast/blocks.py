@@ -48,18 +48,18 @@ class Accumulator:
     means (the ensemble mean, seamless as before); the second keeps the variance of the chips'
     independent member deviations (a plain weighted average of two chips' members would shrink it,
     to 0.85 x on average over a 16 px overlap). Where one chip covers a pixel both equal f_cm.
+    ``sum_c w_c mu_c`` needs no sum of its own: it is the member mean of ``ndvi``.
     """
 
     row0: int
     ndvi: np.ndarray  # (M, T, r, w) sum of weight x member NDVI
-    mean: np.ndarray  # (T, r, w) sum of weight x the chip's ensemble-mean NDVI
     bands: np.ndarray  # (T, 4, r, w) sum of weight x member-mean reflectance
     weight: np.ndarray  # (r, w) sum of weights
     weight_sq: np.ndarray  # (r, w) sum of squared weights
 
     @classmethod
     def zeros(cls, row0: int, rows: int, cols: int, *, members: int, steps: int) -> Accumulator:
-        return cls(row0, np.zeros((members, steps, rows, cols), "float32"), np.zeros((steps, rows, cols), "float32"),
+        return cls(row0, np.zeros((members, steps, rows, cols), "float32"),
                    np.zeros((steps, len(BANDS), rows, cols), "float32"), np.zeros((rows, cols), "float32"),
                    np.zeros((rows, cols), "float32"))
 
@@ -71,15 +71,14 @@ class Accumulator:
         """Add `other`, whose rows must lie inside this one's."""
         r = slice(other.row0 - self.row0, other.row1 - self.row0)
         self.ndvi[:, :, r] += other.ndvi
-        self.mean[:, r] += other.mean
         self.bands[:, :, r] += other.bands
         self.weight[r] += other.weight
         self.weight_sq[r] += other.weight_sq
 
     def rows(self, row0: int, row1: int) -> Accumulator:
         r = slice(row0 - self.row0, row1 - self.row0)
-        return Accumulator(row0, self.ndvi[:, :, r].copy(), self.mean[:, r].copy(), self.bands[:, :, r].copy(),
-                           self.weight[r].copy(), self.weight_sq[r].copy())
+        return Accumulator(row0, self.ndvi[:, :, r].copy(), self.bands[:, :, r].copy(), self.weight[r].copy(),
+                           self.weight_sq[r].copy())
 
 
 Carry = Accumulator
@@ -171,9 +170,7 @@ def _blend(acc: Accumulator, col0: int, col1: int, chip: Chip, members: np.ndarr
     reflectance = np.maximum(members[:, :, :, :rows, c], REFLECTANCE_FLOOR)  # (M, T, 4, r, w)
     r_out = slice(chip.row - acc.row0, chip.row - acc.row0 + rows)
     c_out = slice(left - col0, right - col0)
-    member_ndvi = ndvi(reflectance[:, :, RED_INDEX], reflectance[:, :, NIR_INDEX])  # (M, T, r, w)
-    acc.ndvi[:, :, r_out, c_out] += w * member_ndvi
-    acc.mean[:, r_out, c_out] += w * member_ndvi.mean(axis=0)
+    acc.ndvi[:, :, r_out, c_out] += w * ndvi(reflectance[:, :, RED_INDEX], reflectance[:, :, NIR_INDEX])
     acc.bands[:, :, r_out, c_out] += w * reflectance.mean(axis=0)
     acc.weight[r_out, c_out] += w
     acc.weight_sq[r_out, c_out] += w * w
@@ -319,8 +316,9 @@ def _finish(block: Block, acc: Accumulator, clear_count: np.ndarray, last_clear:
     """Turn the block's rows of the sums into values, in place (see Accumulator); NaN where no chip ran or
     the context is too cloudy."""
     rows = slice(0, block.row1 - block.row0)
-    member_ndvi, mean_sum, bands = acc.ndvi[:, :, rows], acc.mean[:, rows], acc.bands[:, :, rows]
+    member_ndvi, bands = acc.ndvi[:, :, rows], acc.bands[:, :, rows]
     weight, weight_sq = acc.weight[rows], acc.weight_sq[rows]
+    mean_sum = member_ndvi[0].copy() if member_ndvi.shape[0] == 1 else member_ndvi.mean(axis=0)  # sum w mu
     empty = (weight <= 0) | (clear_count < max(min_clear, 0))
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = mean_sum / weight

@@ -146,10 +146,10 @@ class ForecastPlan:
 
 
 def bytes_per_pixel(members: int, horizon: int, context_frames: int) -> float:
-    """Memory one block pixel costs: accumulators (members' NDVI, their chip means, mean bands, weights and
-    squared weights) and the context inputs of two blocks (the local loop reads the next block while the
-    current one is blended)."""
-    accumulators = 4 * horizon * (members + 1 + len(BANDS)) + 8
+    """Memory one block pixel costs: accumulators (members' NDVI, mean bands, weights and squared weights)
+    and the context inputs of two blocks (the local loop reads the next block while the current one is
+    blended)."""
+    accumulators = 4 * horizon * (members + len(BANDS)) + 8
     inputs = context_frames * (4 * len(BANDS) + 1) + 4 * (len(STATIC_LAYERS) + 2)
     return float(accumulators + 2 * inputs)
 
