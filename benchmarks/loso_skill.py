@@ -9,7 +9,10 @@ those two as well as its own site):
     29SND-2017   EarthNet2021x 29SND 2017 + the EarthNet2021 29SND sample (Portugal, Jun-Nov)
     29SQC-2017   the five EarthNet2021 29SQC samples (Portugal, Jul-Nov)
 
-Each fold trains the denoiser (`scripts/train_weights.py --name loso-FOLD --exclude ...`, short runs),
+Each fold repeats a training run's recipe (`--recipe-run runs/NAME`, default runs/shipped: its
+recipe.json's steps, seed, mix and exclusions) with the fold's site excluded as well
+(`scripts/train_weights.py --name loso-FOLD --exclude ...`, or loso-NAME-FOLD for another recipe); the
+recipe run itself is the 29SND-2021 fold. Each fold
 takes the last checkpoint's weights of the kind and the guidance the shipped selection chose, fits
 the spread inflation on its validation data (as scripts/select_weights.py, common factor included) (the held-out seasons of the long series and a cube: the
 EarthNet2021x cube; for the 29SND-2017 fold, which holds it out, the JAS2021 cube), forecasts its held-out cubes and scores them beside persistence,
@@ -19,6 +22,7 @@ years, so climatology is n/a here.
     python benchmarks/loso_skill.py --train --steps 3000     # train the missing folds (hours on a CPU), then score
     python benchmarks/loso_skill.py                          # score the folds already trained in runs/
     python benchmarks/loso_skill.py --fold 34VCL-2021 --members 16 --json
+    python benchmarks/loso_skill.py --recipe-run runs/s1500-no-32UQC --train   # folds of another recipe
 """
 
 from __future__ import annotations
@@ -52,9 +56,12 @@ class Fold:
     tests: tuple[Path, ...]  # held-out cubes scored
     validation: Path  # cube the fold's spread inflation is fitted on
 
-    @property
-    def run_dir(self) -> Path:
-        return ROOT / "runs" / ("shipped" if self.name == "29SND-2021" else f"loso-{self.name}")
+    def run_dir(self, recipe: Path) -> Path:
+        """The fold's training run: the recipe run itself for 29SND-2021 (it holds out that cube)."""
+        if self.name == "29SND-2021":
+            return recipe
+        prefix = "loso" if recipe.name == "shipped" else f"loso-{recipe.name}"
+        return recipe.parent / f"{prefix}-{self.name}"
 
 
 def folds() -> list[Fold]:
@@ -66,23 +73,31 @@ def folds() -> list[Fold]:
     ]
 
 
-def train(fold: Fold, steps: int) -> None:
-    command = [sys.executable, str(ROOT / "scripts" / "train_weights.py"), "--name", fold.run_dir.name,
-               "--steps", str(steps)]
-    for part in fold.exclude:
+def train(fold: Fold, recipe: Path, steps: int | None) -> None:
+    """Train the fold with the recipe run's settings (runs/NAME/recipe.json) and the fold's site excluded too."""
+    settings = json.loads((recipe / "recipe.json").read_text()) if (recipe / "recipe.json").exists() else {}
+    command = [sys.executable, str(ROOT / "scripts" / "train_weights.py"), "--name", fold.run_dir(recipe).name,
+               "--steps", str(steps or settings.get("steps", 3000))]
+    for key in ("seed", "batch", "series_fraction", "train_mix", "preset"):
+        if key in settings:
+            command += [f"--{key.replace('_', '-')}", str(settings[key])]
+    if settings.get("no_dates"):
+        command.append("--no-dates")
+    for part in (*settings.get("exclude", ()), *fold.exclude):
         command += ["--exclude", part]
     subprocess.run(command, check=True)
 
 
-def fold_weights(fold: Fold, folder: Path, *, shipped: dict[str, str], members: int) -> tuple[Path, float]:
+def fold_weights(fold: Fold, run_dir: Path, folder: Path, *, shipped: dict[str, str],
+                 members: int) -> tuple[Path, float]:
     """The fold's weights: last checkpoint, the shipped selection's kind and guidance, its own spread inflation."""
     guidance = float(shipped.get("recommended_guidance", 1.0))
     kind = shipped.get("selected_weights", "ema")
-    last = sorted((fold.run_dir / "diffusion").glob("diffusion-step*.ckpt"))[-1]
-    raw = export(fold.run_dir / "final.safetensors", last, folder / f"{fold.name}-raw.safetensors", kind=kind, extra={})
+    last = sorted((run_dir / "diffusion").glob("diffusion-step*.ckpt"))[-1]
+    raw = export(run_dir / "final.safetensors", last, folder / f"{fold.name}-raw.safetensors", kind=kind, extra={})
     seasons = season_validation_cubes(folder)
     factors, _ = calibrate(fold.validation, seasons, raw, folder, members=members, guidance=guidance)
-    weights = export(fold.run_dir / "final.safetensors", last, folder / f"{fold.name}.safetensors", kind=kind,
+    weights = export(run_dir / "final.safetensors", last, folder / f"{fold.name}.safetensors", kind=kind,
                      extra={"recommended_guidance": str(guidance), METADATA_KEY: json.dumps(factors)})
     # as select_weights.py: one common factor brings the validation cube's spread/skill to 1
     ratio = score(fold.validation, weights, folder, members=members, guidance=guidance,
@@ -90,16 +105,16 @@ def fold_weights(fold: Fold, folder: Path, *, shipped: dict[str, str], members: 
     rescaled = to_unit_ratio(factors, ratio)
     if rescaled is not None:
         factors = rescaled
-        weights = export(fold.run_dir / "final.safetensors", last, folder / f"{fold.name}.safetensors", kind=kind,
+        weights = export(run_dir / "final.safetensors", last, folder / f"{fold.name}.safetensors", kind=kind,
                          extra={"recommended_guidance": str(guidance), METADATA_KEY: json.dumps(factors)})
     return weights, guidance
 
 
-def score_fold(fold: Fold, *, shipped: dict[str, str], members: int, seed: int) -> list[dict]:
+def score_fold(fold: Fold, run_dir: Path, *, shipped: dict[str, str], members: int, seed: int) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        weights, guidance = fold_weights(fold, folder, shipped=shipped, members=members)
+        weights, guidance = fold_weights(fold, run_dir, folder, shipped=shipped, members=members)
         for cube in fold.tests:
             forecast = forecast_cube(cube, folder, weights=weights, members=members, steps=10, seed=seed,
                                      guidance=guidance)
@@ -132,7 +147,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fold", action="append", help="only these folds (default: all)")
     parser.add_argument("--train", action="store_true", help="train folds whose run folder is missing")
-    parser.add_argument("--steps", type=int, default=3000, help="denoiser steps of a fold trained with --train")
+    parser.add_argument("--recipe-run", type=Path, default=ROOT / "runs" / "shipped",
+                        help="training run whose recipe.json the folds repeat (it is the 29SND-2021 fold itself)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="denoiser steps of a fold trained with --train (default: the recipe run's)")
     parser.add_argument("--members", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shipped", type=Path, default=ROOT / "weights" / "vegediff-small.safetensors",
@@ -143,12 +161,13 @@ def main() -> int:
     shipped = read_metadata(args.shipped)
     rows = []
     for fold in chosen:
-        if not (fold.run_dir / "final.safetensors").exists():
-            if not args.train:
-                print(f"{fold.name}: not trained ({fold.run_dir} missing); pass --train", file=sys.stderr)
+        run_dir = fold.run_dir(args.recipe_run)
+        if not (run_dir / "final.safetensors").exists():
+            if not args.train or fold.name == "29SND-2021":
+                print(f"{fold.name}: not trained ({run_dir} missing); pass --train", file=sys.stderr)
                 continue
-            train(fold, args.steps)
-        rows += score_fold(fold, shipped=shipped, members=args.members, seed=args.seed)
+            train(fold, args.recipe_run, args.steps)
+        rows += score_fold(fold, run_dir, shipped=shipped, members=args.members, seed=args.seed)
         print(markdown([r for r in rows if r["fold"] == fold.name]), file=sys.stderr)
     print(json.dumps(rows, default=float) if args.json else markdown(rows))
     return 0
