@@ -22,7 +22,7 @@ years, so climatology is n/a here.
     python benchmarks/loso_skill.py --train --steps 3000     # train the missing folds (hours on a CPU), then score
     python benchmarks/loso_skill.py                          # score the folds already trained in runs/
     python benchmarks/loso_skill.py --fold 34VCL-2021 --members 16 --json
-    python benchmarks/loso_skill.py --recipe-run runs/s1500-no-32UQC --train   # folds of another recipe
+    python benchmarks/loso_skill.py --recipe-run runs/s1500-no-32UQC --train   # another recipe's folds and selection
 """
 
 from __future__ import annotations
@@ -153,12 +153,15 @@ def main() -> int:
                         help="denoiser steps of a fold trained with --train (default: the recipe run's)")
     parser.add_argument("--members", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--shipped", type=Path, default=ROOT / "weights" / "vegediff-small.safetensors",
-                        help="weights whose selection (kind, guidance) the folds reuse")
+    parser.add_argument("--shipped", type=Path, default=None,
+                        help="weights whose selection (kind, guidance) the folds reuse (default: RECIPE_RUN/"
+                             "selected.safetensors where it exists, else the shipped weights)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     chosen = [f for f in folds() if not args.fold or f.name in args.fold]
-    shipped = read_metadata(args.shipped)
+    selected = args.recipe_run / "selected.safetensors"
+    shipped = read_metadata(args.shipped or (selected if selected.exists() else
+                                             ROOT / "weights" / "vegediff-small.safetensors"))
     rows = []
     for fold in chosen:
         run_dir = fold.run_dir(args.recipe_run)
