@@ -73,8 +73,9 @@ def folds() -> list[Fold]:
     ]
 
 
-def train(fold: Fold, recipe: Path, steps: int | None) -> None:
-    """Train the fold with the recipe run's settings (runs/NAME/recipe.json) and the fold's site excluded too."""
+def train_command(fold: Fold, recipe: Path, steps: int | None) -> list[str]:
+    """scripts/train_weights.py with the recipe run's settings (runs/NAME/recipe.json) and the fold's site
+    excluded too; `steps` overrides the recipe's."""
     settings = json.loads((recipe / "recipe.json").read_text()) if (recipe / "recipe.json").exists() else {}
     command = [sys.executable, str(ROOT / "scripts" / "train_weights.py"), "--name", fold.run_dir(recipe).name,
                "--steps", str(steps or settings.get("steps", 3000))]
@@ -85,7 +86,7 @@ def train(fold: Fold, recipe: Path, steps: int | None) -> None:
         command.append("--no-dates")
     for part in (*settings.get("exclude", ()), *fold.exclude):
         command += ["--exclude", part]
-    subprocess.run(command, check=True)
+    return command
 
 
 def fold_weights(fold: Fold, run_dir: Path, folder: Path, *, shipped: dict[str, str],
@@ -169,7 +170,7 @@ def main() -> int:
             if not args.train or fold.name == "29SND-2021":
                 print(f"{fold.name}: not trained ({run_dir} missing); pass --train", file=sys.stderr)
                 continue
-            train(fold, args.recipe_run, args.steps)
+            subprocess.run(train_command(fold, args.recipe_run, args.steps), check=True)
         rows += score_fold(fold, run_dir, shipped=shipped, members=args.members, seed=args.seed)
         print(markdown([r for r in rows if r["fold"] == fold.name]), file=sys.stderr)
     print(json.dumps(rows, default=float) if args.json else markdown(rows))

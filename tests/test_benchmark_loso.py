@@ -1,0 +1,32 @@
+"""benchmarks/loso_skill.py: a fold repeats its recipe run's settings with its own site excluded too."""
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.loso_skill import folds, train_command  # noqa: E402
+
+
+def test_a_fold_repeats_the_recipe_run_and_excludes_its_site(tmp_path):
+    recipe = tmp_path / "runs" / "no-32UQC"
+    recipe.mkdir(parents=True)
+    (recipe / "recipe.json").write_text(json.dumps({"steps": 1500, "seed": 3, "batch": 8, "series_fraction": 0.4,
+                                                    "train_mix": "preset", "preset": "small", "no_dates": True,
+                                                    "exclude": ["32UQC_2020"]}))
+    by_name = {f.name: f for f in folds()}
+    fold = by_name["29SQC-2017"]
+    assert fold.run_dir(recipe) == tmp_path / "runs" / "loso-no-32UQC-29SQC-2017"
+    assert by_name["29SND-2021"].run_dir(recipe) == recipe  # the recipe run holds that cube out itself
+    assert fold.run_dir(tmp_path / "runs" / "shipped") == tmp_path / "runs" / "loso-29SQC-2017"
+
+    command = train_command(fold, recipe, None)
+    assert command[command.index("--name") + 1] == "loso-no-32UQC-29SQC-2017"
+    assert command[command.index("--steps") + 1] == "1500" and command[command.index("--seed") + 1] == "3"
+    assert "--no-dates" in command
+    excluded = [command[i + 1] for i, part in enumerate(command) if part == "--exclude"]
+    assert excluded == ["32UQC_2020", "context_29SQC_2017"]
+    shorter = train_command(fold, recipe, 200)
+    assert shorter[shorter.index("--steps") + 1] == "200"
