@@ -13,7 +13,8 @@ Each fold repeats a training run's recipe (`--recipe-run runs/NAME`, default run
 recipe.json's steps, seed, mix and exclusions) with the fold's site excluded as well
 (`scripts/train_weights.py --name loso-FOLD --exclude ...`, or loso-NAME-FOLD for another recipe); the
 recipe run itself is the 29SND-2021 fold. Each fold
-takes the last checkpoint's weights of the kind and the guidance the shipped selection chose, fits
+takes the last checkpoint's weights of the kind and the guidance the recipe run's selection chose
+(RECIPE_RUN/selected.safetensors, else the shipped file's; --shipped FILE to choose), fits
 the spread inflation on its validation data (as scripts/select_weights.py, common factor included) (the held-out seasons of the long series and a cube: the
 EarthNet2021x cube; for the 29SND-2017 fold, which holds it out, the JAS2021 cube), forecasts its held-out cubes and scores them beside persistence,
 the context mean and, where a cube has earlier years, climatology. None of these cubes has earlier
