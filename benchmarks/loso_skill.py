@@ -90,11 +90,12 @@ def train_command(fold: Fold, recipe: Path, steps: int | None) -> list[str]:
     return command
 
 
-def fold_weights(fold: Fold, run_dir: Path, folder: Path, *, shipped: dict[str, str],
+def fold_weights(fold: Fold, run_dir: Path, folder: Path, *, selection: dict[str, str],
                  members: int) -> tuple[Path, float]:
-    """The fold's weights: last checkpoint, the shipped selection's kind and guidance, its own spread inflation."""
-    guidance = float(shipped.get("recommended_guidance", 1.0))
-    kind = shipped.get("selected_weights", "ema")
+    """The fold's weights: last checkpoint, the selection's kind and guidance (metadata of the recipe run's
+    selected weights), its own spread inflation."""
+    guidance = float(selection.get("recommended_guidance", 1.0))
+    kind = selection.get("selected_weights", "ema")
     last = sorted((run_dir / "diffusion").glob("diffusion-step*.ckpt"))[-1]
     raw = export(run_dir / "final.safetensors", last, folder / f"{fold.name}-raw.safetensors", kind=kind, extra={})
     seasons = season_validation_cubes(folder)
@@ -112,11 +113,11 @@ def fold_weights(fold: Fold, run_dir: Path, folder: Path, *, shipped: dict[str, 
     return weights, guidance
 
 
-def score_fold(fold: Fold, run_dir: Path, *, shipped: dict[str, str], members: int, seed: int) -> list[dict]:
+def score_fold(fold: Fold, run_dir: Path, *, selection: dict[str, str], members: int, seed: int) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        weights, guidance = fold_weights(fold, run_dir, folder, shipped=shipped, members=members)
+        weights, guidance = fold_weights(fold, run_dir, folder, selection=selection, members=members)
         for cube in fold.tests:
             forecast = forecast_cube(cube, folder, weights=weights, members=members, steps=10, seed=seed,
                                      guidance=guidance)
@@ -162,7 +163,7 @@ def main() -> int:
     args = parser.parse_args()
     chosen = [f for f in folds() if not args.fold or f.name in args.fold]
     selected = args.recipe_run / "selected.safetensors"
-    shipped = read_metadata(args.shipped or (selected if selected.exists() else
+    selection = read_metadata(args.shipped or (selected if selected.exists() else
                                              ROOT / "weights" / "vegediff-small.safetensors"))
     rows = []
     for fold in chosen:
@@ -172,7 +173,7 @@ def main() -> int:
                 print(f"{fold.name}: not trained ({run_dir} missing); pass --train", file=sys.stderr)
                 continue
             subprocess.run(train_command(fold, args.recipe_run, args.steps), check=True)
-        rows += score_fold(fold, run_dir, shipped=shipped, members=args.members, seed=args.seed)
+        rows += score_fold(fold, run_dir, selection=selection, members=args.members, seed=args.seed)
         print(markdown([r for r in rows if r["fold"] == fold.name]), file=sys.stderr)
     print(json.dumps(rows, default=float) if args.json else markdown(rows))
     return 0

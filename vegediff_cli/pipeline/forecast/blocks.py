@@ -318,7 +318,7 @@ def _finish(block: Block, acc: Accumulator, clear_count: np.ndarray, last_clear:
     rows = slice(0, block.row1 - block.row0)
     member_ndvi, bands = acc.ndvi[:, :, rows], acc.bands[:, :, rows]
     weight, weight_sq = acc.weight[rows], acc.weight_sq[rows]
-    mean_sum = member_ndvi[0].copy() if member_ndvi.shape[0] == 1 else member_ndvi.mean(axis=0)  # sum w mu
+    mean_sum = member_ndvi.mean(axis=0)  # sum w mu (a new array: member_ndvi is changed in place below)
     empty = (weight <= 0) | (clear_count < max(min_clear, 0))
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = mean_sum / weight
