@@ -5,15 +5,7 @@
 # ensemble, and score it against the observations. Outputs land in ./demo-output/29SND/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# A .venv that another python3 made (pyenv's vs the system's) cannot be updated in place: make it anew.
-same_python() {
-  [ "$(.venv/bin/python -c 'import sys; print(sys.base_prefix, sys.version)' 2>/dev/null)" = \
-    "$(python3 -c 'import sys; print(sys.base_prefix, sys.version)')" ]
-}
-if [ -d .venv ] && { ! same_python || ! .venv/bin/python -m pip --version >/dev/null 2>&1; }; then rm -rf .venv; fi
-python3 -m venv .venv
-. .venv/bin/activate
-python -m pip install -q --upgrade pip
+. scripts/venv.sh  # .venv made anew when another python3 made it, activated
 python -m pip install -q "torch==2.13.0" -e .
 work=demo-output
 vegediff prepare  --input sample_data/29SND_2017_sample.nc --tile 29SND --workdir "$work"

@@ -2,15 +2,7 @@
 # Install vegediff with its test tools into .venv (CPU build of torch) and run the test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# A .venv that another python3 made (pyenv's vs the system's) cannot be updated in place: make it anew.
-same_python() {
-  [ "$(.venv/bin/python -c 'import sys; print(sys.base_prefix, sys.version)' 2>/dev/null)" = \
-    "$(python3 -c 'import sys; print(sys.base_prefix, sys.version)')" ]
-}
-if [ -d .venv ] && { ! same_python || ! .venv/bin/python -m pip --version >/dev/null 2>&1; }; then rm -rf .venv; fi
-python3 -m venv .venv
-. .venv/bin/activate
-python -m pip install -q --upgrade pip
+. scripts/venv.sh  # .venv made anew when another python3 made it, activated
 python -m pip install -q "torch==2.13.0" -e ".[test]"
 ruff check vegediff_cli tests benchmarks scripts
 python -m pytest -q "$@"
