@@ -15,7 +15,7 @@ recipe.json's steps, seed, mix and exclusions) with the fold's site excluded as 
 recipe run itself is the 29SND-2021 fold. Each fold
 takes the last checkpoint's weights of the kind and the guidance the recipe run's selection chose
 (RECIPE_RUN/selected.safetensors, else the shipped file's; --shipped FILE to choose), fits
-the spread inflation on its validation data (as scripts/select_weights.py, common factor included) (the held-out seasons of the long series and a cube: the
+the spread calibration on its validation data as scripts/select_weights.py does (the held-out seasons of the long series and a cube: the
 EarthNet2021x cube; for the 29SND-2017 fold, which holds it out, the JAS2021 cube), forecasts its held-out cubes and scores them beside persistence,
 the context mean and, where a cube has earlier years, climatology. None of these cubes has earlier
 years, so climatology is n/a here.
@@ -39,10 +39,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.heldout_skill import forecast_cube, skill_rows  # noqa: E402
-from scripts.select_weights import calibrate, export, score, season_validation_cubes, to_unit_ratio  # noqa: E402
+from scripts.select_weights import calibrate, export, season_validation_cubes  # noqa: E402
 from scripts.train_weights import ROOT, SHARED  # noqa: E402
 from vegediff_cli.model.weights import read_metadata  # noqa: E402
-from vegediff_cli.pipeline.forecast.calibration import METADATA_KEY  # noqa: E402
+from vegediff_cli.pipeline.forecast.calibration import ADDED_KEY  # noqa: E402
 
 JAS = SHARED / "greenearthnet" / "JAS2021_minicube_0_29SND_39.29_-8.56.nc"
 MJJ = SHARED / "greenearthnet" / "MJJ2021_minicube_241_34VCL_59.04_17.96.nc"
@@ -55,7 +55,7 @@ class Fold:
     name: str
     exclude: tuple[str, ...]  # file-name parts held out of training, beyond the recipe's two
     tests: tuple[Path, ...]  # held-out cubes scored
-    validation: Path  # cube the fold's spread inflation is fitted on
+    validation: Path  # cube the fold's spread calibration is fitted on
 
     def run_dir(self, recipe: Path) -> Path:
         """The fold's training run: the recipe run itself for 29SND-2021 (it holds out that cube)."""
@@ -93,23 +93,15 @@ def train_command(fold: Fold, recipe: Path, steps: int | None) -> list[str]:
 def fold_weights(fold: Fold, run_dir: Path, folder: Path, *, selection: dict[str, str],
                  members: int) -> tuple[Path, float]:
     """The fold's weights: last checkpoint, the selection's kind and guidance (metadata of the recipe run's
-    selected weights), its own spread inflation."""
+    selected weights), its own spread calibration."""
     guidance = float(selection.get("recommended_guidance", 1.0))
     kind = selection.get("selected_weights", "ema")
     last = sorted((run_dir / "diffusion").glob("diffusion-step*.ckpt"))[-1]
     raw = export(run_dir / "final.safetensors", last, folder / f"{fold.name}-raw.safetensors", kind=kind, extra={})
     seasons = season_validation_cubes(folder)
-    factors, _ = calibrate(fold.validation, seasons, raw, folder, members=members, guidance=guidance)
+    added, _ = calibrate(fold.validation, seasons, raw, folder, members=members, guidance=guidance)
     weights = export(run_dir / "final.safetensors", last, folder / f"{fold.name}.safetensors", kind=kind,
-                     extra={"recommended_guidance": str(guidance), METADATA_KEY: json.dumps(factors)})
-    # as select_weights.py: one common factor brings the validation cube's spread/skill to 1
-    ratio = score(fold.validation, weights, folder, members=members, guidance=guidance,
-                  calibrated=True)["probabilistic"].get("spread_skill_ratio")
-    rescaled = to_unit_ratio(factors, ratio)
-    if rescaled is not None:
-        factors = rescaled
-        weights = export(run_dir / "final.safetensors", last, folder / f"{fold.name}.safetensors", kind=kind,
-                         extra={"recommended_guidance": str(guidance), METADATA_KEY: json.dumps(factors)})
+                     extra={"recommended_guidance": str(guidance), ADDED_KEY: json.dumps(added)})
     return weights, guidance
 
 

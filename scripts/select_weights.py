@@ -6,11 +6,11 @@ every month, unconditional, every valid pixel scored). Every checkpoint that
 `scripts/train_weights.py --keep-every N` kept (its EMA and its raw weights) is forecast on all of
 them (the cube at each guidance scale); the candidate with the best mean skill over persistence,
 1 - RMSE / RMSE(persistence), averaged over the cube and the two series, wins. Its members are
-then forecast again (--calibration-members, raw spread) on every validation unit to fit the spread
-inflation per lead (pipeline/forecast/calibration.py: one fit per unit, the largest per lead, then one common factor
-that brings the validation cube's spread/skill to 1). The winner is written with the choice
+then forecast again (--calibration-members, raw spread) on every validation unit to fit the
+variance added to the members' spread per lead (pipeline/forecast/calibration.py: the units' mean
+of max(0, RMSE^2 - spread^2), a straight line over the leads). The winner is written with the choice
 recorded in its metadata (`recommended_guidance`, `selected_step`, `selected_weights`,
-`spread_inflation`, `validation_*`, `validation_table`).
+`spread_added_variance`, `spread_calibration` (the per-unit figures), `validation_*`, `validation_table`).
 
     python scripts/select_weights.py --run-dir runs/shipped --output weights/vegediff-small.safetensors
     python scripts/select_weights.py --run-dir runs/no-dates --last 1 --guidance 1   # quick ablation score
@@ -42,7 +42,7 @@ from vegediff_cli.metrics.deterministic import ALL_VALID, GREENEARTHNET  # noqa:
 from vegediff_cli.model.weights import load_weights, save_weights  # noqa: E402
 from vegediff_cli.pipeline.evaluate.scoring import EvaluationSettings, spread_and_error  # noqa: E402
 from vegediff_cli.pipeline.evaluate.scoring import score as score_forecast  # noqa: E402
-from vegediff_cli.pipeline.forecast.calibration import METADATA_KEY, fit_inflation  # noqa: E402
+from vegediff_cli.pipeline.forecast.calibration import ADDED_KEY, SCALE_KEY, fit_added_variance  # noqa: E402
 from vegediff_cli.training.checkpoint import load_checkpoint  # noqa: E402
 from vegediff_cli.training.validation import HELD_OUT_SEASONS, season_cubes  # noqa: E402
 
@@ -52,6 +52,8 @@ KINDS = {"ema": "ema", "raw": "vegenet"}  # weights kind -> key in the training 
 def export(base: Path, checkpoint: Path, output: Path, *, kind: str, extra: dict[str, str]) -> Path:
     """VAE, config and metadata of `base` + the `kind` denoiser weights of `checkpoint` -> weights file."""
     model, metadata = load_weights(base)
+    for key in (ADDED_KEY, SCALE_KEY):  # a calibration belongs to the weights it was fitted for, not to these
+        metadata.pop(key, None)
     state = load_checkpoint(checkpoint)
     model.vegenet.load_state_dict(state[KINDS[kind]])
     return save_weights(model, output, metadata={**metadata, **extra, "selected_step": str(state["step"]),
@@ -103,13 +105,12 @@ def score_seasons(cubes: dict[str, list[Path]], weights: Path, folder: Path, *, 
 
 def calibrate(cube: Path, seasons: dict[str, list[Path]], weights: Path, folder: Path, *, members: int,
               guidance: float) -> tuple[list[float], dict]:
-    """Spread inflation per lead from raw-spread forecasts of every validation unit (the cube, each
-    series' windows pooled): one straight-line fit per unit; per lead the largest factor of any unit, so no
-    validation unit is left under-dispersed (the GreenEarthNet-style cube, cloudier and noisier than the
-    series' clear windows, needs the most)."""
+    """Added variance per lead from raw-spread forecasts of every validation unit (the cube, each
+    series' windows pooled): per lead the units' mean of max(0, RMSE^2 - spread^2), a straight line
+    over the leads (calibration.fit_added_variance); and the per-unit figures it came from."""
     units = {"cube": [(cube, GREENEARTHNET, guidance)],
              **{stem: [(p, ALL_VALID, 1.0) for p in paths] for stem, paths in seasons.items()}}
-    curves, per_unit = [], {}
+    per_unit = {}
     for name, members_of_unit in units.items():
         sq_error = spread_sq = count = 0.0
         for path, rule, scale in members_of_unit:
@@ -122,20 +123,11 @@ def calibrate(cube: Path, seasons: dict[str, list[Path]], weights: Path, folder:
             count = count + n
         with np.errstate(invalid="ignore", divide="ignore"):
             rmse, spread = np.sqrt(sq_error / count), np.sqrt(spread_sq / count)
-        curves.append(fit_inflation(rmse, spread, count))
         per_unit[name] = {"rmse_per_lead": [round(float(v), 4) for v in rmse],
                           "spread_per_lead": [round(float(v), 4) for v in spread]}
-    factors = np.max(curves, axis=0)
-    return [round(float(f), 4) for f in factors], per_unit
-
-
-def to_unit_ratio(factors: list[float], ratio: float | None) -> list[float] | None:
-    """The factors times one common factor that brings a pooled spread/skill `ratio` to 1 (None: already
-    within 2 %, or no ratio). The per-lead line fits leave the validation cube's pooled ratio near, not at,
-    1; this is the validation cube's figure, the test cube is never looked at here."""
-    if not ratio or not np.isfinite(ratio) or abs(ratio - 1) <= 0.02:
-        return None
-    return [round(max(1.0, f / ratio), 4) for f in factors]
+    added = fit_added_variance({k: np.asarray(v["rmse_per_lead"], "float64") for k, v in per_unit.items()},
+                               {k: np.asarray(v["spread_per_lead"], "float64") for k, v in per_unit.items()})
+    return [round(float(a), 6) for a in added], per_unit
 
 
 def main() -> int:
@@ -191,29 +183,20 @@ def main() -> int:
             return 0
         chosen = export(base, args.run_dir / "diffusion" / best["checkpoint"], folder / "chosen.safetensors",
                         kind=best["kind"], extra={})
-        factors, per_lead = calibrate(cube, seasons, chosen, folder, members=args.calibration_members,
-                                      guidance=best["guidance"])
+        added, per_lead = calibrate(cube, seasons, chosen, folder, members=args.calibration_members,
+                                    guidance=best["guidance"])
         extra = {"recommended_guidance": str(best["guidance"]), "validation_cube": cube.name,
                  "validation_skill": f"{best['skill']:.4f}", "validation_seasons": json.dumps(best["seasons"]),
                  "validation_rmse": f"{best['rmse']:.4f}", "validation_nse": f"{best['nse']:.4f}",
                  "validation_persistence_rmse": f"{best['persistence_rmse']:.4f}",
-                 "validation_table": json.dumps(results), METADATA_KEY: json.dumps(factors),
-                 "spread_calibration": json.dumps({"members": args.calibration_members, "units": per_lead})}
+                 "validation_table": json.dumps(results), ADDED_KEY: json.dumps(added),
+                 "spread_calibration": json.dumps({"members": args.calibration_members, "method": "added variance",
+                                                   "units": per_lead})}
         export(base, args.run_dir / "diffusion" / best["checkpoint"], output, kind=best["kind"], extra=extra)
         calibrated = score(cube, output, folder, members=args.calibration_members, guidance=best["guidance"],
                            calibrated=True)
-        ratio = calibrated["probabilistic"].get("spread_skill_ratio")
-        rescaled = to_unit_ratio(factors, ratio)
-        if rescaled is not None:
-            factors = rescaled
-            extra[METADATA_KEY] = json.dumps(factors)
-            extra["spread_calibration"] = json.dumps({"members": args.calibration_members, "units": per_lead,
-                                                      "common_factor": round(1 / ratio, 4)})
-            export(base, args.run_dir / "diffusion" / best["checkpoint"], output, kind=best["kind"], extra=extra)
-            calibrated = score(cube, output, folder, members=args.calibration_members, guidance=best["guidance"],
-                               calibrated=True)
     p = calibrated["probabilistic"]
-    summary = {"chosen": best, "output": str(output), "spread_inflation": factors,
+    summary = {"chosen": best, "output": str(output), ADDED_KEY: added,
                "validation_after_calibration": {k: p.get(k) for k in ("crps", "mae_ensemble_mean", "spread_skill_ratio")}}
     print(json.dumps(summary, indent=1))
     return 0

@@ -209,6 +209,36 @@ def test_shipped_weights_on_the_held_out_cube(jas_cube, tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(not SHIPPED.exists(), reason=f"shipped weights {SHIPPED.name} not trained yet")
+def test_calibrated_members_gain_the_added_variance_of_the_weights(jas_cube, tmp_path, monkeypatch):
+    """The shipped file's spread calibration (a variance added per lead, pipeline/forecast/calibration.py)
+    reaches the written members: the same members as --raw-spread stretched about their mean, the member
+    variance larger by the fitted amount wherever no member was clipped to the decoded range, and the
+    file says which calibration ran."""
+    from vegediff_cli.pipeline.forecast.model import spread_calibration
+
+    monkeypatch.delenv("VEGEDIFF_WEIGHTS", raising=False)
+    forecasts = {}
+    for calibrated in (True, False):
+        settings = ForecastSettings(members=4, horizon=3, start=pd.Timestamp(HINDCAST_START), calibrate_spread=calibrated,
+                                    sampler=SamplerSettings(guidance_scale=1.0))
+        run_forecasts([ForecastJob(jas_cube, tmp_path / f"{calibrated}.nc")], settings=settings, device="cpu")
+        forecasts[calibrated] = read_forecast(tmp_path / f"{calibrated}.nc").load()
+    calibration = spread_calibration(SHIPPED, 3)
+    assert calibration.kind == "added-variance" and min(calibration.values) > 0
+    assert forecasts[True].attrs["spread_calibration"] == calibration.describe()
+    assert forecasts[False].attrs["spread_calibration"] == "none"
+    raw, wide = (np.asarray(forecasts[k]["ndvi_member"].values, "float64") for k in (False, True))
+    low, high = np.nanmin(raw, axis=(0, 2, 3)), np.nanmax(raw, axis=(0, 2, 3))
+    unclipped = np.isfinite(raw).all(axis=0) & ((wide > low[None, :, None, None] + 1e-4)
+                                                & (wide < high[None, :, None, None] - 1e-4)).all(axis=0)
+    assert unclipped.mean() > 0.5
+    np.testing.assert_allclose(wide.mean(axis=0)[unclipped], raw.mean(axis=0)[unclipped], atol=2e-3)
+    gained = (wide.var(axis=0, ddof=1) - raw.var(axis=0, ddof=1)) * 5 / 4  # (M+1)/M var: the scored spread^2
+    for lead in range(3):
+        np.testing.assert_allclose(np.median(gained[lead][unclipped[lead]]), calibration.values[lead], rtol=0.02)
+
+
+@pytest.mark.skipif(not SHIPPED.exists(), reason=f"shipped weights {SHIPPED.name} not trained yet")
 def test_precision_is_recorded_and_bf16_stays_close_to_fp32(jas_cube, tmp_path, monkeypatch):
     """--precision: the file says which one ran; with the shipped weights on the real cube, bf16
     (autocast) moves NDVI by far less than the model's error (RMSE ~0.2)."""

@@ -256,8 +256,8 @@ def test_direction_agreement_by_hand():
     assert flat[0] == 0.5 and flat[1] == 0.5 and flat[3] == 0.5  # "no change" (persistence): a coin flip
 
 
-def test_spread_inflation_keeps_the_mean_and_fits_the_error():
-    from vegediff_cli.pipeline.forecast.calibration import factors_from_metadata, fit_inflation, inflate
+def test_spread_inflation_of_earlier_weights_keeps_the_mean_and_scales_the_spread():
+    from vegediff_cli.pipeline.forecast.calibration import calibration_from_metadata, inflate
 
     rng = np.random.default_rng(0)
     members = rng.normal(0.5, 0.02, size=(8, 3, 10, 10))
@@ -270,10 +270,34 @@ def test_spread_inflation_keeps_the_mean_and_fits_the_error():
     np.testing.assert_allclose(ratio, [2.0, 3.0, 4.0], rtol=1e-6)
     # never beyond the range the members span at that step (issue 11: no member at exactly +-1)
     assert wider.min() >= -0.2 and wider.max() <= 0.95 and np.isclose(wider[:, :, 0, 0].max(), 0.95)
-    assert inflate(members[:1], np.array([3.0, 3.0, 3.0])) is members[:1] or np.array_equal(
-        inflate(members[:1], np.array([3.0, 3.0, 3.0])), members[:1])  # one member: nothing to widen
-    factors = fit_inflation(np.array([0.1, 0.15, 0.2, 0.25]), np.array([0.05, 0.05, 0.05, 0.05]), np.array([10, 10, 10, 10]))
-    np.testing.assert_allclose(factors, [2.0, 3.0, 4.0, 5.0], rtol=1e-6)
-    assert fit_inflation(np.array([0.01, 0.01]), np.array([0.1, 0.1]), np.array([5, 5])).min() == 1.0  # never narrower
-    assert factors_from_metadata({"spread_inflation": "[2.0, 3.0]"}, 4).tolist() == [2.0, 3.0, 3.0, 3.0]
-    assert factors_from_metadata({}, 4) is None
+    assert np.array_equal(inflate(members[:1], np.array([3.0, 3.0, 3.0])), members[:1])  # one member: nothing to widen
+    legacy = calibration_from_metadata({"spread_inflation": "[2.0, 3.0]"}, 4)
+    assert legacy.kind == "scale" and legacy.values == (2.0, 3.0, 3.0, 3.0)
+    assert calibration_from_metadata({}, 4) is None
+
+
+def test_added_variance_reaches_the_fitted_spread_and_keeps_the_mean():
+    from vegediff_cli.pipeline.forecast.calibration import add_variance, calibration_from_metadata, fit_added_variance
+
+    rng = np.random.default_rng(1)
+    m = 16
+    members = rng.normal(0.5, 0.02, size=(m, 3, 20, 20))
+    members[:, :, 0, 0] = np.linspace(-0.2, 0.95, m)[:, None]  # one wide pixel sets the decodable range
+    members[:, :, 1, 1] = 0.4  # members that agree: nothing to stretch, left as they are
+    added = np.array([0.0, 0.05**2, 0.1**2])
+    wider = add_variance(members, added)
+    rest = np.ones((20, 20), bool)
+    rest[0, 0] = rest[1, 1] = False
+    np.testing.assert_allclose(wider.mean(axis=0)[:, rest], members.mean(axis=0)[:, rest], atol=1e-12)
+    spread = lambda x: np.sqrt((m + 1) / m * x.var(axis=0, ddof=1)[:, rest])  # noqa: E731 (scoring.spread_and_error)
+    np.testing.assert_allclose(spread(wider) ** 2, spread(members) ** 2 + added[:, None], rtol=1e-6)
+    assert np.array_equal(wider[:, :, 1, 1], members[:, :, 1, 1])
+    assert wider.min() >= -0.2 and wider.max() <= 0.95  # inside the decoded range (issue 11)
+    assert np.array_equal(add_variance(members[:1], added), members[:1])
+    # fit: the units' mean gap between squared error and squared spread, a line over the leads, never below 0
+    rmse = {"a": np.sqrt([0.01, 0.05, 0.09]), "b": np.array([0.1, np.nan, 0.3])}
+    spread_ = {"a": np.array([0.1, 0.1, 0.1]), "b": np.array([0.2, np.nan, 0.1])}
+    np.testing.assert_allclose(fit_added_variance(rmse, spread_), [0.0, 0.04, 0.08], atol=1e-12)
+    calibration = calibration_from_metadata({"spread_added_variance": "[0.01, 0.04]", "spread_inflation": "[3.0]"}, 3)
+    assert calibration.kind == "added-variance" and calibration.values == (0.01, 0.04, 0.04)  # the new form wins
+    assert calibration.describe() == "added spread (NDVI) 0.100 0.200 0.200"

@@ -46,6 +46,7 @@ def test_info_weights_describes_the_shipped_weights(cli, monkeypatch):
     assert info["preset"] == "small" and info["format"] == "vegediff-weights/1"
     assert info["trained_on_sequences"] >= 1 and info["held_out"] and info["model_card"] == str(CARD)
     assert 0 < info["validation_rmse"] < 1
+    assert info["spread_calibration"] == "added variance per lead"  # the form forecasts apply (calibration.py)
     table = cli("info", "--weights")
     assert table.code == 0 and _sha256(SHIPPED) in table.out.replace("\n", "").replace("│", "").replace(" ", "")
 

@@ -101,8 +101,8 @@ KeepHistoryOpt = Annotated[int, typer.Option(
          "(0: none; each holds the whole forecast.nc).", min=0, max=100)]
 SpreadOpt = Annotated[bool, typer.Option(
     "--calibrated-spread/--raw-spread",
-    help="Widen the members about their mean by the factors the weights carry (fitted on validation data, "
-         "so that the spread matches the error); --raw-spread keeps the diffusion samples as drawn.")]
+    help="Widen the members about their mean by the spread calibration the weights carry (fitted on validation "
+         "data, so that the spread matches the error); --raw-spread keeps the diffusion samples as drawn.")]
 
 
 def finite(value: float | None, option: str) -> float | None:

@@ -56,6 +56,7 @@ def weights_lines(info: dict) -> list[tuple[str, str]]:
         ("validation", f"{info['validation_cube']}: RMSE {info['validation_rmse']} "
                        f"(persistence {info['validation_persistence_rmse']}), NSE {info['validation_nse']}"),
         ("recommended guidance", str(info["recommended_guidance"])),
+        ("spread calibration", str(info["spread_calibration"] or "none (raw members)")),
         ("data licences", str(info["data_licences"])),
         ("model card", str(info["model_card"])),
     ]

@@ -123,6 +123,9 @@ def describe_weights(path: str | os.PathLike, *, source: str = "shipped") -> dic
         "validation_persistence_rmse": _number(meta.get("validation_persistence_rmse")),
         "validation_nse": _number(meta.get("validation_nse")),
         "recommended_guidance": _number(meta.get("recommended_guidance")),
+        # metadata keys of pipeline/forecast/calibration.py (ADDED_KEY, SCALE_KEY)
+        "spread_calibration": ("added variance per lead" if meta.get("spread_added_variance") else
+                               "factor per lead" if meta.get("spread_inflation") else None),
         "data_licences": meta.get("data_licences"),
         "model_card": str(card) if card.exists() else None,
     }

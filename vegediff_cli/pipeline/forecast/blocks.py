@@ -25,7 +25,7 @@ from ...geo import Chip
 from ...model.device import resolve_precision
 from ...model.inputs import date_features, normalise_static
 from ...model.vegediff import VegeDiff
-from .calibration import inflate
+from .calibration import SpreadCalibration
 from .chips import ChipBatch, ChipSettings, forecast_chips
 from .plan import ForecastPlan
 from .runtime import ROWS_PER_CALL
@@ -281,7 +281,7 @@ class BlockBlender:
         next_carry = acc.rows(block.row1, acc.row1) if acc.row1 > block.row1 else None  # a copy: small
         clear_count, last_clear = _context_summary(self.inputs.window, block.row0, block.row1, block.col0, block.col1)
         result = _finish(block, acc, clear_count, last_clear, self.plan.settings.min_clear_context,
-                         len(self.inputs.chips), self.plan.spread_inflation)
+                         len(self.inputs.chips), self.plan.spread_calibration)
         return result, next_carry
 
 
@@ -312,7 +312,7 @@ def compute_block(
 
 
 def _finish(block: Block, acc: Accumulator, clear_count: np.ndarray, last_clear: np.ndarray,
-            min_clear: int, chips: int, inflation: tuple[float, ...] | None = None) -> BlockResult:
+            min_clear: int, chips: int, calibration: SpreadCalibration | None = None) -> BlockResult:
     """Turn the block's rows of the sums into values, in place (see Accumulator); NaN where no chip ran or
     the context is too cloudy."""
     rows = slice(0, block.row1 - block.row0)
@@ -329,6 +329,6 @@ def _finish(block: Block, acc: Accumulator, clear_count: np.ndarray, last_clear:
     member_ndvi[:, :, empty] = np.nan
     mean[:, empty] = np.nan
     bands[:, :, empty] = np.nan
-    if inflation is not None:  # calibrated spread about an unchanged mean (pipeline/forecast/calibration.py)
-        member_ndvi = inflate(member_ndvi, np.asarray(inflation, dtype="float32"))
+    if calibration is not None:  # calibrated spread about an unchanged mean (pipeline/forecast/calibration.py)
+        member_ndvi = calibration.apply(member_ndvi)
     return BlockResult(block, mean, bands, member_ndvi, clear_count, last_clear, chips)

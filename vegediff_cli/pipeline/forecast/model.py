@@ -16,6 +16,7 @@ from ...model.shipped import ENV_WEIGHTS, SHIPPED_WEIGHTS, default_weights, ship
 from ...model.vegediff import VegeDiff
 from ...model.weights import load_weights, read_metadata
 from ...resources import check_model_size
+from .calibration import SpreadCalibration, calibration_from_metadata
 
 STATIC_CHANNELS = len(STATIC_LAYERS)  # static layers of a cube, in model/inputs.py STATIC_ORDER
 
@@ -71,13 +72,10 @@ def _metadata(path: str | os.PathLike) -> dict[str, str]:
                          fix="re-download or retrain it") from exc
 
 
-def spread_inflation(weights: str | os.PathLike, horizon: int) -> tuple[float, ...] | None:
-    """The member spread factors per forecast step the weights carry (fitted on validation data by
-    scripts/select_weights.py, pipeline/forecast/calibration.py); None for files without them."""
-    from .calibration import factors_from_metadata
-
-    factors = factors_from_metadata(read_metadata(weights), horizon)
-    return None if factors is None else tuple(float(f) for f in factors)
+def spread_calibration(weights: str | os.PathLike, horizon: int) -> SpreadCalibration | None:
+    """How the weights widen their members per forecast step (fitted on validation data by
+    scripts/select_weights.py, pipeline/forecast/calibration.py); None for files without a calibration."""
+    return calibration_from_metadata(read_metadata(weights), horizon)
 
 
 def model_config(path: str | os.PathLike) -> ModelConfig:

@@ -24,6 +24,7 @@ from ...errors import NoValidDataError, UsageError
 from ...model.device import check_precision
 from ...model.presets import ModelConfig
 from ..meteo.inputs import MeteoInputs, resolve_meteo
+from .calibration import SpreadCalibration
 from .tiling import TilePlan, plan_tiles, split_for_workers, stripe_width
 
 log = logging.getLogger("vegediff.forecast")
@@ -47,7 +48,7 @@ class ForecastSettings:
     band_rows: int = 256  # rows per streamed block
     stripe_cols: int | None = None  # columns per stripe; None: the widest that fits memory_mb
     precision: str = "auto"  # inference precision: auto (bf16 where the device has it natively), fp32, bf16
-    calibrate_spread: bool = True  # widen members by the weights' spread_inflation (pipeline/forecast/calibration.py)
+    calibrate_spread: bool = True  # widen members by the weights' spread calibration (pipeline/forecast/calibration.py)
 
 
 def check_settings(settings: ForecastSettings, cfg: ModelConfig) -> None:
@@ -135,7 +136,7 @@ class ForecastPlan:
     x: np.ndarray  # (W,)
     batch_size: int | None  # chips per model call; None: blocks.call_layout's default
     latitude: float = 45.0  # degrees north of the grid's centre (the model's date features)
-    spread_inflation: tuple[float, ...] | None = None  # member spread factor per step; None: raw members
+    spread_calibration: SpreadCalibration | None = None  # how members are widened; None: raw members
 
     @property
     def conditioned(self) -> bool:
@@ -197,7 +198,7 @@ def plan_forecast(
     workers: int = 1,
     ignore_meteo: tuple[str, ...] = (),
     reserved_bytes: float = 0.0,
-    spread_inflation: tuple[float, ...] | None = None,
+    spread_calibration: SpreadCalibration | None = None,
 ) -> ForecastPlan:
     """Check the request against the cube and the weights, and plan the blocks.
 
@@ -232,4 +233,4 @@ def plan_forecast(
     return ForecastPlan(settings, times, meteo, tiles, active, static_layers,
                         np.asarray(cube["y"].values, dtype="float64"), np.asarray(cube["x"].values, dtype="float64"),
                         settings.batch_size, centre_latitude(cube),
-                        spread_inflation if settings.calibrate_spread and settings.members > 1 else None)
+                        spread_calibration if settings.calibrate_spread and settings.members > 1 else None)

@@ -52,7 +52,7 @@ from ...resources import check_forecast_memory, forecast_memory, release_freed_m
 from ...workdir import TileFiles
 from ..observed import write_context_cogs
 from .blocks import BlockResult, call_layout, chip_settings, default_rows, layout_for
-from .model import ignored_meteo_variables, model_config, resolve_weights, spread_inflation
+from .model import ignored_meteo_variables, model_config, resolve_weights, spread_calibration
 from .outputs import (
     DEFAULT_KEEP_HISTORY,
     check_cube_is_fresh,
@@ -171,7 +171,7 @@ def output_attrs(job: ForecastJob, plan: ForecastPlan, *, weights: Path, cfg: Mo
         "meteo_source": plan.meteo.source,
         "meteo_source_per_step": " ".join(plan.meteo.per_step),
         "meteo_ignored": " ".join(plan.meteo.ignored),  # variables the weights hardly saw: left at the E-OBS mean
-        "spread_inflation": " ".join(f"{f:.3f}" for f in plan.spread_inflation) if plan.spread_inflation else "none",
+        "spread_calibration": plan.spread_calibration.describe() if plan.spread_calibration else "none",
         # Weather scenarios: member m used weather_per_member[m] at the steps marked "scenario" above.
         "weather_per_member": "|".join(plan.meteo.scenario_labels[m % len(plan.meteo.scenario_labels)]
                                        for m in range(s.members)) if plan.meteo.per_member else "",
@@ -234,7 +234,7 @@ def _prepare(jobs: list[ForecastJob], weights: Path, settings: ForecastSettings,
             check_memory(cube, cfg, settings, device_type=device_type)
             plan = plan_forecast(cube, cfg, settings, weather=job.weather, workers=workers, ignore_meteo=ignore_meteo,
                                  reserved_bytes=reserved_bytes,
-                                 spread_inflation=spread_inflation(weights, settings.horizon))
+                                 spread_calibration=spread_calibration(weights, settings.horizon))
             check_reflectance(cube, source=str(job.cube), frames=plan.times.context_index, what="the context frames")
             log.info("%s: %d chips (%d with vegetation and clear context) in %d stripe(s) x %d band(s); meteorology: %s",
                      job.cube.name, len(plan.tiles.chips), len(plan.active), len(plan.tiles.stripes),
