@@ -11,6 +11,8 @@ data and stored in the weights file (like the guidance scale), corrects that. Tw
   max(0, RMSE^2 - spread^2), smoothed by a straight line in the lead. An additive term transfers
   between sites: fitted on two of the three validation units it gives the third spread/skill
   0.95, 1.28 and 0.89, where the per-lead factor below gave 0.66, 1.87 and 1.79 (model card).
+  A per-pixel term on top (forecast change, context variability or raw spread as predictor) was
+  tried and changed nothing: none of them predicts the error (benchmarks/spread_predictors.py).
 - **scale** (``spread_inflation``, weights files of earlier releases): member' = mean + k(lead)
   (member - mean). Still read, no longer fitted.
 

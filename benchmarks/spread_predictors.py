@@ -1,0 +1,170 @@
+"""Does anything a forecast knows predict where its error is large? A per-pixel spread rule needs such
+a predictor; without one, the added variance per lead (pipeline/forecast/calibration.py) is the best
+a calibration fitted on validation data can do on a site whose error is larger than theirs.
+
+Raw members (16, seed 1 on validation units, --seed on held-out cubes) of one weights file. Each
+candidate rule models a pixel's squared error of the ensemble mean at lead t as
+
+    spread^2 + a + b t + c x          (x: one pixel predictor, or none)
+
+fitted by least squares with equal weight per validation unit, and widens each pixel's members to
+that variance (as calibration.add_variance does with a per-lead term). Predictors:
+
+    change^2     (ensemble mean - last valid context NDVI)^2: how much the forecast moves
+    context-sd^2 the pixel's NDVI variance over the context frames: how dynamic it has been
+    spread^2     the raw member variance (with b = c = 0 the factor rule; here on top of a + b t)
+
+Printed: per unit the RMSE, spread and each predictor's correlation with the squared error; then
+leave-one-unit-out spread/skill and fair CRPS on the validation units, and the rules fitted on all
+of them applied to the held-out cubes.
+
+    python benchmarks/spread_predictors.py                                    # shipped file, test cube (~5 min)
+    python benchmarks/spread_predictors.py --run-dir runs/loso-34VCL-2021 \\
+        --cube ../shared/data/greenearthnet/MJJ2021_minicube_241_34VCL_59.04_17.96.nc
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.calibration_rules import SHIPPED, Members  # noqa: E402
+from benchmarks.loso_skill import EN21X, JAS  # noqa: E402
+from scripts.select_weights import export, season_validation_cubes  # noqa: E402
+from vegediff_cli.config import CONTEXT_FRAMES  # noqa: E402
+from vegediff_cli.cube.predictions import frame_indices  # noqa: E402
+from vegediff_cli.cube.readers import open_cube  # noqa: E402
+from vegediff_cli.metrics.deterministic import ALL_VALID, GREENEARTHNET, QualityRule, high_quality  # noqa: E402
+from vegediff_cli.metrics.probabilistic import crps_fair  # noqa: E402
+from vegediff_cli.model.weights import read_metadata  # noqa: E402
+from vegediff_cli.pipeline.evaluate.windows import effective_rule  # noqa: E402
+from vegediff_cli.pipeline.observed import context_indices, observed_ndvi  # noqa: E402
+
+PREDICTORS = ("change^2", "context-sd^2", "spread^2")
+RULES = {"added (a + b t)": None, **{f"added + c {p}": p for p in PREDICTORS}}
+
+
+def pixels(path: Path, forecast, members: np.ndarray, rule: QualityRule) -> dict[str, np.ndarray]:
+    """One row per scored (lead, pixel): members (N, M), observed, lead and the predictors."""
+    target = open_cube(path).load()
+    rule, landcover, _ = effective_rule(target, rule)
+    frames = frame_indices(forecast, target)
+    observed = observed_ndvi(target, frames)  # (T, H, W)
+    context = observed_ndvi(target, context_indices(int(frames[0]), context_frames=CONTEXT_FRAMES))  # (C, H, W)
+    keep = high_quality(observed, context, landcover, rule=rule)
+    last = np.full(context.shape[1:], np.nan)
+    for frame in context:
+        last = np.where(np.isfinite(frame), frame, last)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # pixels without any valid context frame: NaN
+        context_var = np.nanvar(context, axis=0)
+    members = members.astype("float64")  # (M, T, H, W)
+    mean = members.mean(axis=0)
+    lead = np.broadcast_to(np.arange(members.shape[1])[:, None, None], mean.shape)
+    usable = keep & np.isfinite(observed) & np.isfinite(mean) & np.isfinite(last)[None] & np.isfinite(context_var)[None]
+    m = members.shape[0]
+    return {"members": np.moveaxis(members[:, usable], 0, -1), "observed": observed[usable], "lead": lead[usable],
+            "change^2": ((mean - last[None]) ** 2)[usable], "context-sd^2": np.broadcast_to(context_var, mean.shape)[usable],
+            "spread^2": (m + 1) / m * members.var(axis=0, ddof=1)[usable],
+            "low": np.nanmin(members, axis=(0, 2, 3))[lead[usable]], "high": np.nanmax(members, axis=(0, 2, 3))[lead[usable]]}
+
+
+def joined(parts: list[dict]) -> dict[str, np.ndarray]:
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def design(rows: dict, predictor: str | None) -> np.ndarray:
+    columns = [np.ones_like(rows["observed"]), rows["lead"].astype("float64")]
+    return np.stack(columns + ([rows[predictor]] if predictor else []), axis=1)
+
+
+def fit(units: list[dict], predictor: str | None) -> np.ndarray:
+    """Least squares of squared error - spread^2 on the design, each unit weighted equally."""
+    x = np.concatenate([design(u, predictor) for u in units])
+    gap = np.concatenate([(u["members"].mean(axis=1) - u["observed"]) ** 2 - u["spread^2"] for u in units])
+    weight = np.sqrt(np.concatenate([np.full(u["observed"].size, 1 / u["observed"].size) for u in units]))
+    coefficients, *_ = np.linalg.lstsq(x * weight[:, None], gap * weight, rcond=None)
+    return coefficients
+
+
+def score(rows: dict, predictor: str | None, coefficients: np.ndarray | None) -> tuple[float, float]:
+    """Spread/skill and fair CRPS after widening each row's members to spread^2 + max(0, modelled gap)."""
+    members = rows["members"]
+    m = members.shape[1]
+    mean = members.mean(axis=1, keepdims=True)
+    if coefficients is not None:
+        variance = members.var(axis=1, ddof=1)
+        extra = np.maximum(0.0, design(rows, predictor) @ coefficients) * m / (m + 1)
+        scale = np.where(variance > 1e-12, np.sqrt((variance + extra) / np.maximum(variance, 1e-12)), 1.0)
+        members = np.clip(mean + scale[:, None] * (members - mean), rows["low"][:, None], rows["high"][:, None])
+    mean = members.mean(axis=1)
+    spread = (m + 1) / m * members.var(axis=1, ddof=1)
+    ratio = np.sqrt(spread.mean()) / np.sqrt(((mean - rows["observed"]) ** 2).mean())
+    return float(ratio), float(crps_fair(rows["observed"], members).mean())
+
+
+def report(validation: dict[str, dict], held_out: dict[str, dict]) -> str:
+    lines = ["| unit | pixels x leads | RMSE | spread | " + " | ".join(f"corr(error^2, {p})" for p in PREDICTORS) + " |",
+             "|---|---|---|---|" + "---|" * len(PREDICTORS)]
+    for name, rows in {**validation, **held_out}.items():
+        error = (rows["members"].mean(axis=1) - rows["observed"]) ** 2
+        lines.append(f"| {name} | {error.size} | {np.sqrt(error.mean()):.4f} | {np.sqrt(rows['spread^2'].mean()):.4f} | "
+                     + " | ".join(f"{np.corrcoef(error, rows[p])[0, 1]:+.3f}" for p in PREDICTORS) + " |")
+    names = list(validation)
+    lines += ["", "| rule (spread/skill / fair CRPS) | " + " | ".join(f"{n} (left out)" for n in names)
+              + " | " + " | ".join(f"{n} (held out)" for n in held_out) + " |",
+              "|---|" + "---|" * (len(names) + len(held_out))]
+    rules = {"raw": (None, None)}
+    for label, predictor in RULES.items():
+        rules[label] = (predictor, True)
+    for label, (predictor, fitted) in rules.items():
+        cells = []
+        for name in names:
+            coefficients = fit([validation[o] for o in names if o != name], predictor) if fitted else None
+            cells.append("{:.3f} / {:.4f}".format(*score(validation[name], predictor, coefficients)))
+        coefficients = fit(list(validation.values()), predictor) if fitted else None
+        cells += ["{:.3f} / {:.4f}".format(*score(rows, predictor, coefficients)) for rows in held_out.values()]
+        if fitted and predictor:
+            label += f" (c = {coefficients[-1]:+.3f})"
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", type=Path, default=SHIPPED, help="weights file (its guidance and kind)")
+    parser.add_argument("--run-dir", type=Path, default=None, help="training run: its last checkpoint instead")
+    parser.add_argument("--validation", type=Path, default=EN21X, help="validation cube (29SND-2017 fold: JAS)")
+    parser.add_argument("--cube", type=Path, action="append", default=[], help="held-out cube(s); default the test cube")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    metadata = read_metadata(args.weights)
+    guidance = float(metadata.get("recommended_guidance", 1.0))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        weights = args.weights
+        if args.run_dir is not None:
+            last = sorted((args.run_dir / "diffusion").glob("diffusion-step*.ckpt"))[-1]
+            weights = export(args.run_dir / "final.safetensors", last, folder / "raw.safetensors",
+                             kind=metadata.get("selected_weights", "raw"), extra={})
+        source = Members(weights, folder, guidance)
+        forecast, members = source.raw(args.validation, seed=1)
+        validation = {"cube": pixels(args.validation, forecast, members, GREENEARTHNET)}
+        for stem, paths in season_validation_cubes(folder).items():
+            validation[stem.split("_")[0]] = joined([pixels(p, *source.raw(p, seed=1, guidance=1.0), ALL_VALID)
+                                                     for p in paths])
+        held_out = {path.stem[:24]: pixels(path, *source.raw(path, seed=args.seed), GREENEARTHNET)
+                    for path in args.cube or [JAS]}
+    print(report(validation, held_out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
