@@ -24,6 +24,7 @@ import argparse
 import json
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.heldout_skill import forecast_cube  # noqa: E402
 from benchmarks.loso_skill import EN21X, JAS  # noqa: E402
-from scripts.select_weights import export, season_validation_cubes  # noqa: E402
+from scripts.select_weights import export_last, season_validation_cubes  # noqa: E402
 from scripts.train_weights import ROOT  # noqa: E402
 from vegediff_cli.config import CONTEXT_FRAMES  # noqa: E402
 from vegediff_cli.cube.predictions import MEMBER, frame_indices, read_forecast  # noqa: E402
@@ -139,19 +140,25 @@ def calibrated(rule: str, values: np.ndarray, members: np.ndarray) -> np.ndarray
     return inflate(members, values) if rule == "factor" else add_variance(members, values)
 
 
+def validation_members(source: Members, validation: Path) -> Iterator[tuple[str, Path, QualityRule, object, np.ndarray]]:
+    """(unit, cube file, quality rule, forecast, raw members) for each cube of the validation units, the
+    members drawn as scripts/select_weights.py draws them (seed 1; the series' seasons at guidance 1):
+    unit "cube" is the validation cube, the others the held-out seasons of each long series."""
+    forecast, members = source.raw(validation, seed=1)
+    yield "cube", validation, GREENEARTHNET, forecast, members
+    for stem, paths in season_validation_cubes(source.folder).items():
+        for path in paths:
+            yield (stem, path, ALL_VALID, *source.raw(path, seed=1, guidance=1.0))
+
+
 def fit_on_validation(source: Members, validation: Path) -> dict[str, np.ndarray]:
     """Both rules fitted on the validation units' raw members (seed 1), as scripts/select_weights.py does;
     the factor rule ends with the common factor that brings the validation cube to 1."""
-    units = {"cube": [(validation, GREENEARTHNET, source.guidance)],
-             **{k: [(p, ALL_VALID, 1.0) for p in paths] for k, paths in season_validation_cubes(source.folder).items()}}
-    sums, cube = {}, None
-    for name, paths in units.items():
-        parts = []
-        for path, rule, guidance in paths:
-            forecast, members = source.raw(path, seed=1, guidance=guidance)
-            parts.append(pixel_sums(path, forecast, members, rule))
-            cube = cube or (path, forecast, members)
-        sums[name] = pooled(parts)
+    parts, cube = {}, None
+    for name, path, rule, forecast, members in validation_members(source, validation):
+        parts.setdefault(name, []).append(pixel_sums(path, forecast, members, rule))
+        cube = cube or (path, forecast, members)
+    sums = {name: pooled(unit) for name, unit in parts.items()}
     with np.errstate(invalid="ignore", divide="ignore"):
         rmse = {k: np.sqrt(s["sq"] / s["n"]) for k, s in sums.items()}
         spread = {k: np.sqrt(s["sp"] / s["n"]) for k, s in sums.items()}
@@ -193,9 +200,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if args.run_dir is not None:
-            last = sorted((args.run_dir / "diffusion").glob("diffusion-step*.ckpt"))[-1]
-            weights = export(args.run_dir / "final.safetensors", last, folder / "raw.safetensors",
-                             kind=metadata.get("selected_weights", "raw"), extra={})
+            weights = export_last(args.run_dir, folder / "raw.safetensors", kind=metadata.get("selected_weights", "raw"),
+                                  extra={})
             source = Members(weights, folder, guidance)
             fitted = fit_on_validation(source, args.validation)
         else:

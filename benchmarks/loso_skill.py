@@ -39,7 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.heldout_skill import forecast_cube, skill_rows  # noqa: E402
-from scripts.select_weights import calibrate, export, season_validation_cubes  # noqa: E402
+from scripts.select_weights import calibrate, export_last, season_validation_cubes  # noqa: E402
 from scripts.train_weights import ROOT, SHARED  # noqa: E402
 from vegediff_cli.model.weights import read_metadata  # noqa: E402
 from vegediff_cli.pipeline.forecast.calibration import ADDED_KEY  # noqa: E402
@@ -96,12 +96,11 @@ def fold_weights(fold: Fold, run_dir: Path, folder: Path, *, selection: dict[str
     selected weights), its own spread calibration."""
     guidance = float(selection.get("recommended_guidance", 1.0))
     kind = selection.get("selected_weights", "ema")
-    last = sorted((run_dir / "diffusion").glob("diffusion-step*.ckpt"))[-1]
-    raw = export(run_dir / "final.safetensors", last, folder / f"{fold.name}-raw.safetensors", kind=kind, extra={})
+    raw = export_last(run_dir, folder / f"{fold.name}-raw.safetensors", kind=kind, extra={})
     seasons = season_validation_cubes(folder)
     added, _ = calibrate(fold.validation, seasons, raw, folder, members=members, guidance=guidance)
-    weights = export(run_dir / "final.safetensors", last, folder / f"{fold.name}.safetensors", kind=kind,
-                     extra={"recommended_guidance": str(guidance), ADDED_KEY: json.dumps(added)})
+    weights = export_last(run_dir, folder / f"{fold.name}.safetensors", kind=kind,
+                          extra={"recommended_guidance": str(guidance), ADDED_KEY: json.dumps(added)})
     return weights, guidance
 
 

@@ -35,13 +35,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.calibration_rules import SHIPPED, Members  # noqa: E402
+from benchmarks.calibration_rules import SHIPPED, Members, validation_members  # noqa: E402
 from benchmarks.loso_skill import EN21X, JAS  # noqa: E402
-from scripts.select_weights import export, season_validation_cubes  # noqa: E402
+from scripts.select_weights import export_last  # noqa: E402
 from vegediff_cli.config import CONTEXT_FRAMES  # noqa: E402
 from vegediff_cli.cube.predictions import frame_indices  # noqa: E402
 from vegediff_cli.cube.readers import open_cube  # noqa: E402
-from vegediff_cli.metrics.deterministic import ALL_VALID, GREENEARTHNET, QualityRule, high_quality  # noqa: E402
+from vegediff_cli.metrics.deterministic import GREENEARTHNET, QualityRule, high_quality  # noqa: E402
 from vegediff_cli.metrics.probabilistic import crps_fair  # noqa: E402
 from vegediff_cli.model.weights import read_metadata  # noqa: E402
 from vegediff_cli.pipeline.evaluate.windows import effective_rule  # noqa: E402
@@ -151,15 +151,13 @@ def main() -> int:
         folder = Path(tmp)
         weights = args.weights
         if args.run_dir is not None:
-            last = sorted((args.run_dir / "diffusion").glob("diffusion-step*.ckpt"))[-1]
-            weights = export(args.run_dir / "final.safetensors", last, folder / "raw.safetensors",
-                             kind=metadata.get("selected_weights", "raw"), extra={})
+            weights = export_last(args.run_dir, folder / "raw.safetensors", kind=metadata.get("selected_weights", "raw"),
+                                  extra={})
         source = Members(weights, folder, guidance)
-        forecast, members = source.raw(args.validation, seed=1)
-        validation = {"cube": pixels(args.validation, forecast, members, GREENEARTHNET)}
-        for stem, paths in season_validation_cubes(folder).items():
-            validation[stem.split("_")[0]] = joined([pixels(p, *source.raw(p, seed=1, guidance=1.0), ALL_VALID)
-                                                     for p in paths])
+        parts = {}
+        for name, path, rule, forecast, members in validation_members(source, args.validation):
+            parts.setdefault(name.split("_")[0], []).append(pixels(path, forecast, members, rule))
+        validation = {name: joined(unit) for name, unit in parts.items()}
         held_out = {path.stem[:24]: pixels(path, *source.raw(path, seed=args.seed), GREENEARTHNET)
                     for path in args.cube or [JAS]}
     print(report(validation, held_out))

@@ -60,6 +60,12 @@ def export(base: Path, checkpoint: Path, output: Path, *, kind: str, extra: dict
                                                  "selected_weights": kind})
 
 
+def export_last(run_dir: Path, output: Path, *, kind: str, extra: dict[str, str]) -> Path:
+    """`export` of a training run's last kept diffusion checkpoint over the run's final weights file."""
+    last = sorted((run_dir / "diffusion").glob("diffusion-step*.ckpt"))[-1]
+    return export(run_dir / "final.safetensors", last, output, kind=kind, extra=extra)
+
+
 def score(cube: Path, weights: Path, folder: Path, *, members: int, guidance: float, seed: int = 0,
           calibrated: bool = False) -> dict:
     forecast = forecast_cube(cube, folder, weights=weights, members=members, steps=10, seed=seed, guidance=guidance,
