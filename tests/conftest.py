@@ -51,6 +51,18 @@ def earthnet2021_contexts(shared_data: Path) -> list[Path]:
     return sorted((shared_data / "earthnet2021" / "context").glob("*.npz"))
 
 
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Say loudly, last, when tests were skipped because ../shared/data is not beside the checkout: a green
+    run then has not exercised the real data (CI sets VEGEDIFF_REQUIRE_SHARED_DATA=1 so it cannot pass so)."""
+    missing = [r for r in terminalreporter.stats.get("skipped", [])
+               if isinstance(r.longrepr, tuple) and "real data not found" in str(r.longrepr[2])]
+    if missing:
+        terminalreporter.write_line(
+            f"WARNING: {len(missing)} test(s) skipped: real data not found at {SHARED_DATA}. Put the shared "
+            "data there (or run in CI, which requires it) for a run that tests the real cubes.",
+            yellow=True, bold=True)
+
+
 def all_shared_cubes() -> list[Path]:
     """Every cube-like file in ../shared/data, for parametrised round-trip tests."""
     if not SHARED_DATA.exists():
