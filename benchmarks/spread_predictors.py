@@ -71,7 +71,8 @@ def pixels(path: Path, forecast, members: np.ndarray, rule: QualityRule) -> dict
     usable = keep & np.isfinite(observed) & np.isfinite(mean) & np.isfinite(last)[None] & np.isfinite(context_var)[None]
     m = members.shape[0]
     return {"members": np.moveaxis(members[:, usable], 0, -1), "observed": observed[usable], "lead": lead[usable],
-            "change^2": ((mean - last[None]) ** 2)[usable], "context-sd^2": np.broadcast_to(context_var, mean.shape)[usable],
+            "last": np.broadcast_to(last, mean.shape)[usable], "change^2": ((mean - last[None]) ** 2)[usable],
+            "context-sd^2": np.broadcast_to(context_var, mean.shape)[usable],
             "spread^2": (m + 1) / m * members.var(axis=0, ddof=1)[usable],
             "low": np.nanmin(members, axis=(0, 2, 3))[lead[usable]], "high": np.nanmax(members, axis=(0, 2, 3))[lead[usable]]}
 
@@ -137,30 +138,47 @@ def report(validation: dict[str, dict], held_out: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def label(path: Path) -> str:
+    """A short name that tells cubes apart: EarthNet2021 samples by tile, year and first pixel row."""
+    if path.stem.startswith("context_"):
+        parts = path.stem.split("_")
+        return f"{parts[1]} {parts[2][:4]} sample {parts[4]}"
+    return path.stem[:24]
+
+
+def draw(weights: Path, run_dir: Path | None, validation_cube: Path, cubes: list[Path],
+         seed: int) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Pixel rows of the validation units (members as scripts/select_weights.py draws them) and of the
+    held-out cubes (seed `seed`), from `weights` or, with `run_dir`, that run's last checkpoint of the kind
+    and at the guidance `weights` records."""
+    metadata = read_metadata(weights)
+    guidance = float(metadata.get("recommended_guidance", 1.0))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        if run_dir is not None:
+            weights = export_last(run_dir, folder / "raw.safetensors", kind=metadata.get("selected_weights", "raw"),
+                                  extra={})
+        source = Members(weights, folder, guidance)
+        parts = {}
+        for name, path, rule, forecast, members in validation_members(source, validation_cube):
+            parts.setdefault(name.split("_")[0], []).append(pixels(path, forecast, members, rule))
+        held_out = {label(path): pixels(path, *source.raw(path, seed=seed), GREENEARTHNET) for path in cubes}
+    return {name: joined(unit) for name, unit in parts.items()}, held_out
+
+
+def arguments(description: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", type=Path, default=SHIPPED, help="weights file (its guidance and kind)")
     parser.add_argument("--run-dir", type=Path, default=None, help="training run: its last checkpoint instead")
     parser.add_argument("--validation", type=Path, default=EN21X, help="validation cube (29SND-2017 fold: JAS)")
     parser.add_argument("--cube", type=Path, action="append", default=[], help="held-out cube(s); default the test cube")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    metadata = read_metadata(args.weights)
-    guidance = float(metadata.get("recommended_guidance", 1.0))
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        weights = args.weights
-        if args.run_dir is not None:
-            weights = export_last(args.run_dir, folder / "raw.safetensors", kind=metadata.get("selected_weights", "raw"),
-                                  extra={})
-        source = Members(weights, folder, guidance)
-        parts = {}
-        for name, path, rule, forecast, members in validation_members(source, args.validation):
-            parts.setdefault(name.split("_")[0], []).append(pixels(path, forecast, members, rule))
-        validation = {name: joined(unit) for name, unit in parts.items()}
-        held_out = {path.stem[:24]: pixels(path, *source.raw(path, seed=args.seed), GREENEARTHNET)
-                    for path in args.cube or [JAS]}
-    print(report(validation, held_out))
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = arguments(__doc__)
+    print(report(*draw(args.weights, args.run_dir, args.validation, args.cube or [JAS], args.seed)))
     return 0
 
 
