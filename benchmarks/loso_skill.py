@@ -57,12 +57,14 @@ class Fold:
     tests: tuple[Path, ...]  # held-out cubes scored
     validation: Path  # cube the fold's spread calibration is fitted on
 
-    def run_dir(self, recipe: Path) -> Path:
-        """The fold's training run: the recipe run itself for 29SND-2021 (it holds out that cube)."""
+    def run_dir(self, recipe: Path, seed: int | None = None) -> Path:
+        """The fold's training run: the recipe run itself for 29SND-2021 (it holds out that cube); with a
+        training `seed` other than the recipe's, the same folder name ending in -seedN."""
+        suffix = "" if seed is None else f"-seed{seed}"
         if self.name == "29SND-2021":
-            return recipe
+            return recipe.parent / f"{recipe.name}{suffix}" if suffix else recipe
         prefix = "loso" if recipe.name == "shipped" else f"loso-{recipe.name}"
-        return recipe.parent / f"{prefix}-{self.name}"
+        return recipe.parent / f"{prefix}-{self.name}{suffix}"
 
 
 def folds() -> list[Fold]:
@@ -74,12 +76,14 @@ def folds() -> list[Fold]:
     ]
 
 
-def train_command(fold: Fold, recipe: Path, steps: int | None) -> list[str]:
+def train_command(fold: Fold, recipe: Path, steps: int | None, seed: int | None = None) -> list[str]:
     """scripts/train_weights.py with the recipe run's settings (runs/NAME/recipe.json) and the fold's site
-    excluded too; `steps` overrides the recipe's."""
+    excluded too; `steps` and the training `seed` override the recipe's."""
     settings = json.loads((recipe / "recipe.json").read_text()) if (recipe / "recipe.json").exists() else {}
-    command = [sys.executable, str(ROOT / "scripts" / "train_weights.py"), "--name", fold.run_dir(recipe).name,
-               "--steps", str(steps or settings.get("steps", 3000))]
+    if seed is not None:
+        settings["seed"] = seed
+    command = [sys.executable, str(ROOT / "scripts" / "train_weights.py"), "--name",
+               fold.run_dir(recipe, seed).name, "--steps", str(steps or settings.get("steps", 3000))]
     for key in ("seed", "batch", "series_fraction", "train_mix", "preset"):
         if key in settings:
             command += [f"--{key.replace('_', '-')}", str(settings[key])]
@@ -146,7 +150,10 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=None,
                         help="denoiser steps of a fold trained with --train (default: the recipe run's)")
     parser.add_argument("--members", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed of the forecasts")
+    parser.add_argument("--training-seed", type=int, default=None,
+                        help="the folds' runs with this training seed instead of the recipe's (run folders "
+                             "ending in -seedN; with --train, 29SND-2021 too is retrained): run-to-run spread")
     parser.add_argument("--shipped", type=Path, default=None,
                         help="weights whose selection (kind, guidance) the folds reuse (default: RECIPE_RUN/"
                              "selected.safetensors where it exists, else the shipped weights)")
@@ -158,12 +165,12 @@ def main() -> int:
                                              ROOT / "weights" / "vegediff-small.safetensors"))
     rows = []
     for fold in chosen:
-        run_dir = fold.run_dir(args.recipe_run)
+        run_dir = fold.run_dir(args.recipe_run, args.training_seed)
         if not (run_dir / "final.safetensors").exists():
-            if not args.train or fold.name == "29SND-2021":
+            if not args.train or run_dir == args.recipe_run:
                 print(f"{fold.name}: not trained ({run_dir} missing); pass --train", file=sys.stderr)
                 continue
-            subprocess.run(train_command(fold, args.recipe_run, args.steps), check=True)
+            subprocess.run(train_command(fold, args.recipe_run, args.steps, args.training_seed), check=True)
         rows += score_fold(fold, run_dir, selection=selection, members=args.members, seed=args.seed)
         print(markdown([r for r in rows if r["fold"] == fold.name]), file=sys.stderr)
     print(json.dumps(rows, default=float) if args.json else markdown(rows))

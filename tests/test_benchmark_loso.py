@@ -30,3 +30,21 @@ def test_a_fold_repeats_the_recipe_run_and_excludes_its_site(tmp_path):
     assert excluded == ["32UQC_2020", "context_29SQC_2017"]
     shorter = train_command(fold, recipe, 200)
     assert shorter[shorter.index("--steps") + 1] == "200"
+
+
+def test_a_training_seed_names_its_own_run_folders_and_reaches_the_trainer(tmp_path):
+    recipe = tmp_path / "runs" / "shipped"
+    recipe.mkdir(parents=True)
+    (recipe / "recipe.json").write_text(json.dumps({"steps": 3000, "seed": 0}))
+    by_name = {f.name: f for f in folds()}
+    fold = by_name["29SQC-2017"]
+    assert fold.run_dir(recipe, 2) == tmp_path / "runs" / "loso-29SQC-2017-seed2"
+    assert by_name["29SND-2021"].run_dir(recipe, 2) == tmp_path / "runs" / "shipped-seed2"
+
+    command = train_command(fold, recipe, None, 2)
+    assert command[command.index("--name") + 1] == "loso-29SQC-2017-seed2"
+    assert command[command.index("--seed") + 1] == "2"
+    recipe_seed = train_command(fold, recipe, None)
+    assert recipe_seed[recipe_seed.index("--seed") + 1] == "0"
+    own = train_command(by_name["29SND-2021"], recipe, None, 2)
+    assert own[own.index("--name") + 1] == "shipped-seed2" and "--exclude" not in own
