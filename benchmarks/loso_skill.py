@@ -23,6 +23,7 @@ years, so climatology is n/a here.
     python benchmarks/loso_skill.py --train --steps 3000     # train the missing folds (hours on a CPU), then score
     python benchmarks/loso_skill.py                          # score the folds already trained in runs/
     python benchmarks/loso_skill.py --fold 34VCL-2021 --members 16 --json
+    python benchmarks/loso_skill.py --fold 29SQC-2017 --training-seed 1 --train   # the fold again, training seed 1
     python benchmarks/loso_skill.py --recipe-run runs/s1500-no-32UQC --train   # another recipe's folds and selection
 """
 
@@ -59,7 +60,7 @@ class Fold:
 
     def run_dir(self, recipe: Path, seed: int | None = None) -> Path:
         """The fold's training run: the recipe run itself for 29SND-2021 (it holds out that cube); with a
-        training `seed` other than the recipe's, the same folder name ending in -seedN."""
+        training `seed` (a repeat of the recipe for run-to-run spread), the same name ending in -seedN."""
         suffix = "" if seed is None else f"-seed{seed}"
         if self.name == "29SND-2021":
             return recipe.parent / f"{recipe.name}{suffix}" if suffix else recipe
