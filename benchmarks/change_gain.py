@@ -23,8 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.loso_skill import JAS  # noqa: E402
-from benchmarks.spread_predictors import arguments, draw  # noqa: E402
+from benchmarks.spread_predictors import run  # noqa: E402
 
 
 def gain(units: list[dict]) -> float:
@@ -59,11 +58,5 @@ def report(validation: dict[str, dict], held_out: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    args = arguments(__doc__)
-    print(report(*draw(args.weights, args.run_dir, args.validation, args.cube or [JAS], args.seed)))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(__doc__, report))

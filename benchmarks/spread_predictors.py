@@ -29,6 +29,7 @@ import argparse
 import sys
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -166,21 +167,18 @@ def draw(weights: Path, run_dir: Path | None, validation_cube: Path, cubes: list
     return {name: joined(unit) for name, unit in parts.items()}, held_out
 
 
-def arguments(description: str) -> argparse.Namespace:
+def run(description: str, report: Callable[[dict[str, dict], dict[str, dict]], str]) -> int:
+    """A benchmark over drawn pixel rows: parse its command line, draw the rows, print `report` of them."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", type=Path, default=SHIPPED, help="weights file (its guidance and kind)")
     parser.add_argument("--run-dir", type=Path, default=None, help="training run: its last checkpoint instead")
     parser.add_argument("--validation", type=Path, default=EN21X, help="validation cube (29SND-2017 fold: JAS)")
     parser.add_argument("--cube", type=Path, action="append", default=[], help="held-out cube(s); default the test cube")
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args()
-
-
-def main() -> int:
-    args = arguments(__doc__)
+    args = parser.parse_args()
     print(report(*draw(args.weights, args.run_dir, args.validation, args.cube or [JAS], args.seed)))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(__doc__, report))
