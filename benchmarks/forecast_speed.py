@@ -202,7 +202,7 @@ def denoiser(weights: Path, peaks: dict, folder: Path, *, compiled: bool = True)
             for _ in range(3):
                 sample()
             times[label] = (time.process_time() - cpu0) / 3 / chips
-        model.sampling_net = None
+        model.sampling_nets = None
         peak = peaks[(precision, 1)][1]
         say("denoiser", "gflop_per_chip", flops / 1e9, f"{flops / 1e9:.1f} GFLOP per chip ({precision}, guidance "
             f"{settings.guidance_scale:g})")

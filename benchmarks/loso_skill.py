@@ -24,6 +24,7 @@ years, so climatology is n/a here.
     python benchmarks/loso_skill.py                          # score the folds already trained in runs/
     python benchmarks/loso_skill.py --fold 34VCL-2021 --members 16 --json
     python benchmarks/loso_skill.py --fold 29SQC-2017 --training-seed 1 --train   # the fold again, training seed 1
+    python benchmarks/loso_skill.py --fold 29SQC-2017 --combine-seeds 0 1 2        # its three runs as one deep ensemble
     python benchmarks/loso_skill.py --recipe-run runs/s1500-no-32UQC --train   # another recipe's folds and selection
 """
 
@@ -40,6 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.heldout_skill import forecast_cube, skill_rows  # noqa: E402
+from scripts.combine_weights import combine_files  # noqa: E402
 from scripts.select_weights import calibrate, export_last, season_validation_cubes  # noqa: E402
 from scripts.train_weights import ROOT, SHARED  # noqa: E402
 from vegediff_cli.model.weights import read_metadata  # noqa: E402
@@ -77,10 +79,21 @@ def folds() -> list[Fold]:
     ]
 
 
+def recipe_settings(recipe: Path) -> dict:
+    """The recipe run's recipe.json (scripts/train_weights.py's settings), {} when it has none."""
+    return json.loads((recipe / "recipe.json").read_text()) if (recipe / "recipe.json").exists() else {}
+
+
+def own_seeds(recipe: Path, seeds: list[int | None]) -> list[int | None]:
+    """Training seeds as Fold.run_dir and train_command take them: the recipe's own seed is None (its run)."""
+    recipe_seed = recipe_settings(recipe).get("seed", 0)
+    return [None if seed == recipe_seed else seed for seed in seeds]
+
+
 def train_command(fold: Fold, recipe: Path, steps: int | None, seed: int | None = None) -> list[str]:
     """scripts/train_weights.py with the recipe run's settings (runs/NAME/recipe.json) and the fold's site
     excluded too; `steps` and the training `seed` override the recipe's."""
-    settings = json.loads((recipe / "recipe.json").read_text()) if (recipe / "recipe.json").exists() else {}
+    settings = recipe_settings(recipe)
     if seed is not None:
         settings["seed"] = seed
     command = [sys.executable, str(ROOT / "scripts" / "train_weights.py"), "--name",
@@ -95,25 +108,29 @@ def train_command(fold: Fold, recipe: Path, steps: int | None, seed: int | None 
     return command
 
 
-def fold_weights(fold: Fold, run_dir: Path, folder: Path, *, selection: dict[str, str],
+def fold_weights(fold: Fold, run_dirs: list[Path], folder: Path, *, selection: dict[str, str],
                  members: int) -> tuple[Path, float]:
-    """The fold's weights: last checkpoint, the selection's kind and guidance (metadata of the recipe run's
+    """The fold's weights: last checkpoint of each run (several: one file with all their denoisers,
+    scripts/combine_weights.py), the selection's kind and guidance (metadata of the recipe run's
     selected weights), its own spread calibration."""
     guidance = float(selection.get("recommended_guidance", 1.0))
     kind = selection.get("selected_weights", "ema")
-    raw = export_last(run_dir, folder / f"{fold.name}-raw.safetensors", kind=kind, extra={})
+    parts = [export_last(run, folder / f"{fold.name}-{run.name}-raw.safetensors", kind=kind, extra={})
+             for run in run_dirs]
+    raw = combine_files(parts, folder / f"{fold.name}-raw.safetensors", extra={}) if len(parts) > 1 else parts[0]
     seasons = season_validation_cubes(folder)
     added, _ = calibrate(fold.validation, seasons, raw, folder, members=members, guidance=guidance)
-    weights = export_last(run_dir, folder / f"{fold.name}.safetensors", kind=kind,
-                          extra={"recommended_guidance": str(guidance), ADDED_KEY: json.dumps(added)})
-    return weights, guidance
+    extra = {"recommended_guidance": str(guidance), ADDED_KEY: json.dumps(added)}
+    if len(parts) > 1:
+        return combine_files(parts, folder / f"{fold.name}.safetensors", extra=extra), guidance
+    return export_last(run_dirs[0], folder / f"{fold.name}.safetensors", kind=kind, extra=extra), guidance
 
 
-def score_fold(fold: Fold, run_dir: Path, *, selection: dict[str, str], members: int, seed: int) -> list[dict]:
+def score_fold(fold: Fold, run_dirs: list[Path], *, selection: dict[str, str], members: int, seed: int) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        weights, guidance = fold_weights(fold, run_dir, folder, selection=selection, members=members)
+        weights, guidance = fold_weights(fold, run_dirs, folder, selection=selection, members=members)
         for cube in fold.tests:
             forecast = forecast_cube(cube, folder, weights=weights, members=members, steps=10, seed=seed,
                                      guidance=guidance)
@@ -155,6 +172,10 @@ def main() -> int:
     parser.add_argument("--training-seed", type=int, default=None,
                         help="the folds' runs with this training seed instead of the recipe's (run folders "
                              "ending in -seedN; with --train, 29SND-2021 too is retrained): run-to-run spread")
+    parser.add_argument("--combine-seeds", type=int, nargs="+", default=None, metavar="SEED",
+                        help="score one weights file with the denoisers of the folds' runs of these training seeds "
+                             "(the recipe's own seed: its run; others: -seedN runs), members drawn in turn: a deep "
+                             "ensemble (model/ensemble.py)")
     parser.add_argument("--shipped", type=Path, default=None,
                         help="weights whose selection (kind, guidance) the folds reuse (default: RECIPE_RUN/"
                              "selected.safetensors where it exists, else the shipped weights)")
@@ -166,13 +187,16 @@ def main() -> int:
                                              ROOT / "weights" / "vegediff-small.safetensors"))
     rows = []
     for fold in chosen:
-        run_dir = fold.run_dir(args.recipe_run, args.training_seed)
-        if not (run_dir / "final.safetensors").exists():
-            if not args.train or run_dir == args.recipe_run:
-                print(f"{fold.name}: not trained ({run_dir} missing); pass --train", file=sys.stderr)
-                continue
-            subprocess.run(train_command(fold, args.recipe_run, args.steps, args.training_seed), check=True)
-        rows += score_fold(fold, run_dir, selection=selection, members=args.members, seed=args.seed)
+        seeds = own_seeds(args.recipe_run, args.combine_seeds or [args.training_seed])
+        run_dirs = [fold.run_dir(args.recipe_run, seed) for seed in seeds]
+        missing = [run for run in run_dirs if not (run / "final.safetensors").exists()]
+        if missing and (not args.train or args.recipe_run in missing):
+            print(f"{fold.name}: not trained ({', '.join(map(str, missing))} missing); pass --train", file=sys.stderr)
+            continue
+        for run, seed in zip(run_dirs, seeds, strict=True):
+            if run in missing:
+                subprocess.run(train_command(fold, args.recipe_run, args.steps, seed), check=True)
+        rows += score_fold(fold, run_dirs, selection=selection, members=args.members, seed=args.seed)
         print(markdown([r for r in rows if r["fold"] == fold.name]), file=sys.stderr)
     print(json.dumps(rows, default=float) if args.json else markdown(rows))
     return 0

@@ -7,7 +7,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.loso_skill import folds, train_command  # noqa: E402
+from benchmarks.loso_skill import folds, own_seeds, train_command  # noqa: E402
 
 
 def test_a_fold_repeats_the_recipe_run_and_excludes_its_site(tmp_path):
@@ -48,3 +48,16 @@ def test_a_training_seed_names_its_own_run_folders_and_reaches_the_trainer(tmp_p
     assert recipe_seed[recipe_seed.index("--seed") + 1] == "0"
     own = train_command(by_name["29SND-2021"], recipe, None, 2)
     assert own[own.index("--name") + 1] == "shipped-seed2" and "--exclude" not in own
+
+
+def test_combined_seeds_name_the_recipe_run_and_the_seed_runs(tmp_path):
+    """--combine-seeds 0 1 2 with a recipe of seed 0: the fold's own run and its -seed1, -seed2 runs."""
+    recipe = tmp_path / "runs" / "shipped"
+    recipe.mkdir(parents=True)
+    (recipe / "recipe.json").write_text(json.dumps({"steps": 3000, "seed": 0}))
+    fold = {f.name: f for f in folds()}["29SQC-2017"]
+    seeds = own_seeds(recipe, [0, 1, 2])
+    assert seeds == [None, 1, 2]
+    assert [fold.run_dir(recipe, s).name for s in seeds] == ["loso-29SQC-2017", "loso-29SQC-2017-seed1",
+                                                             "loso-29SQC-2017-seed2"]
+    assert own_seeds(recipe, [None]) == [None] and own_seeds(tmp_path / "none", [0, 3]) == [None, 3]

@@ -104,6 +104,9 @@ def check_config_values(cfg: ModelConfig, *, source: str) -> None:
             value = getattr(section, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 problems.append(f"{part}.{name} = {value!r}")
+    count = cfg.denoisers
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        problems.append(f"denoisers = {count!r}")
     mults = cfg.vae.channel_mults
     if not mults or not all(isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in mults):
         problems.append(f"vae.channel_mults = {mults!r}")
@@ -136,7 +139,7 @@ def parameter_count(cfg: ModelConfig) -> int:
     # encoder + decoder: per level 2 convs per residual block, a 1x1 skip, a resampling conv (3 x 3 each)
     vae = sum(2 * (9 * w * w * (2 * a.blocks_per_level + 1) + w * w) for w in widths)
     vae += 2 * 9 * widths[0] * (a.in_channels + 2 * a.latent_channels) + 9 * widths[-1] * 3 * a.latent_channels
-    return int(1.1 * (v.depth * block + embeds + vae))  # 1.1: an upper bound (the presets: 1.07 x real)
+    return int(1.1 * (cfg.denoisers * (v.depth * block + embeds) + vae))  # 1.1: an upper bound (presets: 1.07 x real)
 
 
 def check_model_size(cfg: ModelConfig, *, source: str, copies: int = 2) -> int:

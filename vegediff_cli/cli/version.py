@@ -48,6 +48,8 @@ def weights_lines(info: dict) -> list[tuple[str, str]]:
         ("sha256", info["sha256"]),
         ("size", f"{info['size_bytes'] / 2**20:.1f} MiB"),
         ("preset", str(info["preset"])),
+        ("denoisers", f"{info['denoisers']} (members drawn by each in turn)" if info["denoisers"] != 1
+                      else str(info["denoisers"])),
         ("stage", str(info["stage"])),
         ("created", str(info["created"])),
         ("selected checkpoint", f"step {info['selected_step']} ({info['selected_weights']})"),

@@ -87,8 +87,8 @@ class CompiledVegeNet:
         return self.net.encode_context(context, meteo=meteo, static=static, keep_cond=keep_cond, dates=dates)
 
 
-def compile_for_sampling(model, *, precision: str, device: torch.device) -> CompiledVegeNet:
-    """Make `model.sample()` use a compiled denoiser (compiled lazily, on the first call); returns the wrapper."""
-    wrapper = CompiledVegeNet(model.vegenet, precision=precision, device=device)
-    model.sampling_net = wrapper
-    return wrapper
+def compile_for_sampling(model, *, precision: str, device: torch.device) -> list[CompiledVegeNet]:
+    """Make `model.sample()` use compiled denoisers (each compiled lazily, on its first call); returns the wrappers."""
+    wrappers = [CompiledVegeNet(net, precision=precision, device=device) for net in model.denoisers()]
+    model.sampling_nets = wrappers
+    return wrappers

@@ -93,6 +93,10 @@ class ModelConfig:
     vae: VAEConfig = field(default_factory=VAEConfig)
     vegenet: VegeNetConfig = field(default_factory=VegeNetConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    # Denoisers of one `vegenet` config trained apart (other training seeds), sampled in turn: member m
+    # uses denoiser m mod `denoisers`, so an ensemble spans the run-to-run spread of training (a "deep
+    # ensemble"; MODEL_CARD.md). 1: one denoiser, as in the paper (and older weights files).
+    denoisers: int = 1
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -109,6 +113,7 @@ class ModelConfig:
             vae=build(VAEConfig, data.get("vae", {})),
             vegenet=build(VegeNetConfig, data.get("vegenet", {})),
             diffusion=build(DiffusionConfig, data.get("diffusion", {})),
+            denoisers=data.get("denoisers", 1),
         )
 
 

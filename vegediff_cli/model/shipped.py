@@ -101,9 +101,10 @@ def describe_weights(path: str | os.PathLike, *, source: str = "shipped") -> dic
     path = Path(path).resolve()
     meta = header_metadata(path)
     try:
-        preset = json.loads(meta.get("config", "{}")).get("name")
+        config = json.loads(meta.get("config", "{}"))
+        preset, denoisers = config.get("name"), config.get("denoisers", 1)
     except (ValueError, AttributeError):
-        preset = None
+        preset = denoisers = None
     card = path.parent / MODEL_CARD
     return {
         "path": str(path),
@@ -112,6 +113,7 @@ def describe_weights(path: str | os.PathLike, *, source: str = "shipped") -> dic
         "size_bytes": path.stat().st_size,
         "format": meta.get("format"),
         "preset": preset,
+        "denoisers": denoisers,  # model/ensemble.py: members are drawn by each in turn
         "stage": meta.get("stage"),
         "created": meta.get("created"),
         "selected_step": meta.get("selected_step"),

@@ -31,11 +31,21 @@ class VegeDiff(nn.Module):
         self.cfg = cfg
         self.vae = VegetationVAE(cfg.vae)
         self.vegenet = VegeNet(cfg.vegenet)
+        # Denoisers 2 .. cfg.denoisers (other training seeds; empty for one): state-dict keys extra_vegenets.N.*
+        self.extra_vegenets = nn.ModuleList(VegeNet(cfg.vegenet) for _ in range(cfg.denoisers - 1))
         d = cfg.diffusion
         self.register_buffer("alphas_cumprod", alphas_cumprod(d.train_steps, d.beta_start, d.beta_end), persistent=False)
-        # What sample() calls instead of self.vegenet: an object with its sampling methods, e.g. model/compiled.py's
-        # CompiledVegeNet (same results up to rounding). Not a submodule: weights files never see it.
-        self.sampling_net: VegeNet | None = None
+        # What sample() calls instead of the denoisers, one per denoiser: objects with their sampling methods, e.g.
+        # model/compiled.py's CompiledVegeNet (same results up to rounding). Not submodules: weights files never see them.
+        self.sampling_nets: list | None = None
+
+    def denoisers(self) -> list[VegeNet]:
+        """The denoisers, in member order: member m is drawn by denoisers()[m % cfg.denoisers]."""
+        return [self.vegenet, *self.extra_vegenets]
+
+    def denoiser_of(self, member: int) -> int:
+        """Index of the denoiser that draws ensemble member `member` (0-based, counted over the whole ensemble)."""
+        return member % (1 + len(self.extra_vegenets))
 
     # --- first stage ------------------------------------------------------------------------
     def encode_frames(self, frames: torch.Tensor, *, batch: int = 32) -> torch.Tensor:
@@ -80,6 +90,7 @@ class VegeDiff(nn.Module):
         generator: torch.Generator | None = None,
         noise: torch.Tensor | None = None,
         dates: torch.Tensor | None = None,
+        denoiser: int = 0,
     ) -> torch.Tensor:
         """Draw `members` futures per chip: latents (M, B, F, C, h, w) from context (B, K, C, h, w).
 
@@ -87,11 +98,12 @@ class VegeDiff(nn.Module):
         meteorology and no static layers) the unconditional model is used and guidance is off.
         `noise` (M, B, F, C, h, w) fixes the starting noise (e.g. drawn per chip from its own seed,
         so a chip's forecast does not depend on which batch it was computed in). `dates`
-        (B, K+F, date_channels): date features of every frame, for models with date_channels.
+        (B, K+F, date_channels): date features of every frame, for models with date_channels. `denoiser`:
+        which of the model's denoisers draws these members (see denoiser_of).
         """
         b, k, c, h, w = context.shape
         m, horizon = members, self.cfg.vegenet.horizon
-        net = self.sampling_net if self.sampling_net is not None else self.vegenet
+        net = (self.sampling_nets if self.sampling_nets is not None else self.denoisers())[denoiser]
         ctx, _ = self.to_diffusion_space(context)
         sigmas = sampling_sigmas(self.alphas_cumprod, settings.steps).to(context.device)
         if noise is None:

@@ -24,9 +24,10 @@ FORMAT = "vegediff-weights/1"
 
 
 def save_weights(model: VegeDiff, path: str | os.PathLike, *, metadata: dict[str, str] | None = None) -> Path:
-    """Write `model` to `path` (atomic); `metadata` adds provenance such as training data."""
+    """Write `model` to `path` (atomic); `metadata` adds provenance such as training data (its `format` and
+    `config`, e.g. copied from another file's metadata, never replace the model's own)."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    meta = {"format": FORMAT, "config": json.dumps(model.cfg.to_dict()), **(metadata or {})}
+    meta = {**(metadata or {}), "format": FORMAT, "config": json.dumps(model.cfg.to_dict())}
     final = Path(path)
     with atomic_file(final) as tmp:
         save_file(tensors, str(tmp), metadata=meta)

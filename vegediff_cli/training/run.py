@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelError
+from ..model.ensemble import single_denoiser
 from ..model.presets import ModelConfig, preset
 from ..model.vegediff import VegeDiff
 from ..model.weights import load_weights, save_weights
@@ -121,7 +122,8 @@ def run_diffusion(
 
 def with_new_denoiser(model: VegeDiff, denoiser: ModelConfig) -> VegeDiff:
     """`model`'s trained VAE with a freshly initialised denoiser of `denoiser`'s VegeNet and diffusion config."""
-    cfg = dataclasses.replace(model.cfg, name=denoiser.name, vegenet=denoiser.vegenet, diffusion=denoiser.diffusion)
+    cfg = dataclasses.replace(model.cfg, name=denoiser.name, vegenet=denoiser.vegenet, diffusion=denoiser.diffusion,
+                              denoisers=1)
     fresh = VegeDiff(cfg)
     fresh.vae.load_state_dict(model.vae.state_dict())
     return fresh
@@ -138,11 +140,15 @@ def _load_init(path: Path, device: torch.device):
     if cfg is not None:
         check_model_size(cfg, source=str(path), copies=4)  # weights, gradients and two AdamW moments
     try:
-        return load_weights(path, device=device)
+        model, meta = load_weights(path, device=device)
     except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{path} is not usable weights ({reason})",
                          fix="pass the weights file written by `vegediff train vae`") from exc
+    if model.cfg.denoisers > 1:  # a combined file (model/ensemble.py): training goes on with its first denoiser
+        log.info("%s holds %d denoisers; training uses the first", path, model.cfg.denoisers)
+        model = single_denoiser(model)
+    return model, meta
 
 
 def vars_of(settings) -> dict:

@@ -111,28 +111,25 @@ def forecast_chips(
 def _sample_members(model: VegeDiff, context: torch.Tensor, batch: ChipBatch, noise: torch.Tensor, *,
                     conditioned: bool, settings: ChipSettings, device: torch.device, first: int = 0) -> torch.Tensor:
     """(m, B, F, C, h, w) latents of members first .. first+m-1 (m = len(noise)); members with different
-    weather (scenarios) are sampled group by group.
+    weather (scenarios) or drawn by different denoisers (VegeDiff.denoiser_of) are sampled group by group.
 
-    Members sharing one meteorology run as one batch; each keeps the noise drawn for it from its
-    chip's seed, so a member's forecast does not depend on how the members were grouped or chunked.
+    Members sharing one meteorology and one denoiser run as one batch; each keeps the noise drawn for it
+    from its chip's seed, so a member's forecast does not depend on how the members were grouped or chunked.
     """
     count = noise.shape[0]
     static = torch.from_numpy(batch.static).to(device)
     noise = noise.to(device=device, dtype=context.dtype)
     dates = None if batch.dates is None or not model.cfg.vegenet.date_channels else torch.from_numpy(batch.dates).to(device)
-    if batch.meteo.ndim == 3:
-        groups = [(list(range(count)), batch.meteo)]
-    else:
-        groups = {}
-        for j in range(count):
-            key = batch.meteo[first + j].tobytes()
-            groups.setdefault(key, ([], batch.meteo[first + j]))[0].append(j)
-        groups = list(groups.values())
+    groups: dict[tuple[int, bytes], tuple[list[int], np.ndarray]] = {}
+    for j in range(count):
+        meteo = batch.meteo if batch.meteo.ndim == 3 else batch.meteo[first + j]
+        key = (model.denoiser_of(first + j), b"" if batch.meteo.ndim == 3 else meteo.tobytes())
+        groups.setdefault(key, ([], meteo))[0].append(j)
     out = None
-    for members, meteo in groups:
+    for (denoiser, _), (members, meteo) in groups.items():
         part = model.sample(context, meteo=torch.from_numpy(np.ascontiguousarray(meteo)).to(device), static=static,
                             conditioned=conditioned, members=len(members), settings=settings.sampler,
-                            noise=noise[members], dates=dates).float()
+                            noise=noise[members], dates=dates, denoiser=denoiser).float()
         if out is None:
             out = part.new_empty((count, *part.shape[1:]))
         out[members] = part

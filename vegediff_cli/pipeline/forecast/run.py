@@ -155,6 +155,7 @@ def output_attrs(job: ForecastJob, plan: ForecastPlan, *, weights: Path, cfg: Mo
         "weights": weights.name,
         "weights_sha256": file_digest(weights),
         "model": cfg.name,
+        "denoisers": cfg.denoisers,  # model/ensemble.py: member m was drawn by denoiser m mod denoisers
         "sampler": s.sampler.sampler,
         "steps": s.sampler.steps,
         "guidance_scale": s.sampler.guidance_scale if plan.conditioned else 1.0,
@@ -355,7 +356,8 @@ def _run(jobs: list[ForecastJob], records: list[dict], weights_path: Path, setti
             rows = default_rows(device_type)
             total, chip_members, calls = _workload(prepared, lambda plan: call_layout(plan, rows_per_call=rows))
             runtime = choose_runtime(units=calls, chip_members=chip_members, device_type=device_type,
-                                     workers=n_workers, threads=1, compile=compile, rows_per_call=rows)
+                                     workers=n_workers, threads=1, compile=compile, rows_per_call=rows,
+                                     denoisers=model_config(weights_path).denoisers)
         log.info("runtime: %s", runtime.reason)
         for item, made in zip(prepared, records, strict=True):
             item.attrs.update(provenance.product_attrs(made))

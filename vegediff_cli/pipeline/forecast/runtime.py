@@ -18,7 +18,8 @@ prints them again on any machine; docs/forecast.md, "Speed and memory"):
   synthetic inputs of the real call's shape) and starts workers only when its calls add up to at
   least POOL_MIN_SECONDS: a full tile does, the tests' tiny model does not, one chip with 16
   members (4 calls) does on a CPU without AVX-512 (26 s of calls) but not with AVX512-BF16 (5 s).
-- **Compiled denoiser (model/compiled.py) above COMPILE_MIN_CHIP_MEMBERS chip-members per process**:
+- **Compiled denoiser (model/compiled.py) above COMPILE_MIN_CHIP_MEMBERS chip-members per process**
+  (and per denoiser, for weights with several: each is compiled apart and draws its share of the members):
   compiling costs about 10 CPU s per process with a warm on-disk cache and saves about 0.07 CPU s
   per chip-member (bf16, small preset), so it pays from about 150 chip-members per process with a
   warm cache; the threshold leaves room for the first, cold compilation. GPUs: only when asked
@@ -153,11 +154,13 @@ def choose_runtime(
     rows_per_call: int | None = None,
     seconds_per_call: float | None = None,
     memory_mb: int = 1024,
+    denoisers: int = 1,
 ) -> Runtime:
     """Processes, threads and compilation for a forecast of `units` model calls over `chip_members` in all.
 
     `workers`, `threads`, `compile` are the user's choices (None / "auto": decide here);
-    `seconds_per_call` is the measured time of one call in this process (see needs_probe).
+    `seconds_per_call` is the measured time of one call in this process (see needs_probe); `denoisers`:
+    the model's (each is compiled apart and draws its share of the members).
     """
     check_runtime_options(workers=workers, threads=threads, compile=compile)
     cores = usable_cores()
@@ -187,9 +190,10 @@ def choose_runtime(
     threads = threads or 1
     processes = max(1, workers)
     if compile == "auto":
-        per_process = chip_members / processes
+        per_process = chip_members / processes / denoisers
         compiled = device_type == "cpu" and per_process >= COMPILE_MIN_CHIP_MEMBERS
         reasons.append(f"{'compiled' if compiled else 'eager'}: {per_process:.0f} chip-members per process"
+                       + (" and denoiser" if denoisers > 1 else "")
                        + ("" if device_type == "cpu" else " (GPU: --compile on to compile)"))
     else:
         compiled = compile == "on"

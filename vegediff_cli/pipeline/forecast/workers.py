@@ -230,6 +230,8 @@ def local_runner(*, weights: Path, device, precision: str, units: int, chip_memb
     """
     import torch
 
+    from .model import model_config
+
     saved = torch.get_num_threads()
     try:
         torch.set_num_threads(threads or 1)
@@ -242,7 +244,8 @@ def local_runner(*, weights: Path, device, precision: str, units: int, chip_memb
             seconds = probe_call(model, layout=layout, settings=settings, conditioned=conditioned, device=device)
         runtime = choose_runtime(units=units, chip_members=chip_members, device_type=device.type, workers=workers,
                                  threads=threads, compile=compile, rows_per_call=rows_per_call,
-                                 seconds_per_call=seconds, memory_mb=memory_mb)
+                                 seconds_per_call=seconds, memory_mb=memory_mb,
+                                 denoisers=model_config(weights).denoisers)
         torch.set_num_threads(runtime.threads)
         if runtime.workers > 0:
             del model

@@ -1,0 +1,114 @@
+"""Combine denoisers trained with other seeds into one weights file (a deep ensemble), then calibrate it.
+
+The base file (a selected weights file, e.g. the shipped one) gives the VAE, the config, the
+guidance scale and the checkpoint choice (`selected_step`, `selected_weights`); each --run adds the
+denoiser of that run's checkpoint at the same step and of the same kind (a run of the same recipe
+with another `--seed`, sharing the base's VAE). Member m of a forecast is drawn by denoiser
+m mod N (model/ensemble.py). The combined file is scored on the validation data of
+scripts/select_weights.py (the EarthNet2021x cube and the held-out seasons of the long series) and
+its spread calibrated there, as select_weights does for one denoiser; the test cube is never read.
+
+    python scripts/train_weights.py --name shipped-seed1 --steps 3000 --seed 1    # the recipe, other seeds
+    python scripts/train_weights.py --name shipped-seed2 --steps 3000 --seed 2
+    python scripts/combine_weights.py --base weights/vegediff-small.safetensors \\
+        --run runs/shipped-seed1 --run runs/shipped-seed2 --output runs/combined.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scripts.select_weights import KINDS, calibrate, score, score_seasons, season_validation_cubes  # noqa: E402
+from scripts.train_weights import SHARED, VALIDATION  # noqa: E402
+from vegediff_cli.model.ensemble import combine_denoisers  # noqa: E402
+from vegediff_cli.model.weights import load_weights, read_metadata, save_weights  # noqa: E402
+from vegediff_cli.pipeline.forecast.calibration import ADDED_KEY, SCALE_KEY  # noqa: E402
+from vegediff_cli.training.checkpoint import load_checkpoint  # noqa: E402
+
+# Metadata of the base that describes one denoiser's validation, not the combination's: replaced.
+REPLACED = (ADDED_KEY, SCALE_KEY, "spread_calibration", "validation_rmse", "validation_nse", "validation_skill",
+            "validation_persistence_rmse", "validation_seasons")
+
+
+def run_checkpoint(run_dir: Path, step: int) -> Path:
+    path = run_dir / "diffusion" / f"diffusion-step{step:06d}.ckpt"
+    if not path.exists():
+        raise SystemExit(f"{path} does not exist: train {run_dir.name} to step {step} (scripts/train_weights.py)")
+    return path
+
+
+def combine_files(files: list[Path], output: Path, *, extra: dict[str, str]) -> Path:
+    """Weights files of one recipe -> one file with all their denoisers (the first file's VAE and metadata)."""
+    models = [load_weights(path)[0] for path in files]
+    meta = {k: v for k, v in read_metadata(files[0]).items() if k not in REPLACED}
+    sources = [{"file": path.name, "seed": json.loads(read_metadata(path).get("diffusion_settings", "{}")).get("seed"),
+                "denoisers": model.cfg.denoisers} for path, model in zip(files, models, strict=True)]
+    return save_weights(combine_denoisers(models), output, metadata={**meta, "denoiser_sources": json.dumps(sources),
+                                                                     **extra})
+
+
+def with_checkpoint(base: Path, checkpoint: Path, output: Path, *, kind: str, run: Path) -> Path:
+    """`base` with its denoiser replaced by `kind` weights of `checkpoint`; seed and run of that training run."""
+    model, meta = load_weights(base)
+    state = load_checkpoint(checkpoint)
+    model.vegenet.load_state_dict(state[KINDS[kind]])
+    settings = json.loads(read_metadata(run / "final.safetensors").get("diffusion_settings", "{}")) \
+        if (run / "final.safetensors").exists() else {"seed": json.loads((run / "recipe.json").read_text()).get("seed")}
+    return save_weights(model, output, metadata={**meta, "diffusion_settings": json.dumps(settings),
+                                                 "selected_step": str(state["step"]), "selected_weights": kind})
+
+
+def validation(cube: Path, seasons: dict, weights: Path, folder: Path, *, members: int, guidance: float) -> dict:
+    scored = score(cube, weights, folder, members=members, guidance=guidance, calibrated=True)
+    series = score_seasons(seasons, weights, folder, members=members)
+    cube_skill = 1 - scored["rmse"] / scored["persistence_rmse"]
+    p = scored["probabilistic"] or {}
+    return {"rmse": scored["rmse"], "nse": scored["nse"], "persistence_rmse": scored["persistence_rmse"],
+            "direction": scored["direction"], "cube_skill": round(cube_skill, 4), "seasons": series,
+            "skill": round((cube_skill + sum(v["skill"] for v in series.values())) / (1 + len(series)), 4),
+            "crps": p.get("crps"), "mae_ensemble_mean": p.get("mae_ensemble_mean"),
+            "spread_skill": p.get("spread_skill_ratio")}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", type=Path, required=True, help="selected weights file: VAE, config, checkpoint choice")
+    parser.add_argument("--run", type=Path, action="append", required=True,
+                        help="training run (runs/NAME) whose denoiser to add; repeat for several")
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--validation", type=Path, default=None, help="validation cube (default: the EarthNet2021x one)")
+    parser.add_argument("--members", type=int, default=16, help="members of the validation and calibration forecasts")
+    args = parser.parse_args()
+    meta = read_metadata(args.base)
+    step, kind = int(meta["selected_step"]), meta.get("selected_weights", "raw")
+    guidance = float(meta.get("recommended_guidance", 1.0))
+    cube = args.validation or next((SHARED / "earthnet2021x").glob(f"{VALIDATION}*.nc"))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        parts = [args.base] + [with_checkpoint(args.base, run_checkpoint(run, step), folder / f"{run.name}.safetensors",
+                                               kind=kind, run=run) for run in args.run]
+        raw = combine_files(parts, folder / "combined-raw.safetensors", extra={})
+        seasons = season_validation_cubes(folder)
+        added, per_lead = calibrate(cube, seasons, raw, folder, members=args.members, guidance=guidance)
+        extra = {ADDED_KEY: json.dumps(added), "validation_cube": cube.name,
+                 "spread_calibration": json.dumps({"members": args.members, "method": "added variance",
+                                                   "units": per_lead})}
+        combine_files(parts, args.output, extra=extra)
+        scores = validation(cube, seasons, args.output, folder, members=args.members, guidance=guidance)
+        final = {**extra, "validation_rmse": f"{scores['rmse']:.4f}", "validation_nse": f"{scores['nse']:.4f}",
+                 "validation_persistence_rmse": f"{scores['persistence_rmse']:.4f}",
+                 "validation_skill": f"{scores['skill']:.4f}", "validation_seasons": json.dumps(scores["seasons"])}
+        combine_files(parts, args.output, extra=final)
+    print(json.dumps({"output": str(args.output), "denoisers": len(parts), "step": step, "kind": kind,
+                      "guidance": guidance, ADDED_KEY: added, "validation": scores}, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
