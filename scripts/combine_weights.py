@@ -20,6 +20,7 @@ import argparse
 import json
 import sys
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -49,8 +50,9 @@ def combine_files(files: list[Path], output: Path, *, extra: dict[str, str]) -> 
     meta = {k: v for k, v in read_metadata(files[0]).items() if k not in REPLACED}
     sources = [{"file": path.name, "seed": json.loads(read_metadata(path).get("diffusion_settings", "{}")).get("seed"),
                 "denoisers": model.cfg.denoisers} for path, model in zip(files, models, strict=True)]
-    return save_weights(combine_denoisers(models), output, metadata={**meta, "denoiser_sources": json.dumps(sources),
-                                                                     **extra})
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    return save_weights(combine_denoisers(models), output,
+                        metadata={**meta, "created": created, "denoiser_sources": json.dumps(sources), **extra})
 
 
 def with_checkpoint(base: Path, checkpoint: Path, output: Path, *, kind: str, run: Path) -> Path:
@@ -101,7 +103,12 @@ def main() -> int:
                                                    "units": per_lead})}
         combine_files(parts, args.output, extra=extra)
         scores = validation(cube, seasons, args.output, folder, members=args.members, guidance=guidance)
-        final = {**extra, "validation_rmse": f"{scores['rmse']:.4f}", "validation_nse": f"{scores['nse']:.4f}",
+        note = (f"denoiser 1 is {args.base.name}'s; denoisers 2-{len(parts)} are {', '.join(r.name for r in args.run)} "
+                f"at the same step ({step}) and kind ({kind}); member m is drawn by denoiser m mod {len(parts)}. "
+                "spread_added_variance, spread_calibration and validation_* were fitted and scored for them together "
+                "(scripts/combine_weights.py); validation_table, where present, is the selection of denoiser 1")
+        final = {**extra, "ensemble_note": note,
+                 "validation_rmse": f"{scores['rmse']:.4f}", "validation_nse": f"{scores['nse']:.4f}",
                  "validation_persistence_rmse": f"{scores['persistence_rmse']:.4f}",
                  "validation_skill": f"{scores['skill']:.4f}", "validation_seasons": json.dumps(scores["seasons"])}
         combine_files(parts, args.output, extra=final)

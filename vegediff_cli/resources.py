@@ -152,7 +152,7 @@ def check_model_size(cfg: ModelConfig, *, source: str, copies: int = 2) -> int:
         raise ModelError(
             f"{source} declares a model of about {parameter_count(cfg) / 1e9:.2g} billion parameters, "
             f"{_size(needed * copies)} to load, but only {_size(free)} of memory is available",
-            fix="use weights that fit this machine (the shipped vegediff-small needs about 40 MiB), or a larger machine")
+            fix="use weights that fit this machine (the shipped vegediff-small needs about 60 MiB), or a larger machine")
     return needed
 
 

@@ -357,7 +357,7 @@ def _run(jobs: list[ForecastJob], records: list[dict], weights_path: Path, setti
             total, chip_members, calls = _workload(prepared, lambda plan: call_layout(plan, rows_per_call=rows))
             runtime = choose_runtime(units=calls, chip_members=chip_members, device_type=device_type,
                                      workers=n_workers, threads=1, compile=compile, rows_per_call=rows,
-                                     denoisers=model_config(weights_path).denoisers)
+                                     denoisers=min(model_config(weights_path).denoisers, settings.members))
         log.info("runtime: %s", runtime.reason)
         for item, made in zip(prepared, records, strict=True):
             item.attrs.update(provenance.product_attrs(made))

@@ -160,7 +160,7 @@ def choose_runtime(
 
     `workers`, `threads`, `compile` are the user's choices (None / "auto": decide here);
     `seconds_per_call` is the measured time of one call in this process (see needs_probe); `denoisers`:
-    the model's (each is compiled apart and draws its share of the members).
+    how many of the model's denoisers draw members (each is compiled apart and draws its share of them).
     """
     check_runtime_options(workers=workers, threads=threads, compile=compile)
     cores = usable_cores()

@@ -245,7 +245,7 @@ def local_runner(*, weights: Path, device, precision: str, units: int, chip_memb
         runtime = choose_runtime(units=units, chip_members=chip_members, device_type=device.type, workers=workers,
                                  threads=threads, compile=compile, rows_per_call=rows_per_call,
                                  seconds_per_call=seconds, memory_mb=memory_mb,
-                                 denoisers=model_config(weights).denoisers)
+                                 denoisers=min(model_config(weights).denoisers, probe[1].members))
         torch.set_num_threads(runtime.threads)
         if runtime.workers > 0:
             del model
