@@ -156,3 +156,14 @@ def test_a_file_declaring_other_denoisers_than_it_holds_is_exit_9(cli, tiny_weig
     assert result.code == ModelError.exit_code, result
     assert words in result.err and len(result.err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_training_from_a_combined_file_goes_on_with_its_first_denoiser(cli, tmp_path):
+    combined = save_weights(combine_denoisers(_models(2)), tmp_path / "two.safetensors", metadata={"purpose": "tests"})
+    sample = ROOT / "sample_data" / "29SND_2017_sample.nc"
+    out = tmp_path / "trained.safetensors"
+    result = cli("train", "diffusion", "--data", sample, "--init", combined, "--output", out,
+                 "--run-dir", tmp_path / "run", "--steps", "1", "--batch", "2", "--quiet")
+    assert result.code == 0, result
+    trained, _ = load_weights(out)
+    assert trained.cfg.denoisers == 1 and not list(trained.extra_vegenets)
