@@ -110,20 +110,18 @@ def train_command(fold: Fold, recipe: Path, steps: int | None, seed: int | None 
 
 def fold_weights(fold: Fold, run_dirs: list[Path], folder: Path, *, selection: dict[str, str],
                  members: int) -> tuple[Path, float]:
-    """The fold's weights: last checkpoint of each run (several: one file with all their denoisers,
+    """The fold's weights: last checkpoint of each run in one file (several runs: all their denoisers,
     scripts/combine_weights.py), the selection's kind and guidance (metadata of the recipe run's
     selected weights), its own spread calibration."""
     guidance = float(selection.get("recommended_guidance", 1.0))
     kind = selection.get("selected_weights", "ema")
     parts = [export_last(run, folder / f"{fold.name}-{run.name}-raw.safetensors", kind=kind, extra={})
              for run in run_dirs]
-    raw = combine_files(parts, folder / f"{fold.name}-raw.safetensors", extra={}) if len(parts) > 1 else parts[0]
+    raw = combine_files(parts, folder / f"{fold.name}-raw.safetensors", extra={})
     seasons = season_validation_cubes(folder)
     added, _ = calibrate(fold.validation, seasons, raw, folder, members=members, guidance=guidance)
     extra = {"recommended_guidance": str(guidance), ADDED_KEY: json.dumps(added)}
-    if len(parts) > 1:
-        return combine_files(parts, folder / f"{fold.name}.safetensors", extra=extra), guidance
-    return export_last(run_dirs[0], folder / f"{fold.name}.safetensors", kind=kind, extra=extra), guidance
+    return combine_files(parts, folder / f"{fold.name}.safetensors", extra=extra), guidance
 
 
 def score_fold(fold: Fold, run_dirs: list[Path], *, selection: dict[str, str], members: int, seed: int) -> list[dict]:

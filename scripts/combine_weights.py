@@ -25,12 +25,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts.select_weights import KINDS, calibrate, score, score_seasons, season_validation_cubes  # noqa: E402
-from scripts.train_weights import SHARED, VALIDATION  # noqa: E402
+from scripts.select_weights import (  # noqa: E402
+    calibrate,
+    export,
+    score,
+    score_seasons,
+    season_validation_cubes,
+    validation_cube,
+    validation_skill,
+)
 from vegediff_cli.model.ensemble import combine_denoisers  # noqa: E402
 from vegediff_cli.model.weights import load_weights, read_metadata, save_weights  # noqa: E402
 from vegediff_cli.pipeline.forecast.calibration import ADDED_KEY, SCALE_KEY  # noqa: E402
-from vegediff_cli.training.checkpoint import load_checkpoint  # noqa: E402
 
 # Metadata of the base that describes one denoiser's validation, not the combination's: replaced.
 REPLACED = (ADDED_KEY, SCALE_KEY, "spread_calibration", "validation_rmse", "validation_nse", "validation_skill",
@@ -55,15 +61,11 @@ def combine_files(files: list[Path], output: Path, *, extra: dict[str, str]) -> 
                         metadata={**meta, "created": created, "denoiser_sources": json.dumps(sources), **extra})
 
 
-def with_checkpoint(base: Path, checkpoint: Path, output: Path, *, kind: str, run: Path) -> Path:
-    """`base` with its denoiser replaced by `kind` weights of `checkpoint`; seed and run of that training run."""
-    model, meta = load_weights(base)
-    state = load_checkpoint(checkpoint)
-    model.vegenet.load_state_dict(state[KINDS[kind]])
-    settings = json.loads(read_metadata(run / "final.safetensors").get("diffusion_settings", "{}")) \
-        if (run / "final.safetensors").exists() else {"seed": json.loads((run / "recipe.json").read_text()).get("seed")}
-    return save_weights(model, output, metadata={**meta, "diffusion_settings": json.dumps(settings),
-                                                 "selected_step": str(state["step"]), "selected_weights": kind})
+def seed_settings(run: Path) -> dict:
+    """The training run's diffusion settings (its final weights' metadata), else its recipe's seed."""
+    if (run / "final.safetensors").exists():
+        return json.loads(read_metadata(run / "final.safetensors").get("diffusion_settings", "{}"))
+    return {"seed": json.loads((run / "recipe.json").read_text()).get("seed")}
 
 
 def validation(cube: Path, seasons: dict, weights: Path, folder: Path, *, members: int, guidance: float) -> dict:
@@ -73,7 +75,7 @@ def validation(cube: Path, seasons: dict, weights: Path, folder: Path, *, member
     p = scored["probabilistic"] or {}
     return {"rmse": scored["rmse"], "nse": scored["nse"], "persistence_rmse": scored["persistence_rmse"],
             "direction": scored["direction"], "cube_skill": round(cube_skill, 4), "seasons": series,
-            "skill": round((cube_skill + sum(v["skill"] for v in series.values())) / (1 + len(series)), 4),
+            "skill": validation_skill(cube_skill, series),
             "crps": p.get("crps"), "mae_ensemble_mean": p.get("mae_ensemble_mean"),
             "spread_skill": p.get("spread_skill_ratio")}
 
@@ -90,11 +92,12 @@ def main() -> int:
     meta = read_metadata(args.base)
     step, kind = int(meta["selected_step"]), meta.get("selected_weights", "raw")
     guidance = float(meta.get("recommended_guidance", 1.0))
-    cube = args.validation or next((SHARED / "earthnet2021x").glob(f"{VALIDATION}*.nc"))
+    cube = args.validation or validation_cube()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        parts = [args.base] + [with_checkpoint(args.base, run_checkpoint(run, step), folder / f"{run.name}.safetensors",
-                                               kind=kind, run=run) for run in args.run]
+        parts = [args.base] + [export(args.base, run_checkpoint(run, step), folder / f"{run.name}.safetensors",
+                                      kind=kind, extra={"diffusion_settings": json.dumps(seed_settings(run))})
+                               for run in args.run]
         raw = combine_files(parts, folder / "combined-raw.safetensors", extra={})
         seasons = season_validation_cubes(folder)
         added, per_lead = calibrate(cube, seasons, raw, folder, members=args.members, guidance=guidance)

@@ -109,6 +109,16 @@ def score_seasons(cubes: dict[str, list[Path]], weights: Path, folder: Path, *, 
     return results
 
 
+def validation_skill(cube_skill: float, series: dict[str, dict]) -> float:
+    """Mean skill over persistence of the validation cube and each long series (the selection's criterion)."""
+    return round((cube_skill + sum(v["skill"] for v in series.values())) / (1 + len(series)), 4)
+
+
+def validation_cube() -> Path:
+    """The default validation cube: the EarthNet2021x one."""
+    return next((SHARED / "earthnet2021x").glob(f"{VALIDATION}*.nc"))
+
+
 def calibrate(cube: Path, seasons: dict[str, list[Path]], weights: Path, folder: Path, *, members: int,
               guidance: float) -> tuple[list[float], dict]:
     """Added variance per lead from raw-spread forecasts of every validation unit (the cube, each
@@ -154,7 +164,7 @@ def main() -> int:
                         help="score the candidates and write RUN_DIR/validation_table.json (-stepN.json with --step); "
                              "no calibration, no weights file")
     args = parser.parse_args()
-    cube = args.validation or next((SHARED / "earthnet2021x").glob(f"{VALIDATION}*.nc"))
+    cube = args.validation or validation_cube()
     base = args.base or args.run_dir / "final.safetensors"
     output = args.output or args.run_dir / "selected.safetensors"
     kept = sorted((args.run_dir / "diffusion").glob("diffusion-step*.ckpt"))
@@ -175,9 +185,9 @@ def main() -> int:
             for guidance in args.guidance:
                 scored = score(cube, weights, folder, members=args.members, guidance=guidance)
                 cube_skill = 1 - scored["rmse"] / scored["persistence_rmse"]
-                skill = (cube_skill + sum(v["skill"] for v in series.values())) / (1 + len(series))
+                skill = validation_skill(cube_skill, series)
                 results.append({"checkpoint": checkpoint.name, "kind": kind, "guidance": guidance,
-                                "skill": round(skill, 4), "cube_skill": round(cube_skill, 4), "seasons": series,
+                                "skill": skill, "cube_skill": round(cube_skill, 4), "seasons": series,
                                 **{k: v for k, v in scored.items() if k not in ("probabilistic", "forecast")}})
                 print(json.dumps(results[-1]), file=sys.stderr)
         best = max(results, key=lambda r: (r["skill"], -r["rmse"]))
