@@ -4,7 +4,7 @@ does not? (issue 12: spread/skill 0.7-1.3 on held-out cubes.)
 The shipped calibration adds a variance per lead fitted on the validation units (a cube and two
 long-series seasons, all from sites the training data also covers). On held-out sites the error is
 larger and the members too narrow (test cube 0.55, 34VCL 0.44). This benchmark fits the same form
-(calibration.fit_added_variance) on the errors of held-out sites instead: the leave-one-site-out
+(calibration.fit_added_variance, through select_weights.fit_units) on the errors of held-out sites instead: the leave-one-site-out
 folds' raw members on the cubes each fold held out.
 
 1. Per fold other than 29SND-2021 (whose held-out cube is the test cube, which nothing is fitted on):
@@ -43,11 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.calibration_rules import Members, pixel_sums, pooled, summary  # noqa: E402
 from benchmarks.loso_skill import EN21X, JAS, folds, own_seeds  # noqa: E402
 from scripts.combine_weights import combine_files  # noqa: E402
-from scripts.select_weights import calibrate, export_last, season_validation_cubes  # noqa: E402
+from scripts.select_weights import calibrate, export_last, fit_units, season_validation_cubes  # noqa: E402
 from scripts.train_weights import ROOT  # noqa: E402
 from vegediff_cli.metrics.deterministic import GREENEARTHNET  # noqa: E402
 from vegediff_cli.model.weights import read_metadata  # noqa: E402
-from vegediff_cli.pipeline.forecast.calibration import add_variance, fit_added_variance  # noqa: E402
+from vegediff_cli.pipeline.forecast.calibration import add_variance  # noqa: E402
 
 SHIPPED = ROOT / "weights" / "vegediff-small.safetensors"
 LOW, HIGH = 0.7, 1.3
@@ -57,12 +57,6 @@ def per_lead(sums: dict) -> tuple[np.ndarray, np.ndarray]:
     """RMSE of the mean and spread per lead from pixel_sums (pooled over cubes)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.sqrt(sums["sq"] / sums["n"]), np.sqrt(sums["sp"] / sums["n"])
-
-
-def figures(units: dict[str, dict]) -> tuple[dict, dict]:
-    """Per-unit figures as calibrate records them -> (rmse, spread) dicts of arrays for fit_added_variance."""
-    return ({k: np.asarray(v["rmse_per_lead"], "float64") for k, v in units.items()},
-            {k: np.asarray(v["spread_per_lead"], "float64") for k, v in units.items()})
 
 
 def site_runs(fold, recipe: Path) -> list[Path]:
@@ -80,10 +74,6 @@ def needed_spread(sums: dict) -> float:
     """Added spread (NDVI) that brings pooled spread/skill to 1."""
     n = sums["n"].sum()
     return float(np.sqrt(max(0.0, (sums["sq"].sum() - sums["sp"].sum()) / n)))
-
-
-def fit(units: dict[str, dict]) -> np.ndarray:
-    return fit_added_variance(*figures(units))
 
 
 def main() -> int:
@@ -133,8 +123,8 @@ def main() -> int:
         inside = dict.fromkeys(rules, 0)
         for name, site in sites.items():
             others = {o: s["figures"] for o, s in sites.items() if o != name}
-            fitted = {"own validation": site["own"], "other sites": fit(others),
-                      "validation + other sites": fit({**site["validation_units"], **others})}
+            fitted = {"own validation": site["own"], "other sites": fit_units(others),
+                      "validation + other sites": fit_units({**site["validation_units"], **others})}
             for path, forecast, members in site["cubes"]:
                 scores = {rule: scored(path, forecast, members, fitted[rule]) for rule in rules}
                 for rule in rules:
@@ -150,7 +140,7 @@ def main() -> int:
         all_sites = {o: s["figures"] for o, s in sites.items()}
         shipped_units = json.loads(selection["spread_calibration"])["units"]
         shipped_rules = {"shipped (validation units)": np.asarray(json.loads(selection["spread_added_variance"]), "float64"),
-                         "all sites": fit(all_sites), "validation units + all sites": fit({**shipped_units, **all_sites})}
+                         "all sites": fit_units(all_sites), "validation units + all sites": fit_units({**shipped_units, **all_sites})}
         lines += ["", "| shipped file: cube | " + " | ".join(f"{r}: spread/skill / fair CRPS" for r in shipped_rules)
                   + " | MAE of mean |", "|---|" + "---|" * (len(shipped_rules) + 1)]
         source = Members(SHIPPED, folder, guidance)

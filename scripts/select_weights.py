@@ -141,9 +141,14 @@ def calibrate(cube: Path, seasons: dict[str, list[Path]], weights: Path, folder:
             rmse, spread = np.sqrt(sq_error / count), np.sqrt(spread_sq / count)
         per_unit[name] = {"rmse_per_lead": [round(float(v), 4) for v in rmse],
                           "spread_per_lead": [round(float(v), 4) for v in spread]}
-    added = fit_added_variance({k: np.asarray(v["rmse_per_lead"], "float64") for k, v in per_unit.items()},
-                               {k: np.asarray(v["spread_per_lead"], "float64") for k, v in per_unit.items()})
-    return [round(float(a), 6) for a in added], per_unit
+    return [round(float(a), 6) for a in fit_units(per_unit)], per_unit
+
+
+def fit_units(per_unit: dict[str, dict]) -> np.ndarray:
+    """calibration.fit_added_variance of per-unit figures as `calibrate` records them (name ->
+    {"rmse_per_lead": [...], "spread_per_lead": [...]})."""
+    return fit_added_variance({k: np.asarray(v["rmse_per_lead"], "float64") for k, v in per_unit.items()},
+                              {k: np.asarray(v["spread_per_lead"], "float64") for k, v in per_unit.items()})
 
 
 def main() -> int:
