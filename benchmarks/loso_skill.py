@@ -51,6 +51,7 @@ JAS = SHARED / "greenearthnet" / "JAS2021_minicube_0_29SND_39.29_-8.56.nc"
 MJJ = SHARED / "greenearthnet" / "MJJ2021_minicube_241_34VCL_59.04_17.96.nc"
 EN21X = SHARED / "earthnet2021x" / "minicube_29SND_39.17_-8.05_2017.nc"
 EN21 = SHARED / "earthnet2021" / "context"
+DEFAULT_RECIPE = ROOT / "runs" / "shipped"  # the shipped recipe: train_weights.py's defaults
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,15 @@ def folds() -> list[Fold]:
 
 
 def recipe_settings(recipe: Path) -> dict:
-    """The recipe run's recipe.json (scripts/train_weights.py's settings), {} when it has none."""
-    return json.loads((recipe / "recipe.json").read_text()) if (recipe / "recipe.json").exists() else {}
+    """The recipe run's recipe.json (scripts/train_weights.py's settings); {} for the default runs/shipped
+    without one (the shipped recipe is train_weights.py's defaults). Any other run without it is refused:
+    its folds would silently train the defaults instead of its recipe."""
+    if (recipe / "recipe.json").exists():
+        return json.loads((recipe / "recipe.json").read_text())
+    if recipe.resolve() == DEFAULT_RECIPE.resolve():
+        return {}
+    raise SystemExit(f"{recipe}: no recipe.json, so its recipe is unknown; train it with scripts/train_weights.py "
+                     f"(which writes recipe.json when it starts) or pass --recipe-run {DEFAULT_RECIPE}")
 
 
 def own_seeds(recipe: Path, seeds: list[int | None]) -> list[int | None]:
@@ -161,7 +169,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fold", action="append", help="only these folds (default: all)")
     parser.add_argument("--train", action="store_true", help="train folds whose run folder is missing")
-    parser.add_argument("--recipe-run", type=Path, default=ROOT / "runs" / "shipped",
+    parser.add_argument("--recipe-run", type=Path, default=DEFAULT_RECIPE,
                         help="training run whose recipe.json the folds repeat (it is the 29SND-2021 fold itself)")
     parser.add_argument("--steps", type=int, default=None,
                         help="denoiser steps of a fold trained with --train (default: the recipe run's)")

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from vegediff_cli.atomic import atomic_file
 from vegediff_cli.model.device import pick_device
 from vegediff_cli.model.presets import preset
 from vegediff_cli.progress import tqdm_progress
@@ -96,6 +97,10 @@ def main() -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     held_out = [HOLDOUT, VALIDATION, *args.exclude]
     vae_file = args.vae_from or default_vae()
+    # written before training, so a run in progress or interrupted already says how it is made (loso_skill reads it)
+    recipe_vae = run_dir / "vae.safetensors" if args.stage in ("vae", "all") else vae_file
+    with atomic_file(run_dir / "recipe.json") as tmp:
+        tmp.write_text(json.dumps({**vars(args), "vae_from": str(recipe_vae), "held_out": held_out}, default=str, indent=1))
     if args.stage in ("vae", "all"):
         vae_file = run_dir / "vae.safetensors"
         result = run_vae([SHARED], exclude=[HOLDOUT, *args.exclude], preset_name=args.preset,
@@ -113,8 +118,6 @@ def main() -> int:
                                index_cache=INDEX_CACHE, held_out_seasons=HELD_OUT_SEASONS)
         result["vae_from"] = str(vae_file)
         print(json.dumps(result))
-        (run_dir / "recipe.json").write_text(json.dumps({**vars(args), "vae_from": str(vae_file),
-                                                          "held_out": held_out}, default=str, indent=1))
     return 0
 
 

@@ -7,6 +7,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import pytest  # noqa: E402
+
+from benchmarks import loso_skill  # noqa: E402
 from benchmarks.loso_skill import folds, own_seeds, train_command  # noqa: E402
 
 
@@ -60,4 +63,17 @@ def test_combined_seeds_name_the_recipe_run_and_the_seed_runs(tmp_path):
     assert seeds == [None, 1, 2]
     assert [fold.run_dir(recipe, s).name for s in seeds] == ["loso-29SQC-2017", "loso-29SQC-2017-seed1",
                                                              "loso-29SQC-2017-seed2"]
-    assert own_seeds(recipe, [None]) == [None] and own_seeds(tmp_path / "none", [0, 3]) == [None, 3]
+    assert own_seeds(recipe, [None]) == [None]
+
+
+def test_a_recipe_run_without_its_recipe_is_refused_unless_it_is_the_shipped_default(tmp_path, monkeypatch):
+    """A run still training under the old script had no recipe.json; its folds would have trained the
+    defaults (the shipped recipe) under its name. Only the default runs/shipped may lack one."""
+    unknown = tmp_path / "runs" / "no-mix"
+    unknown.mkdir(parents=True)
+    with pytest.raises(SystemExit, match="no recipe.json"):
+        own_seeds(unknown, [0, 1])
+    with pytest.raises(SystemExit, match="no recipe.json"):
+        train_command(folds()[0], unknown, None)
+    monkeypatch.setattr(loso_skill, "DEFAULT_RECIPE", tmp_path / "runs" / "shipped")
+    assert own_seeds(tmp_path / "runs" / "shipped", [0, 3]) == [None, 3]
