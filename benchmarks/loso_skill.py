@@ -51,7 +51,7 @@ JAS = SHARED / "greenearthnet" / "JAS2021_minicube_0_29SND_39.29_-8.56.nc"
 MJJ = SHARED / "greenearthnet" / "MJJ2021_minicube_241_34VCL_59.04_17.96.nc"
 EN21X = SHARED / "earthnet2021x" / "minicube_29SND_39.17_-8.05_2017.nc"
 EN21 = SHARED / "earthnet2021" / "context"
-DEFAULT_RECIPE = ROOT / "runs" / "shipped"  # the shipped recipe: train_weights.py's defaults
+DEFAULT_RECIPE = ROOT / "runs" / "shipped"  # the shipped recipe: train_weights.py's defaults, 3000 steps
 
 
 @dataclass(frozen=True)
@@ -82,8 +82,8 @@ def folds() -> list[Fold]:
 
 def recipe_settings(recipe: Path) -> dict:
     """The recipe run's recipe.json (scripts/train_weights.py's settings); {} for the default runs/shipped
-    without one (the shipped recipe is train_weights.py's defaults). Any other run without it is refused:
-    its folds would silently train the defaults instead of its recipe."""
+    without one (the shipped recipe: train_weights.py's defaults, with train_command's 3000 steps). Any
+    other run without it is refused: its folds would silently train the defaults instead of its recipe."""
     if (recipe / "recipe.json").exists():
         return json.loads((recipe / "recipe.json").read_text())
     if recipe.resolve() == DEFAULT_RECIPE.resolve():
