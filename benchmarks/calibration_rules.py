@@ -115,6 +115,12 @@ def pooled(parts: list[dict]) -> dict:
     return {k: sum(p[k] for p in parts) for k in parts[0]}
 
 
+def per_lead(sums: dict) -> tuple[np.ndarray, np.ndarray]:
+    """RMSE of the mean and spread per lead from pixel_sums (one cube's, or pooled)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sqrt(sums["sq"] / sums["n"]), np.sqrt(sums["sp"] / sums["n"])
+
+
 def summary(sums: dict) -> dict[str, float]:
     n = sums["n"].sum()
     return {"spread_skill": float(np.sqrt(sums["sp"].sum() / n) / np.sqrt(sums["sq"].sum() / n)),
@@ -159,9 +165,9 @@ def fit_on_validation(source: Members, validation: Path) -> dict[str, np.ndarray
         parts.setdefault(name, []).append(pixel_sums(path, forecast, members, rule))
         cube = cube or (path, forecast, members)
     sums = {name: pooled(unit) for name, unit in parts.items()}
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rmse = {k: np.sqrt(s["sq"] / s["n"]) for k, s in sums.items()}
-        spread = {k: np.sqrt(s["sp"] / s["n"]) for k, s in sums.items()}
+    rmse, spread = {}, {}
+    for name, unit in sums.items():
+        rmse[name], spread[name] = per_lead(unit)
     factors = fit_factors(rmse, spread, {k: s["n"] for k, s in sums.items()})
     ratio = summary(pixel_sums(cube[0], cube[1], inflate(cube[2], factors.astype("float32")), GREENEARTHNET))["spread_skill"]
     if abs(ratio - 1) > 0.02:

@@ -40,23 +40,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.calibration_rules import Members, pixel_sums, pooled, summary  # noqa: E402
-from benchmarks.loso_skill import EN21X, JAS, folds, own_seeds  # noqa: E402
+from benchmarks.calibration_rules import SHIPPED, Members, per_lead, pixel_sums, pooled, summary  # noqa: E402
+from benchmarks.loso_skill import DEFAULT_RECIPE, EN21X, JAS, folds, own_seeds  # noqa: E402
 from scripts.combine_weights import combine_files  # noqa: E402
 from scripts.select_weights import calibrate, export_last, fit_units, season_validation_cubes  # noqa: E402
-from scripts.train_weights import ROOT  # noqa: E402
 from vegediff_cli.metrics.deterministic import GREENEARTHNET  # noqa: E402
 from vegediff_cli.model.weights import read_metadata  # noqa: E402
 from vegediff_cli.pipeline.forecast.calibration import add_variance  # noqa: E402
 
-SHIPPED = ROOT / "weights" / "vegediff-small.safetensors"
 LOW, HIGH = 0.7, 1.3
-
-
-def per_lead(sums: dict) -> tuple[np.ndarray, np.ndarray]:
-    """RMSE of the mean and spread per lead from pixel_sums (pooled over cubes)."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.sqrt(sums["sq"] / sums["n"]), np.sqrt(sums["sp"] / sums["n"])
 
 
 def site_runs(fold, recipe: Path) -> list[Path]:
@@ -78,7 +70,7 @@ def needed_spread(sums: dict) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe-run", type=Path, default=ROOT / "runs" / "shipped")
+    parser.add_argument("--recipe-run", type=Path, default=DEFAULT_RECIPE)
     parser.add_argument("--members", type=int, default=16)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()

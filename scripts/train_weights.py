@@ -96,13 +96,11 @@ def main() -> int:
     run_dir = ROOT / "runs" / args.name
     run_dir.mkdir(parents=True, exist_ok=True)
     held_out = [HOLDOUT, VALIDATION, *args.exclude]
-    vae_file = args.vae_from or default_vae()
+    vae_file = run_dir / "vae.safetensors" if args.stage in ("vae", "all") else args.vae_from or default_vae()
     # written before training, so a run in progress or interrupted already says how it is made (loso_skill reads it)
-    recipe_vae = run_dir / "vae.safetensors" if args.stage in ("vae", "all") else vae_file
     with atomic_file(run_dir / "recipe.json") as tmp:
-        tmp.write_text(json.dumps({**vars(args), "vae_from": str(recipe_vae), "held_out": held_out}, default=str, indent=1))
+        tmp.write_text(json.dumps({**vars(args), "vae_from": str(vae_file), "held_out": held_out}, default=str, indent=1))
     if args.stage in ("vae", "all"):
-        vae_file = run_dir / "vae.safetensors"
         result = run_vae([SHARED], exclude=[HOLDOUT, *args.exclude], preset_name=args.preset,
                          settings=VAETrainSettings(steps=args.vae_steps, workers=args.workers), run_dir=run_dir / "vae",
                          output=vae_file, device=device, progress=progress, index_cache=INDEX_CACHE,

@@ -9,7 +9,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.site_calibration import needed_spread, per_lead  # noqa: E402
+from benchmarks.calibration_rules import per_lead  # noqa: E402
+from benchmarks.site_calibration import needed_spread  # noqa: E402
 from vegediff_cli.pipeline.forecast.calibration import add_variance  # noqa: E402
 
 
