@@ -26,6 +26,8 @@ years, so climatology is n/a here.
     python benchmarks/loso_skill.py --fold 29SQC-2017 --training-seed 1 --train   # the fold again, training seed 1
     python benchmarks/loso_skill.py --fold 29SQC-2017 --combine-seeds 0 1 2        # its three runs as one deep ensemble
     python benchmarks/loso_skill.py --recipe-run runs/s1500-no-32UQC --train   # another recipe's folds and selection
+    python benchmarks/loso_skill.py --fold 34VCL-2021 --files runs/loso-base-gpu-34VCL-2021-seed*/final.safetensors
+                                                             # a fold trained on a GPU (scripts/train_gpu.py)
 """
 
 from __future__ import annotations
@@ -117,14 +119,15 @@ def train_command(fold: Fold, recipe: Path, steps: int | None, seed: int | None 
 
 
 def fold_weights(fold: Fold, run_dirs: list[Path], folder: Path, *, selection: dict[str, str],
-                 members: int) -> tuple[Path, float]:
+                 members: int, files: list[Path] | None = None) -> tuple[Path, float]:
     """The fold's weights: last checkpoint of each run in one file (several runs: all their denoisers,
     scripts/combine_weights.py), the selection's kind and guidance (metadata of the recipe run's
-    selected weights), its own spread calibration."""
+    selected weights), its own spread calibration. With `files`: their denoisers as they are
+    instead of the runs' (weights trained elsewhere, e.g. scripts/train_gpu.py's)."""
     guidance = float(selection.get("recommended_guidance", 1.0))
     kind = selection.get("selected_weights", "ema")
-    parts = [export_last(run, folder / f"{fold.name}-{run.name}-raw.safetensors", kind=kind, extra={})
-             for run in run_dirs]
+    parts = files or [export_last(run, folder / f"{fold.name}-{run.name}-raw.safetensors", kind=kind, extra={})
+                      for run in run_dirs]
     raw = combine_files(parts, folder / f"{fold.name}-raw.safetensors", extra={})
     seasons = season_validation_cubes(folder)
     added, _ = calibrate(fold.validation, seasons, raw, folder, members=members, guidance=guidance)
@@ -132,11 +135,12 @@ def fold_weights(fold: Fold, run_dirs: list[Path], folder: Path, *, selection: d
     return combine_files(parts, folder / f"{fold.name}.safetensors", extra=extra), guidance
 
 
-def score_fold(fold: Fold, run_dirs: list[Path], *, selection: dict[str, str], members: int, seed: int) -> list[dict]:
+def score_fold(fold: Fold, run_dirs: list[Path], *, selection: dict[str, str], members: int, seed: int,
+               files: list[Path] | None = None) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        weights, guidance = fold_weights(fold, run_dirs, folder, selection=selection, members=members)
+        weights, guidance = fold_weights(fold, run_dirs, folder, selection=selection, members=members, files=files)
         for cube in fold.tests:
             forecast = forecast_cube(cube, folder, weights=weights, members=members, steps=10, seed=seed,
                                      guidance=guidance)
@@ -185,6 +189,9 @@ def main() -> int:
     parser.add_argument("--shipped", type=Path, default=None,
                         help="weights whose selection (kind, guidance) the folds reuse (default: RECIPE_RUN/"
                              "selected.safetensors where it exists, else the shipped weights)")
+    parser.add_argument("--files", type=Path, nargs="+", default=None, metavar="FILE",
+                        help="score one --fold with these weights files' denoisers (trained with that fold's site "
+                             "held out elsewhere, e.g. on a GPU by scripts/train_gpu.py) instead of its runs")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     chosen = [f for f in folds() if not args.fold or f.name in args.fold]
@@ -192,6 +199,14 @@ def main() -> int:
     selection = read_metadata(args.shipped or (selected if selected.exists() else
                                              ROOT / "weights" / "vegediff-small.safetensors"))
     rows = []
+    if args.files:
+        if len(chosen) != 1:
+            parser.error("--files scores one fold: name it with --fold")
+        held_out = [json.loads(read_metadata(f).get("held_out", "[]")) for f in args.files]
+        if not all(any(part in name for name in h for part in chosen[0].exclude) for h in held_out):
+            parser.error(f"--files: a file's held_out metadata does not name {chosen[0].name}'s site")
+        chosen, rows = [], score_fold(chosen[0], [], selection=selection, members=args.members, seed=args.seed,
+                                      files=args.files)
     for fold in chosen:
         seeds = own_seeds(args.recipe_run, args.combine_seeds or [args.training_seed])
         run_dirs = [fold.run_dir(args.recipe_run, seed) for seed in seeds]

@@ -83,31 +83,39 @@ def validation(cube: Path, seasons: dict, weights: Path, folder: Path, *, member
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", type=Path, required=True, help="selected weights file: VAE, config, checkpoint choice")
-    parser.add_argument("--run", type=Path, action="append", required=True,
+    parser.add_argument("--run", type=Path, action="append", default=[],
                         help="training run (runs/NAME) whose denoiser to add; repeat for several")
+    parser.add_argument("--file", type=Path, action="append", default=[],
+                        help="weights file whose denoiser to add as it is (e.g. scripts/train_gpu.py unpack's)")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="guidance scale of the cube's forecasts (default: the base's recommended_guidance)")
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--validation", type=Path, default=None, help="validation cube (default: the EarthNet2021x one)")
     parser.add_argument("--members", type=int, default=16, help="members of the validation and calibration forecasts")
     args = parser.parse_args()
+    if not args.run and not args.file:
+        parser.error("give at least one --run or --file")
     meta = read_metadata(args.base)
-    step, kind = int(meta["selected_step"]), meta.get("selected_weights", "raw")
-    guidance = float(meta.get("recommended_guidance", 1.0))
+    step, kind = (int(meta["selected_step"]), meta.get("selected_weights", "raw")) if args.run else (None, None)
+    guidance = args.guidance if args.guidance is not None else float(meta.get("recommended_guidance", 1.0))
     cube = args.validation or validation_cube()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         parts = [args.base] + [export(args.base, run_checkpoint(run, step), folder / f"{run.name}.safetensors",
                                       kind=kind, extra={"diffusion_settings": json.dumps(seed_settings(run))})
-                               for run in args.run]
+                               for run in args.run] + args.file
         raw = combine_files(parts, folder / "combined-raw.safetensors", extra={})
         seasons = season_validation_cubes(folder)
         added, per_lead = calibrate(cube, seasons, raw, folder, members=args.members, guidance=guidance)
-        extra = {ADDED_KEY: json.dumps(added), "validation_cube": cube.name,
+        extra = {ADDED_KEY: json.dumps(added), "validation_cube": cube.name, "recommended_guidance": str(guidance),
                  "spread_calibration": json.dumps({"members": args.members, "method": "added variance",
                                                    "units": per_lead})}
         combine_files(parts, args.output, extra=extra)
         scores = validation(cube, seasons, args.output, folder, members=args.members, guidance=guidance)
-        note = (f"denoiser 1 is {args.base.name}'s; denoisers 2-{len(parts)} are {', '.join(r.name for r in args.run)} "
-                f"at the same step ({step}) and kind ({kind}); member m is drawn by denoiser m mod {len(parts)}. "
+        added_from = ", ".join([*(f"{r.name} at the same step ({step}) and kind ({kind})" for r in args.run),
+                                *(f.name for f in args.file)])
+        note = (f"denoiser 1 is {args.base.name}'s; denoisers 2-{len(parts)} are {added_from}; "
+                f"member m is drawn by denoiser m mod {len(parts)}; guidance {guidance}. "
                 "spread_added_variance, spread_calibration and validation_* were fitted and scored for them together "
                 "(scripts/combine_weights.py); validation_table, where present, is the selection of denoiser 1")
         final = {**extra, "ensemble_note": note,

@@ -196,3 +196,18 @@ def test_ema_warm_up_forgets_the_initial_weights():
     # a plain 0.999 average would still be 95 % initial weights after 50 updates
     assert float(ema.state_dict()["weight"].mean()) > 0.8
     assert ema.current_decay() < 0.999
+
+
+def test_ema_restored_from_a_checkpoint_stays_with_the_module():
+    """A checkpoint loads on the CPU; the restored average must take the module's device and dtype, or
+    the next update of a run resumed on a GPU mixes devices (found resuming a run on the lent H200)."""
+    from vegediff_cli.training.checkpoint import EMA
+
+    layer = torch.nn.Linear(2, 2).double()  # stands in for a module on another device than the checkpoint
+    ema = EMA(layer)
+    saved = {k: v.float().clone() + 1.0 for k, v in ema.state_dict().items()}  # as loaded: float32, CPU
+    ema.load_state_dict(saved)
+    assert all(v.dtype == torch.float64 for v in ema.state_dict().values())
+    torch.testing.assert_close(ema.state_dict()["weight"], saved["weight"].double())
+    ema.update(layer)  # no mixing error
+    assert ema.state_dict()["weight"].dtype == torch.float64

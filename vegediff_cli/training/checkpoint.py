@@ -91,4 +91,6 @@ class EMA:
         return self.shadow
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.shadow = {k: v.clone() for k, v in state.items()}
+        # on the module's device and dtype (a checkpoint loads on the CPU; a run resumed on a GPU trains there)
+        self.shadow = {k: v.to(device=self.shadow[k].device, dtype=self.shadow[k].dtype) if k in self.shadow
+                       else v.clone() for k, v in state.items()}
