@@ -68,7 +68,11 @@ def stub_missing_geo_modules() -> list[str]:
 
     stubbed = []
     for name in GEO_MODULES:
-        if importlib.util.find_spec(name) is None:
+        try:
+            present = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # a finder that refuses the name: absent too
+            present = False
+        if not present:
             stubbed.append(name)
     for name in stubbed:
         for sub in ("", ".crs", ".errors", ".enums", ".warp", ".transform", ".windows", ".io", ".env", ".features"):
@@ -89,21 +93,24 @@ def pack(args: argparse.Namespace) -> int:
 
     runtime = Runtime()
     held_out = [HOLDOUT, VALIDATION, *args.exclude]
-    sources = select_sources([SHARED], held_out, runtime=runtime, cache=INDEX_CACHE, held_out_seasons=HELD_OUT_SEASONS)
+    index_cache, latent_cache = (INDEX_CACHE, LATENT_CACHE) if args.cache is None else (
+        args.cache / "data-index.json", args.cache / "latent-cache")
+    sources = select_sources([SHARED], held_out, runtime=runtime, cache=index_cache, held_out_seasons=HELD_OUT_SEASONS)
     model, _ = _load_init(SHIPPED, runtime.device)
-    stems = build_latent_cache(model, sources, LATENT_CACHE, runtime=runtime)
-    if PACK.exists():
-        shutil.rmtree(PACK)
-    (PACK / "latents").mkdir(parents=True)
+    stems = build_latent_cache(model, sources, latent_cache, runtime=runtime)
+    pack_dir = args.pack
+    if pack_dir.exists():
+        shutil.rmtree(pack_dir)
+    (pack_dir / "latents").mkdir(parents=True)
     for stem in stems:
         for suffix in (".latents.npy", ".aux.npz"):
-            shutil.copy2(LATENT_CACHE / f"{stem}{suffix}", PACK / "latents" / f"{stem}{suffix}")
+            shutil.copy2(latent_cache / f"{stem}{suffix}", pack_dir / "latents" / f"{stem}{suffix}")
     manifest = {"sources": [dataclasses.asdict(s) for s in sources], "vae": vae_fingerprint(model),
                 "vae_from": SHIPPED.name, "held_out": held_out, "held_out_seasons": HELD_OUT_SEASONS}
-    with atomic_file(PACK / "sources.json") as tmp:
+    with atomic_file(pack_dir / "sources.json") as tmp:
         tmp.write_text(json.dumps(manifest, indent=1))
-    size = sum(f.stat().st_size for f in PACK.rglob("*") if f.is_file())
-    print(f"packed {len(sources)} sources, {size / 2**20:.1f} MiB, in {PACK}")
+    size = sum(f.stat().st_size for f in pack_dir.rglob("*") if f.is_file())
+    print(f"packed {len(sources)} sources, {size / 2**20:.1f} MiB, in {pack_dir}")
     return 0
 
 
@@ -123,7 +130,7 @@ def train_one(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s seed {args.seed} %(message)s", stream=sys.stderr)
     torch.set_num_threads(2)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    manifest = json.loads((PACK / "sources.json").read_text())
+    manifest = json.loads((args.pack / "sources.json").read_text())
     sources = [SourceInfo(**{**entry, **_tuples(entry)}) for entry in manifest["sources"]]
     model, _ = _load_init(SHIPPED, device)
     if vae_fingerprint(model) != manifest["vae"]:
@@ -138,7 +145,7 @@ def train_one(args: argparse.Namespace) -> int:
     began = time.perf_counter()
     fresh = copy.deepcopy(model)
     train_diffusion(model, sources, settings=settings, run_dir=run_dir, runtime=Runtime(device=device),
-                    latent_cache=PACK / "latents")
+                    latent_cache=args.pack / "latents")
     # The schedule's length from the probe's pace (start-up included, so on the safe side): as many
     # steps as fit before the deadline, at most --steps; the warm-up steps' rate does not depend on it.
     pace = (time.perf_counter() - began) / args.probe_steps
@@ -147,7 +154,7 @@ def train_one(args: argparse.Namespace) -> int:
     settings = dataclasses.replace(settings, steps=steps, budget_steps=0,
                                    budget_seconds=max(10.0, args.deadline - (time.perf_counter() - STARTED)))
     _, result = train_diffusion(fresh, sources, settings=settings, run_dir=run_dir, runtime=Runtime(device=device),
-                                latent_cache=PACK / "latents")
+                                latent_cache=args.pack / "latents")
     state = load_checkpoint(run_dir / "diffusion.ckpt")  # the EMA, also when the deadline stopped the run
     out = Path(args.out)
     # fp16 for the transfer (relative rounding 5e-4; the EMA's values are far inside its range)
@@ -170,7 +177,7 @@ def train(args: argparse.Namespace) -> int:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     common = ["--preset", args.preset, "--steps", str(args.steps), "--batch", str(args.batch), "--lr", str(args.lr),
               "--workers", str(args.workers), "--deadline", str(args.deadline), "--probe-steps", str(args.probe_steps), "--out", args.out,
-              "--run-root", args.run_root]
+              "--run-root", args.run_root, "--pack", str(args.pack)]
     procs = [subprocess.Popen([sys.executable, "-u", __file__, "train-one", "--seed", str(seed), *common])
              for seed in args.seeds]
     return max(p.wait() for p in procs)
@@ -191,14 +198,14 @@ def unpack(args: argparse.Namespace) -> int:
         cfg = denoiser_config(argparse.Namespace(preset=summary["preset"], no_dates=False, train_mix="preset"))
         model = with_new_denoiser(base, cfg)
         model.vegenet.load_state_dict(state)
-        manifest = json.loads((PACK / "sources.json").read_text())
+        manifest = json.loads((args.pack / "sources.json").read_text())
         metadata = {"stage": "vae+diffusion", "trained_on": json.dumps([Path(s["path"]).name
                                                                        for s in manifest["sources"]]),
                     "held_out": json.dumps(manifest["held_out"]),
                     "held_out_seasons": json.dumps(manifest["held_out_seasons"]),
                     "final_loss": str(summary["final_loss"]), "gpu_training": json.dumps(summary)}
         name = args.name or f"{summary['preset']}-gpu"
-        output = ROOT / "runs" / f"{name}-seed{summary['seed']}" / "final.safetensors"
+        output = args.runs / f"{name}-seed{summary['seed']}" / "final.safetensors"
         output.parent.mkdir(parents=True, exist_ok=True)
         save_weights(model.eval(), output, metadata=metadata)
         print(f"{output}: step {summary['step']} of {summary['steps']}, loss {summary['final_loss']}")
@@ -210,6 +217,8 @@ def main() -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("pack")
     p.add_argument("--exclude", action="append", default=[])
+    p.add_argument("--cache", type=Path, default=None,
+                   help="folder of the index and latent caches (default: runs/, shared with train_weights.py)")
     for name in ("train", "train-one"):
         p = sub.add_parser(name)
         p.add_argument("--preset", default="base")
@@ -227,7 +236,10 @@ def main() -> int:
             p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("unpack")
     p.add_argument("folder")
-    p.add_argument("--name", default=None, help="run folders runs/NAME-seedN (default: PRESET-gpu)")
+    p.add_argument("--name", default=None, help="run folders RUNS/NAME-seedN (default: PRESET-gpu)")
+    p.add_argument("--runs", type=Path, default=ROOT / "runs")
+    for p in sub.choices.values():
+        p.add_argument("--pack", type=Path, default=PACK, help="the pack folder (default: gpu-pack/)")
     args = parser.parse_args()
     return {"pack": pack, "train": train, "train-one": train_one, "unpack": unpack}[args.command](args)
 
