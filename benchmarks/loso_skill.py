@@ -113,6 +113,8 @@ def train_command(fold: Fold, recipe: Path, steps: int | None, seed: int | None 
             command += [f"--{key.replace('_', '-')}", str(settings[key])]
     if settings.get("no_dates"):
         command.append("--no-dates")
+    if settings.get("cond_dropout") is not None:
+        command += ["--cond-dropout", str(settings["cond_dropout"])]
     for part in (*settings.get("exclude", ()), *fold.exclude):
         command += ["--exclude", part]
     return command

@@ -135,7 +135,7 @@ def train_one(args: argparse.Namespace) -> int:
     model, _ = _load_init(SHIPPED, device)
     if vae_fingerprint(model) != manifest["vae"]:
         sys.exit("the shipped file's VAE is not the one the pack was encoded with: run `pack` again")
-    cfg = denoiser_config(argparse.Namespace(preset=args.preset, no_dates=False, train_mix="preset"))
+    cfg = denoiser_config(argparse.Namespace(preset=args.preset, no_dates=False, train_mix="preset", cond_dropout=None))
     torch.manual_seed(args.seed)
     model = with_new_denoiser(model, cfg).to(device)
     settings = DiffusionTrainSettings(steps=args.steps, batch=args.batch, seed=args.seed, workers=args.workers,
@@ -195,7 +195,7 @@ def unpack(args: argparse.Namespace) -> int:
         summary = json.loads(summary_file.read_text())
         state = {k: v.float() for k, v in load_file(str(summary_file.with_suffix(".safetensors"))).items()}
         base, _ = _load_init(SHIPPED, "cpu")
-        cfg = denoiser_config(argparse.Namespace(preset=summary["preset"], no_dates=False, train_mix="preset"))
+        cfg = denoiser_config(argparse.Namespace(preset=summary["preset"], no_dates=False, train_mix="preset", cond_dropout=None))
         model = with_new_denoiser(base, cfg)
         model.vegenet.load_state_dict(state)
         manifest = json.loads((args.pack / "sources.json").read_text())

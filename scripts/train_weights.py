@@ -65,7 +65,9 @@ def denoiser_config(args: argparse.Namespace):
         mix = cfg.diffusion.train_context_mix
     else:
         mix = None if args.train_mix == "none" else float(args.train_mix)
-    return dataclasses.replace(cfg, vegenet=vegenet, diffusion=dataclasses.replace(cfg.diffusion, train_context_mix=mix))
+    dropout = cfg.diffusion.cond_dropout if args.cond_dropout is None else args.cond_dropout
+    return dataclasses.replace(cfg, vegenet=vegenet, diffusion=dataclasses.replace(
+        cfg.diffusion, train_context_mix=mix, cond_dropout=dropout))
 
 
 def main() -> int:
@@ -84,6 +86,8 @@ def main() -> int:
     parser.add_argument("--no-dates", action="store_true", help="ablation: no day-of-year/latitude features (paper)")
     parser.add_argument("--train-mix", default="preset",
                         help="noise offset in training: preset (the preset's, 0.1), none (legacy), 0, or a value")
+    parser.add_argument("--cond-dropout", type=float, default=None,
+                        help="probability of dropping meteorology and static layers in training (default: the preset's, 0.1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for this model)")
     parser.add_argument("--precision", default="auto", help="training autocast: auto, fp32, bf16")
