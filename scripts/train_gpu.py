@@ -203,7 +203,8 @@ def unpack(args: argparse.Namespace) -> int:
                                                                        for s in manifest["sources"]]),
                     "held_out": json.dumps(manifest["held_out"]),
                     "held_out_seasons": json.dumps(manifest["held_out_seasons"]),
-                    "final_loss": str(summary["final_loss"]), "gpu_training": json.dumps(summary)}
+                    "final_loss": str(summary["final_loss"]), "gpu_training": json.dumps(summary),
+                    "diffusion_settings": json.dumps({k: summary[k] for k in ("seed", "steps", "batch", "lr")})}
         name = args.name or f"{summary['preset']}-gpu"
         output = args.runs / f"{name}-seed{summary['seed']}" / "final.safetensors"
         output.parent.mkdir(parents=True, exist_ok=True)

@@ -117,6 +117,14 @@ class ModelConfig:
         )
 
 
+_SMALL = ModelConfig(
+    name="small",
+    vae=VAEConfig(base_channels=16, channel_mults=(1, 2, 4, 4), blocks_per_level=1),
+    vegenet=VegeNetConfig(hidden=128, depth=4, heads=4, residual=True, causal_context=True, date_channels=3,
+                          mlp_activation="gelu"),
+    diffusion=DiffusionConfig(train_context_mix=0.1),
+)
+
 PRESETS: dict[str, ModelConfig] = {
     # DiT-B/2 denoiser and a 128-channel VAE, as in the paper; for GPUs.
     "paper": ModelConfig(
@@ -125,22 +133,11 @@ PRESETS: dict[str, ModelConfig] = {
         vegenet=VegeNetConfig(hidden=768, depth=12, heads=12, residual=False),
     ),
     # Trains and samples on a laptop CPU; the shipped weights use it.
-    "small": ModelConfig(
-        name="small",
-        vae=VAEConfig(base_channels=16, channel_mults=(1, 2, 4, 4), blocks_per_level=1),
-        vegenet=VegeNetConfig(hidden=128, depth=4, heads=4, residual=True, causal_context=True, date_channels=3,
-                              mlp_activation="gelu"),
-        diffusion=DiffusionConfig(train_context_mix=0.1),
-    ),
+    "small": _SMALL,
     # The small preset's recipe with a 4x larger denoiser (7.9 M parameters, 4.5x the FLOPs), trained on
     # a GPU (scripts/train_gpu.py) on the small preset's VAE; compared with it in MODEL_CARD.md.
-    "base": ModelConfig(
-        name="base",
-        vae=VAEConfig(base_channels=16, channel_mults=(1, 2, 4, 4), blocks_per_level=1),
-        vegenet=VegeNetConfig(hidden=192, depth=8, heads=6, residual=True, causal_context=True, date_channels=3,
-                              mlp_activation="gelu"),
-        diffusion=DiffusionConfig(train_context_mix=0.1),
-    ),
+    "base": dataclasses.replace(_SMALL, name="base",
+                                vegenet=dataclasses.replace(_SMALL.vegenet, hidden=192, depth=8, heads=6)),
     # For unit tests: seconds per step.
     "tiny": ModelConfig(
         name="tiny",
