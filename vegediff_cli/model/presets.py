@@ -134,7 +134,7 @@ PRESETS: dict[str, ModelConfig] = {
     ),
     # Trains and samples on a laptop CPU; the shipped weights use it.
     "small": _SMALL,
-    # The small preset's recipe with a 4x larger denoiser (7.9 M parameters, 4.5x the FLOPs), trained on
+    # The small preset's recipe with a 4x larger denoiser (7.9 M parameters, 4.4x the FLOPs), trained on
     # a GPU (scripts/train_gpu.py) on the small preset's VAE; compared with it in MODEL_CARD.md.
     "base": dataclasses.replace(_SMALL, name="base",
                                 vegenet=dataclasses.replace(_SMALL.vegenet, hidden=192, depth=8, heads=6)),
