@@ -119,7 +119,8 @@ def train_one(args: argparse.Namespace) -> int:
     import torch
     from safetensors.torch import save_file
 
-    from scripts.train_weights import SHIPPED, denoiser_config
+    from scripts.train_weights import SHIPPED
+    from vegediff_cli.model.presets import preset
     from vegediff_cli.training.checkpoint import load_checkpoint
     from vegediff_cli.training.diffusion_train import DiffusionTrainSettings, train_diffusion
     from vegediff_cli.training.index import SourceInfo, _tuples
@@ -135,7 +136,7 @@ def train_one(args: argparse.Namespace) -> int:
     model, _ = _load_init(SHIPPED, device)
     if vae_fingerprint(model) != manifest["vae"]:
         sys.exit("the shipped file's VAE is not the one the pack was encoded with: run `pack` again")
-    cfg = denoiser_config(argparse.Namespace(preset=args.preset, no_dates=False, train_mix="preset", cond_dropout=None))
+    cfg = preset(args.preset)  # the preset as it stands: train_weights.py's denoiser_config without ablation flags
     torch.manual_seed(args.seed)
     model = with_new_denoiser(model, cfg).to(device)
     settings = DiffusionTrainSettings(steps=args.steps, batch=args.batch, seed=args.seed, workers=args.workers,
@@ -186,19 +187,19 @@ def train(args: argparse.Namespace) -> int:
 def unpack(args: argparse.Namespace) -> int:
     from safetensors.torch import load_file
 
-    from scripts.train_weights import SHIPPED, denoiser_config
+    from scripts.train_weights import SHIPPED
+    from vegediff_cli.model.presets import preset
     from vegediff_cli.model.weights import save_weights
     from vegediff_cli.training.run import _load_init, with_new_denoiser
 
     folder = Path(args.folder)
+    base, _ = _load_init(SHIPPED, "cpu")  # the VAE of every seed (with_new_denoiser copies it)
+    manifest = json.loads((args.pack / "sources.json").read_text())
     for summary_file in sorted(folder.glob("*-seed*.json")):
         summary = json.loads(summary_file.read_text())
         state = {k: v.float() for k, v in load_file(str(summary_file.with_suffix(".safetensors"))).items()}
-        base, _ = _load_init(SHIPPED, "cpu")
-        cfg = denoiser_config(argparse.Namespace(preset=summary["preset"], no_dates=False, train_mix="preset", cond_dropout=None))
-        model = with_new_denoiser(base, cfg)
+        model = with_new_denoiser(base, preset(summary["preset"]))
         model.vegenet.load_state_dict(state)
-        manifest = json.loads((args.pack / "sources.json").read_text())
         metadata = {"stage": "vae+diffusion", "trained_on": json.dumps([Path(s["path"]).name
                                                                        for s in manifest["sources"]]),
                     "held_out": json.dumps(manifest["held_out"]),

@@ -92,5 +92,5 @@ class EMA:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         # on the module's device and dtype (a checkpoint loads on the CPU; a run resumed on a GPU trains there)
-        self.shadow = {k: v.to(device=self.shadow[k].device, dtype=self.shadow[k].dtype) if k in self.shadow
+        self.shadow = {k: v.to(device=self.shadow[k].device, dtype=self.shadow[k].dtype, copy=True) if k in self.shadow
                        else v.clone() for k, v in state.items()}
