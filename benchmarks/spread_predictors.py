@@ -13,8 +13,12 @@ that variance (as calibration.add_variance does with a per-lead term). Predictor
     change^2     (ensemble mean - last valid context NDVI)^2: how much the forecast moves
     context-sd^2 the pixel's NDVI variance over the context frames: how dynamic it has been
     spread^2     the raw member variance (with b = c = 0 the factor rule; here on top of a + b t)
+    denoisers^2  the variance of the denoisers' own member means (files with several denoisers: member m
+                 is drawn by denoiser m mod their count), less what their members' scatter alone gives:
+                 what the training seeds disagree on (0 for one denoiser)
+    level        the pixel's last valid context NDVI (a term in NDVI, not NDVI^2)
 
-Printed: per unit the RMSE, spread and each predictor's correlation with the squared error; then
+Printed: per unit the RMSE, spread, root mean denoisers^2 and each predictor's correlation with the squared error; then
 leave-one-unit-out spread/skill and fair CRPS on the validation units, and the rules fitted on all
 of them applied to the held-out cubes.
 
@@ -26,6 +30,7 @@ of them applied to the held-out cubes.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import warnings
@@ -48,11 +53,23 @@ from vegediff_cli.model.weights import read_metadata  # noqa: E402
 from vegediff_cli.pipeline.evaluate.windows import effective_rule  # noqa: E402
 from vegediff_cli.pipeline.observed import context_indices, observed_ndvi  # noqa: E402
 
-PREDICTORS = ("change^2", "context-sd^2", "spread^2")
+PREDICTORS = ("change^2", "context-sd^2", "spread^2", "denoisers^2", "level")
 RULES = {"added (a + b t)": None, **{f"added + c {p}": p for p in PREDICTORS}}
 
 
-def pixels(path: Path, forecast, members: np.ndarray, rule: QualityRule) -> dict[str, np.ndarray]:
+def between_denoisers(members: np.ndarray, denoisers: int) -> np.ndarray:
+    """Variance of the denoisers' own member means about the ensemble mean (member m is drawn by denoiser
+    m mod `denoisers`), less the part their members' scatter alone would give: what the training seeds
+    disagree on. members (M, ...) -> (...); zeros for one denoiser."""
+    if denoisers < 2:
+        return np.zeros(members.shape[1:])
+    groups = [members[k::denoisers] for k in range(denoisers)]
+    means = np.stack([g.mean(axis=0) for g in groups])
+    within = np.mean([g.var(axis=0, ddof=1) / g.shape[0] for g in groups], axis=0)
+    return np.maximum(0.0, means.var(axis=0, ddof=1) - within)
+
+
+def pixels(path: Path, forecast, members: np.ndarray, rule: QualityRule, denoisers: int = 1) -> dict[str, np.ndarray]:
     """One row per scored (lead, pixel): members (N, M), observed, lead and the predictors."""
     target = open_cube(path).load()
     rule, landcover, _ = effective_rule(target, rule)
@@ -75,6 +92,7 @@ def pixels(path: Path, forecast, members: np.ndarray, rule: QualityRule) -> dict
             "last": np.broadcast_to(last, mean.shape)[usable], "change^2": ((mean - last[None]) ** 2)[usable],
             "context-sd^2": np.broadcast_to(context_var, mean.shape)[usable],
             "spread^2": (m + 1) / m * members.var(axis=0, ddof=1)[usable],
+            "denoisers^2": between_denoisers(members, denoisers)[usable], "level": np.broadcast_to(last, mean.shape)[usable],
             "low": np.nanmin(members, axis=(0, 2, 3))[lead[usable]], "high": np.nanmax(members, axis=(0, 2, 3))[lead[usable]]}
 
 
@@ -113,11 +131,13 @@ def score(rows: dict, predictor: str | None, coefficients: np.ndarray | None) ->
 
 
 def report(validation: dict[str, dict], held_out: dict[str, dict]) -> str:
-    lines = ["| unit | pixels x leads | RMSE | spread | " + " | ".join(f"corr(error^2, {p})" for p in PREDICTORS) + " |",
-             "|---|---|---|---|" + "---|" * len(PREDICTORS)]
+    lines = ["| unit | pixels x leads | RMSE | spread | between denoisers | "
+             + " | ".join(f"corr(error^2, {p})" for p in PREDICTORS) + " |",
+             "|---|---|---|---|---|" + "---|" * len(PREDICTORS)]
     for name, rows in {**validation, **held_out}.items():
         error = (rows["members"].mean(axis=1) - rows["observed"]) ** 2
         lines.append(f"| {name} | {error.size} | {np.sqrt(error.mean()):.4f} | {np.sqrt(rows['spread^2'].mean()):.4f} | "
+                     f"{np.sqrt(rows['denoisers^2'].mean()):.4f} | "
                      + " | ".join(f"{np.corrcoef(error, rows[p])[0, 1]:+.3f}" for p in PREDICTORS) + " |")
     names = list(validation)
     lines += ["", "| rule (spread/skill / fair CRPS) | " + " | ".join(f"{n} (left out)" for n in names)
@@ -153,6 +173,7 @@ def draw(weights: Path, run_dir: Path | None, validation_cube: Path, cubes: list
     held-out cubes (seed `seed`), from `weights` or, with `run_dir`, that run's last checkpoint of the kind
     and at the guidance `weights` records."""
     metadata = read_metadata(weights)
+    denoisers = int(json.loads(metadata.get("config", "{}")).get("denoisers", 1))
     guidance = float(metadata.get("recommended_guidance", 1.0))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -162,8 +183,8 @@ def draw(weights: Path, run_dir: Path | None, validation_cube: Path, cubes: list
         source = Members(weights, folder, guidance)
         parts = {}
         for name, path, rule, forecast, members in validation_members(source, validation_cube):
-            parts.setdefault(name.split("_")[0], []).append(pixels(path, forecast, members, rule))
-        held_out = {label(path): pixels(path, *source.raw(path, seed=seed), GREENEARTHNET) for path in cubes}
+            parts.setdefault(name.split("_")[0], []).append(pixels(path, forecast, members, rule, denoisers))
+        held_out = {label(path): pixels(path, *source.raw(path, seed=seed), GREENEARTHNET, denoisers) for path in cubes}
     return {name: joined(unit) for name, unit in parts.items()}, held_out
 
 

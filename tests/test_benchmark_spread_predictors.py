@@ -39,3 +39,15 @@ def test_the_fit_recovers_a_predictor_that_explains_the_error_and_calibrates_wit
     # a predictor unrelated to the error gets a coefficient near 0 relative to its scale
     unrelated = fit(units, "context-sd^2")
     assert abs(unrelated[-1] * 0.01) < 0.003
+
+
+def test_between_denoisers_measures_what_the_denoisers_disagree_on_not_their_members_scatter():
+    from benchmarks.spread_predictors import between_denoisers
+
+    rng = np.random.default_rng(1)
+    scatter = rng.normal(0.0, 0.05, (15, 4000))  # members 0..14, three denoisers drawing 5 each
+    assert abs(between_denoisers(scatter, 3).mean()) < 2e-4  # same distribution: nothing to disagree on
+    offsets = np.array([-0.1, 0.0, 0.1])[np.arange(15) % 3]  # member m drawn by denoiser m mod 3
+    disagreeing = between_denoisers(scatter + offsets[:, None], 3).mean()
+    assert abs(disagreeing - 0.01) < 1e-3  # variance of the three offsets (ddof 1): 0.01
+    assert np.all(between_denoisers(scatter + offsets[:, None], 1) == 0)
