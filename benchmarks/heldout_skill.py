@@ -13,6 +13,7 @@ library call), then score the ensemble mean and the members against the observed
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -24,8 +25,9 @@ import pandas as pd
 from vegediff_cli.config import CONTEXT_FRAMES, SamplerSettings
 from vegediff_cli.cube.predictions import read_forecast
 from vegediff_cli.cube.readers import open_cube
+from vegediff_cli.metrics.deterministic import ALL_VALID, GREENEARTHNET, QUALITY_RULES, QualityRule
 from vegediff_cli.pipeline.evaluate.baselines import baseline_forecast
-from vegediff_cli.pipeline.evaluate.scoring import score_cube
+from vegediff_cli.pipeline.evaluate.scoring import EvaluationSettings, score_cube
 from vegediff_cli.pipeline.forecast.model import default_guidance
 from vegediff_cli.pipeline.forecast.plan import ForecastSettings
 from vegediff_cli.pipeline.forecast.run import ForecastJob, run_forecasts
@@ -33,7 +35,12 @@ from vegediff_cli.pipeline.forecast.run import ForecastJob, run_forecasts
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "greenearthnet"
 DEFAULT_CUBE = SHARED / "JAS2021_minicube_0_29SND_39.29_-8.56.nc"
-METRICS = ("rmse", "nse", "r2", "abs_bias", "direction")
+METRICS = ("rmse", "nse", "r2", "abs_bias", "direction", "n_pixels")
+# `vegediff evaluate --pixels` rules, and every pixel that the forecast and persistence both cover (a clear
+# context frame, `vegediff forecast`'s min_clear_context 1) with a clear target observation, any land cover,
+# as one group (the mean over pixels: land-cover groups of a few pixels would weigh as much as the cropland):
+# GreenEarthNet's rule keeps 14 of the cloudy 34VCL cube's 16,384 pixels.
+PIXEL_RULES = {**QUALITY_RULES, "clear": dataclasses.replace(ALL_VALID, min_context_obs=1, by_landcover=False)}
 
 
 def forecast_cube(cube: Path, folder: Path, *, weights: Path | None, members: int, steps: int, seed: int,
@@ -50,8 +57,9 @@ def forecast_cube(cube: Path, folder: Path, *, weights: Path | None, members: in
     return output
 
 
-def skill_rows(cube: Path, forecast: Path) -> tuple[list[dict], dict]:
-    """One row per forecast (model, baselines, reference) with the headline metrics."""
+def skill_rows(cube: Path, forecast: Path, quality: QualityRule = GREENEARTHNET) -> tuple[list[dict], dict]:
+    """One row per forecast (model, baselines, reference) with the headline metrics, over the pixels
+    `quality` scores (GreenEarthNet's high-quality vegetation pixels by default; `n_pixels` says how many)."""
     target = open_cube(cube).load()
     model = read_forecast(forecast).load()
     dates = pd.DatetimeIndex(model["time"].values)
@@ -60,7 +68,8 @@ def skill_rows(cube: Path, forecast: Path) -> tuple[list[dict], dict]:
     reference = SHARED / "reference_predictions" / "contextformer" / cube.name
     if reference.exists():
         forecasts["contextformer"] = read_forecast(reference).load()
-    results, _, _ = score_cube(target, forecasts, cube=cube.stem, baseline="persistence")
+    results, _, _ = score_cube(target, forecasts, cube=cube.stem, baseline="persistence",
+                               settings=EvaluationSettings(quality=quality))
     rows = []
     persistence = results["vegediff"].baseline
     for name, scores in [("persistence", persistence), *results.items()]:
@@ -70,10 +79,10 @@ def skill_rows(cube: Path, forecast: Path) -> tuple[list[dict], dict]:
 
 
 def markdown(rows: list[dict], probabilistic: dict[str, dict]) -> str:
-    lines = ["| cube | forecast | RMSE | NSE | R2 | abs bias | direction |", "|---|---|---|---|---|---|---|"]
+    lines = ["| cube | forecast | RMSE | NSE | R2 | abs bias | direction | pixels |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['cube']} | {r['forecast']} | {r['rmse']:.4f} | {r['nse']:.4f} | {r['r2']:.4f} | "
-                     f"{r['abs_bias']:.4f} | {r['direction']:.3f} |")
+                     f"{r['abs_bias']:.4f} | {r['direction']:.3f} | {r['n_pixels']:.0f} |")
     lines += ["", "| cube | members | fair CRPS | MAE of ensemble mean | spread | RMSE of ensemble mean | spread/skill |",
               "|---|---|---|---|---|---|---|"]
     for cube, p in probabilistic.items():
@@ -94,6 +103,10 @@ def main() -> int:
                         help="classifier-free guidance scale (default: the weights' recommended scale, else the paper's 2)")
     parser.add_argument("--sampler", default="euler", help="euler (paper) or dpmpp2m")
     parser.add_argument("--precision", default="auto", help="auto (bf16 where native), fp32 or bf16")
+    parser.add_argument("--pixels", choices=tuple(PIXEL_RULES), default="greenearthnet",
+                        help="pixels scored: GreenEarthNet's high-quality vegetation pixels, every pixel with a valid "
+                             "target observation (both as `vegediff evaluate --pixels`), or those of them with a clear "
+                             "context frame too (every forecast covers them)")
     parser.add_argument("--json", action="store_true", help="full scores as JSON on stdout")
     args = parser.parse_args()
     cubes = args.cube or [DEFAULT_CUBE]
@@ -106,14 +119,14 @@ def main() -> int:
             forecast = forecast_cube(cube, Path(tmp), weights=args.weights, members=args.members, steps=args.steps,
                                      seed=args.seed, guidance=args.guidance, sampler=args.sampler,
                                      precision=args.precision)
-            cube_rows, details[cube.stem] = skill_rows(cube, forecast)
+            cube_rows, details[cube.stem] = skill_rows(cube, forecast, PIXEL_RULES[args.pixels])
             rows += cube_rows
     if args.json:
         print(json.dumps({"rows": rows, "details": details}, default=float))
     else:
         print(markdown(rows, {c: d["probabilistic"] for c, d in details.items()}))
         print(f"\n{len(cubes)} cube(s), {args.members} members, {args.sampler} {args.steps} steps, guidance "
-              f"{args.guidance}, seed {args.seed}, precision {args.precision}, "
+              f"{args.guidance}, seed {args.seed}, precision {args.precision}, {args.pixels} pixels, "
               f"{time.perf_counter() - began:.0f} s", file=sys.stderr)
     return 0
 

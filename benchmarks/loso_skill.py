@@ -26,6 +26,7 @@ years, so climatology is n/a here.
     python benchmarks/loso_skill.py --fold 29SQC-2017 --training-seed 1 --train   # the fold again, training seed 1
     python benchmarks/loso_skill.py --fold 29SQC-2017 --combine-seeds 0 1 2        # its three runs as one deep ensemble
     python benchmarks/loso_skill.py --recipe-run runs/s1500-no-32UQC --train   # another recipe's folds and selection
+    python benchmarks/loso_skill.py --fold 34VCL-2021 --pixels greenearthnet clear  # also every clear pixel
     python benchmarks/loso_skill.py --fold 34VCL-2021 --files runs/loso-base-gpu-34VCL-2021-seed*/final.safetensors
                                                              # a fold trained on a GPU (scripts/train_gpu.py)
 """
@@ -42,7 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.heldout_skill import forecast_cube, skill_rows  # noqa: E402
+from benchmarks.heldout_skill import PIXEL_RULES, forecast_cube, skill_rows  # noqa: E402
 from scripts.combine_weights import combine_files  # noqa: E402
 from scripts.select_weights import calibrate, export_last, season_validation_cubes  # noqa: E402
 from scripts.train_weights import ROOT, SHARED  # noqa: E402
@@ -138,7 +139,9 @@ def fold_weights(fold: Fold, run_dirs: list[Path], folder: Path, *, selection: d
 
 
 def score_fold(fold: Fold, run_dirs: list[Path], *, selection: dict[str, str], members: int, seed: int,
-               files: list[Path] | None = None) -> list[dict]:
+               files: list[Path] | None = None, pixels: tuple[str, ...] = ("greenearthnet",)) -> list[dict]:
+    """Rows of the fold's held-out cubes, one forecast per cube scored under each rule of `pixels`
+    (heldout_skill.PIXEL_RULES names; the row's `pixels` says which, `n_pixels` how many it scored)."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -146,26 +149,28 @@ def score_fold(fold: Fold, run_dirs: list[Path], *, selection: dict[str, str], m
         for cube in fold.tests:
             forecast = forecast_cube(cube, folder, weights=weights, members=members, steps=10, seed=seed,
                                      guidance=guidance)
-            cube_rows, details = skill_rows(cube, forecast)
-            p = details["probabilistic"] or {}
-            for row in cube_rows:
-                row["fold"] = fold.name
-                if row["forecast"] == "vegediff":
-                    row.update({"crps": p.get("crps"), "mae_ensemble_mean": p.get("mae_ensemble_mean"),
-                                "spread_skill": p.get("spread_skill_ratio")})
-            rows += cube_rows
+            for rule in pixels:
+                cube_rows, details = skill_rows(cube, forecast, PIXEL_RULES[rule])
+                p = details["probabilistic"] or {}
+                for row in cube_rows:
+                    row.update({"fold": fold.name, "pixels": rule})
+                    if row["forecast"] == "vegediff":
+                        row.update({"crps": p.get("crps"), "mae_ensemble_mean": p.get("mae_ensemble_mean"),
+                                    "spread_skill": p.get("spread_skill_ratio")})
+                rows += cube_rows
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| fold | cube | forecast | RMSE | NSE | R2 | direction | fair CRPS | MAE of mean | spread/skill |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| fold | cube | pixels | forecast | RMSE | NSE | R2 | direction | fair CRPS | MAE of mean | spread/skill |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def fmt(value, digits: int = 4) -> str:
         return "" if value is None else f"{value:.{digits}f}"
 
     for r in rows:
-        lines.append(f"| {r['fold']} | {r['cube'][:40]} | {r['forecast']} | {fmt(r['rmse'])} | {fmt(r['nse'])} | "
+        lines.append(f"| {r['fold']} | {r['cube'][:40]} | {r.get('pixels', 'greenearthnet')} {fmt(r.get('n_pixels'), 0)} | "
+                     f"{r['forecast']} | {fmt(r['rmse'])} | {fmt(r['nse'])} | "
                      f"{fmt(r['r2'])} | {fmt(r.get('direction'), 3)} | {fmt(r.get('crps'))} | "
                      f"{fmt(r.get('mae_ensemble_mean'))} | {fmt(r.get('spread_skill'), 3)} |")
     return "\n".join(lines)
@@ -194,6 +199,10 @@ def main() -> int:
     parser.add_argument("--files", type=Path, nargs="+", default=None, metavar="FILE",
                         help="score one --fold with these weights files' denoisers (trained with that fold's site "
                              "held out elsewhere, e.g. on a GPU by scripts/train_gpu.py) instead of its runs")
+    parser.add_argument("--pixels", nargs="+", choices=tuple(PIXEL_RULES), default=["greenearthnet"],
+                        help="pixels scored (benchmarks/heldout_skill.py's PIXEL_RULES; several: each, from the same "
+                             "forecasts): GreenEarthNet's rule keeps 14 of the cloudy 34VCL cube's pixels, `clear` all "
+                             "15,000 with a clear context frame and a clear target observation")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     chosen = [f for f in folds() if not args.fold or f.name in args.fold]
@@ -208,7 +217,7 @@ def main() -> int:
         if not all(any(part in name for name in h for part in chosen[0].exclude) for h in held_out):
             parser.error(f"--files: a file's held_out metadata does not name {chosen[0].name}'s site")
         chosen, rows = [], score_fold(chosen[0], [], selection=selection, members=args.members, seed=args.seed,
-                                      files=args.files)
+                                      files=args.files, pixels=tuple(args.pixels))
     for fold in chosen:
         seeds = own_seeds(args.recipe_run, args.combine_seeds or [args.training_seed])
         run_dirs = [fold.run_dir(args.recipe_run, seed) for seed in seeds]
@@ -219,7 +228,8 @@ def main() -> int:
         for run, seed in zip(run_dirs, seeds, strict=True):
             if run in missing:
                 subprocess.run(train_command(fold, args.recipe_run, args.steps, seed), check=True)
-        rows += score_fold(fold, run_dirs, selection=selection, members=args.members, seed=args.seed)
+        rows += score_fold(fold, run_dirs, selection=selection, members=args.members, seed=args.seed,
+                           pixels=tuple(args.pixels))
         print(markdown([r for r in rows if r["fold"] == fold.name]), file=sys.stderr)
     print(json.dumps(rows, default=float) if args.json else markdown(rows))
     return 0

@@ -77,3 +77,19 @@ def test_a_recipe_run_without_its_recipe_is_refused_unless_it_is_the_shipped_def
         train_command(folds()[0], unknown, None)
     monkeypatch.setattr(loso_skill, "DEFAULT_RECIPE", tmp_path / "runs" / "shipped")
     assert own_seeds(tmp_path / "runs" / "shipped", [0, 3]) == [None, 3]
+
+
+def test_the_clear_pixel_rule_scores_every_pixel_a_forecast_and_persistence_both_cover():
+    import numpy as np
+
+    from benchmarks.heldout_skill import PIXEL_RULES
+    from vegediff_cli.metrics.deterministic import high_quality
+
+    context = np.full((10, 1, 4), np.nan)
+    target = np.full((20, 1, 4), np.nan)
+    context[9, 0, :3] = 0.6  # pixels 0-2 have a clear context frame (the forecast's min_clear_context 1)
+    target[4, 0, [0, 3]] = -0.2  # pixels 0 and 3 one clear target observation (water-like NDVI, no land cover)
+    target[:, 0, 1] = 0.7  # pixel 1 every target date, flat
+    # pixel 2: no target observation; pixel 3: no clear context, so no forecast and no persistence
+    assert high_quality(target, context, None, rule=PIXEL_RULES["clear"]).tolist() == [[True, True, False, False]]
+    assert not high_quality(target, context, None, rule=PIXEL_RULES["greenearthnet"]).any()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import xml.etree.ElementTree as ET
@@ -27,7 +28,7 @@ from vegediff_cli.errors import (
     NoValidDataError,
     UsageError,
 )
-from vegediff_cli.metrics.deterministic import ALL_VALID
+from vegediff_cli.metrics.deterministic import ALL_VALID, GREENEARTHNET
 from vegediff_cli.pipeline.evaluate.baselines import baseline_forecast
 from vegediff_cli.pipeline.evaluate.scoring import EvaluationSettings, score
 
@@ -127,6 +128,16 @@ def test_contextformer_and_persistence_reproduce_the_reference_figures(jas_cube,
     assert base["rmse"] == pytest.approx(oracle["rmse"], abs=1e-6)
     assert base["nse"] == pytest.approx(oracle["nse"], abs=1e-6)
     assert scores.outperformance["outperformance"] == pytest.approx(4 / 6)  # 6 exact-value land-cover groups
+
+
+def test_a_rule_without_land_cover_groups_averages_over_the_pixels(jas_cube, jas_target, contextformer):
+    prediction = read_forecast(contextformer / JAS)
+    rule = dataclasses.replace(GREENEARTHNET, by_landcover=False)  # the same pixels, one group
+    scores = score(jas_target, prediction, baseline=None, name="contextformer", settings=EvaluationSettings(quality=rule))
+    oracle = official_pixels(jas_cube, xr.open_dataset(contextformer / JAS).ndvi_pred)
+    assert scores.groups.landcover.tolist() == [0.0] and scores.headline["n_pixels"] == len(oracle)
+    assert scores.headline["rmse"] == pytest.approx(oracle.rmse.mean(), abs=1e-6)  # pixel mean, not class mean
+    assert abs(oracle.rmse.mean() - official_headline(oracle)["rmse"]) > 1e-3  # and the two differ on this cube
 
 
 def test_gaps_count_as_half_and_pixels_never_forecast_are_left_out(jas_cube, jas_target, contextformer):

@@ -37,6 +37,7 @@ class QualityRule:
     min_context_obs: int = 3  # valid observations needed in the context window (official: full minus target >= 3)
     min_ndvi: float | None = 0.0  # every valid NDVI in context + target must exceed this (drops water, snow, bare soil)
     min_target_std: float | None = 0.1  # target NDVI must vary over the forecast steps, else NSE and r are noise
+    by_landcover: bool = True  # scores per land-cover group, macro-averaged (GreenEarthNet); False: all pixels one group
 
     def target_obs_needed(self, steps: int) -> int:
         return self.min_target_obs if self.min_target_obs is not None else math.ceil(steps / 2)

@@ -103,8 +103,9 @@ def score_forecast(
     ensemble_frames = frame_indices(ensemble, target) if ensemble is not None else None
     rule, landcover, notes = effective_rule(target, rule)
     height, width = target.sizes["y"], target.sizes["x"]
-    # land-cover value per pixel; pixels without one (possible under --pixels all-valid) form group 0
-    groups = np.nan_to_num(landcover, nan=0.0) if landcover is not None else np.zeros((height, width))
+    # land-cover value per pixel; pixels without one (possible under --pixels all-valid) form group 0, and so
+    # does every pixel under a rule that does not score by land cover
+    groups = np.nan_to_num(landcover, nan=0.0) if landcover is not None and rule.by_landcover else np.zeros((height, width))
     members = forecast.sizes["member"] if MEMBER in forecast else 0
     sums = GroupSums()
     ensemble_sums = EnsembleSums(members=members) if members or ensemble is not None else None
