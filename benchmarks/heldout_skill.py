@@ -106,7 +106,7 @@ def main() -> int:
     parser.add_argument("--pixels", choices=tuple(PIXEL_RULES), default="greenearthnet",
                         help="pixels scored: GreenEarthNet's high-quality vegetation pixels, every pixel with a valid "
                              "target observation (both as `vegediff evaluate --pixels`), or those of them with a clear "
-                             "context frame too (every forecast covers them)")
+                             "context frame too (every forecast covers them), averaged over pixels as one group")
     parser.add_argument("--json", action="store_true", help="full scores as JSON on stdout")
     args = parser.parse_args()
     cubes = args.cube or [DEFAULT_CUBE]

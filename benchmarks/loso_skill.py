@@ -169,7 +169,7 @@ def markdown(rows: list[dict]) -> str:
         return "" if value is None else f"{value:.{digits}f}"
 
     for r in rows:
-        lines.append(f"| {r['fold']} | {r['cube'][:40]} | {r.get('pixels', 'greenearthnet')} {fmt(r.get('n_pixels'), 0)} | "
+        lines.append(f"| {r['fold']} | {r['cube'][:40]} | {r['pixels']} {fmt(r['n_pixels'], 0)} | "
                      f"{r['forecast']} | {fmt(r['rmse'])} | {fmt(r['nse'])} | "
                      f"{fmt(r['r2'])} | {fmt(r.get('direction'), 3)} | {fmt(r.get('crps'))} | "
                      f"{fmt(r.get('mae_ensemble_mean'))} | {fmt(r.get('spread_skill'), 3)} |")
@@ -201,8 +201,8 @@ def main() -> int:
                              "held out elsewhere, e.g. on a GPU by scripts/train_gpu.py) instead of its runs")
     parser.add_argument("--pixels", nargs="+", choices=tuple(PIXEL_RULES), default=["greenearthnet"],
                         help="pixels scored (benchmarks/heldout_skill.py's PIXEL_RULES; several: each, from the same "
-                             "forecasts): GreenEarthNet's rule keeps 14 of the cloudy 34VCL cube's pixels, `clear` all "
-                             "15,000 with a clear context frame and a clear target observation")
+                             "forecasts): GreenEarthNet's rule keeps 14 of the cloudy 34VCL cube's pixels, `clear` the "
+                             "14,584 with a clear context frame and a clear target observation")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     chosen = [f for f in folds() if not args.fold or f.name in args.fold]
