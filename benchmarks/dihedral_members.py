@@ -54,12 +54,12 @@ def transformed(cube: Path, k: int, folder: Path) -> Path:
 
 def members(cube: Path, weights: Path, folder: Path, *, transforms: bool, count: int, guidance: float):
     """(first forecast dataset, raw members (M, T, H, W) in the cube's orientation)."""
-    runs = [(k, k) for k in range(8)] if transforms else [(0, 0)]
+    ks = range(8) if transforms else range(1)  # transform k, drawn with sampling seed k
     first, drawn = None, []
-    for k, seed in runs:
+    for k in ks:
         source = transformed(cube, k, folder) if transforms else cube
-        path = forecast_cube(source, folder / f"out{k}", weights=weights, members=count // len(runs), steps=10,
-                             seed=seed, guidance=guidance, calibrate_spread=False)
+        path = forecast_cube(source, folder / f"out{k}", weights=weights, members=count // len(ks), steps=10,
+                             seed=k, guidance=guidance, calibrate_spread=False)
         forecast = xr.open_dataset(path).load()
         first = forecast if first is None else first
         drawn.append(undo(forecast[MEMBER].values, k))

@@ -30,7 +30,6 @@ of them applied to the held-out cubes.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import warnings
@@ -51,6 +50,7 @@ from vegediff_cli.metrics.deterministic import GREENEARTHNET, QualityRule, high_
 from vegediff_cli.metrics.probabilistic import crps_fair  # noqa: E402
 from vegediff_cli.model.weights import read_metadata  # noqa: E402
 from vegediff_cli.pipeline.evaluate.windows import effective_rule  # noqa: E402
+from vegediff_cli.pipeline.forecast.model import model_config  # noqa: E402
 from vegediff_cli.pipeline.observed import context_indices, observed_ndvi  # noqa: E402
 
 PREDICTORS = ("change^2", "context-sd^2", "spread^2", "denoisers^2", "level")
@@ -88,11 +88,12 @@ def pixels(path: Path, forecast, members: np.ndarray, rule: QualityRule, denoise
     lead = np.broadcast_to(np.arange(members.shape[1])[:, None, None], mean.shape)
     usable = keep & np.isfinite(observed) & np.isfinite(mean) & np.isfinite(last)[None] & np.isfinite(context_var)[None]
     m = members.shape[0]
+    at_last = np.broadcast_to(last, mean.shape)[usable]  # the level predictor is the last valid context NDVI
     return {"members": np.moveaxis(members[:, usable], 0, -1), "observed": observed[usable], "lead": lead[usable],
-            "last": np.broadcast_to(last, mean.shape)[usable], "change^2": ((mean - last[None]) ** 2)[usable],
+            "last": at_last, "level": at_last, "change^2": ((mean - last[None]) ** 2)[usable],
             "context-sd^2": np.broadcast_to(context_var, mean.shape)[usable],
             "spread^2": (m + 1) / m * members.var(axis=0, ddof=1)[usable],
-            "denoisers^2": between_denoisers(members, denoisers)[usable], "level": np.broadcast_to(last, mean.shape)[usable],
+            "denoisers^2": between_denoisers(members, denoisers)[usable],
             "low": np.nanmin(members, axis=(0, 2, 3))[lead[usable]], "high": np.nanmax(members, axis=(0, 2, 3))[lead[usable]]}
 
 
@@ -173,7 +174,7 @@ def draw(weights: Path, run_dir: Path | None, validation_cube: Path, cubes: list
     held-out cubes (seed `seed`), from `weights` or, with `run_dir`, that run's last checkpoint of the kind
     and at the guidance `weights` records."""
     metadata = read_metadata(weights)
-    denoisers = int(json.loads(metadata.get("config", "{}")).get("denoisers", 1))
+    denoisers = model_config(weights).denoisers
     guidance = float(metadata.get("recommended_guidance", 1.0))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
