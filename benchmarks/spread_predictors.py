@@ -41,6 +41,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.calibration_rules import SHIPPED, Members, validation_members  # noqa: E402
+from benchmarks.heldout_skill import PIXEL_RULES  # noqa: E402
 from benchmarks.loso_skill import EN21X, JAS  # noqa: E402
 from scripts.select_weights import export_last  # noqa: E402
 from vegediff_cli.config import CONTEXT_FRAMES  # noqa: E402
@@ -169,10 +170,12 @@ def label(path: Path) -> str:
 
 
 def draw(weights: Path, run_dir: Path | None, validation_cube: Path, cubes: list[Path],
-         seed: int) -> tuple[dict[str, dict], dict[str, dict]]:
+         seed: int, pixel_rule: str = "greenearthnet") -> tuple[dict[str, dict], dict[str, dict]]:
     """Pixel rows of the validation units (members as scripts/select_weights.py draws them) and of the
     held-out cubes (seed `seed`), from `weights` or, with `run_dir`, that run's last checkpoint of the kind
-    and at the guidance `weights` records."""
+    and at the guidance `weights` records. `pixel_rule` (heldout_skill.PIXEL_RULES) chooses the pixels of
+    the validation cube; the held-out cubes are drawn under GreenEarthNet's rule and, for another
+    `pixel_rule`, under it too (rows labelled with it), so a rule fitted on one kind of pixels is seen on both."""
     metadata = read_metadata(weights)
     denoisers = model_config(weights).denoisers
     guidance = float(metadata.get("recommended_guidance", 1.0))
@@ -184,8 +187,15 @@ def draw(weights: Path, run_dir: Path | None, validation_cube: Path, cubes: list
         source = Members(weights, folder, guidance)
         parts = {}
         for name, path, rule, forecast, members in validation_members(source, validation_cube):
+            if name == "cube":
+                rule = PIXEL_RULES[pixel_rule]
             parts.setdefault(name.split("_")[0], []).append(pixels(path, forecast, members, rule, denoisers))
-        held_out = {label(path): pixels(path, *source.raw(path, seed=seed), GREENEARTHNET, denoisers) for path in cubes}
+        held_out = {}
+        for path in cubes:
+            drawn = source.raw(path, seed=seed)
+            held_out[label(path)] = pixels(path, *drawn, GREENEARTHNET, denoisers)
+            if pixel_rule != "greenearthnet":
+                held_out[f"{label(path)} {pixel_rule}"] = pixels(path, *drawn, PIXEL_RULES[pixel_rule], denoisers)
     return {name: joined(unit) for name, unit in parts.items()}, held_out
 
 
@@ -197,8 +207,11 @@ def run(description: str, report: Callable[[dict[str, dict], dict[str, dict]], s
     parser.add_argument("--validation", type=Path, default=EN21X, help="validation cube (29SND-2017 fold: JAS)")
     parser.add_argument("--cube", type=Path, action="append", default=[], help="held-out cube(s); default the test cube")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pixels", choices=tuple(PIXEL_RULES), default="greenearthnet",
+                        help="pixels of the validation cube (the series' seasons score every valid pixel); held-out "
+                             "cubes are scored under GreenEarthNet's rule and this one")
     args = parser.parse_args()
-    print(report(*draw(args.weights, args.run_dir, args.validation, args.cube or [JAS], args.seed)))
+    print(report(*draw(args.weights, args.run_dir, args.validation, args.cube or [JAS], args.seed, args.pixels)))
     return 0
 
 

@@ -190,11 +190,13 @@ def unpack(args: argparse.Namespace) -> int:
     from scripts.train_weights import SHIPPED
     from vegediff_cli.model.presets import preset
     from vegediff_cli.model.weights import save_weights
+    from vegediff_cli.training.index import SourceInfo, _tuples, meteo_coverage, static_coverage
     from vegediff_cli.training.run import _load_init, with_new_denoiser
 
     folder = Path(args.folder)
     base, _ = _load_init(SHIPPED, "cpu")  # the VAE of every seed (with_new_denoiser copies it)
     manifest = json.loads((args.pack / "sources.json").read_text())
+    sources = [SourceInfo(**{**entry, **_tuples(entry)}) for entry in manifest["sources"]]
     for summary_file in sorted(folder.glob("*-seed*.json")):
         summary = json.loads(summary_file.read_text())
         state = {k: v.float() for k, v in load_file(str(summary_file.with_suffix(".safetensors"))).items()}
@@ -205,7 +207,10 @@ def unpack(args: argparse.Namespace) -> int:
                     "held_out": json.dumps(manifest["held_out"]),
                     "held_out_seasons": json.dumps(manifest["held_out_seasons"]),
                     "final_loss": str(summary["final_loss"]), "gpu_training": json.dumps(summary),
-                    "diffusion_settings": json.dumps({k: summary[k] for k in ("seed", "steps", "batch", "lr")})}
+                    "diffusion_settings": json.dumps({k: summary[k] for k in ("seed", "steps", "batch", "lr")}),
+                    "meteo_coverage": json.dumps(meteo_coverage(sources))}
+        if all("static_layers" in entry for entry in manifest["sources"]):  # packs made before it lack the field
+            metadata["static_coverage"] = json.dumps(static_coverage(sources))
         name = args.name or f"{summary['preset']}-gpu"
         output = args.runs / f"{name}-seed{summary['seed']}" / "final.safetensors"
         output.parent.mkdir(parents=True, exist_ok=True)

@@ -151,3 +151,42 @@ def test_variables_the_weights_hardly_saw_are_left_at_the_mean(tmp_path):
     # coverage as the trainer records it: fraction of conditioned frames with the variable
     assert meteo_coverage([describe(tmp_path / "five.nc")]) == {v: (1.0 if v in ("tg", "tn", "tx", "rr", "pp") else 0.0)
                                      for v in ("tg", "tn", "tx", "rr", "pp", "hu", "fg", "qq")}
+
+
+def test_static_layers_the_weights_hardly_saw_are_left_out(tmp_path):
+    """Weights whose conditioned training frames rarely held land cover (`static_coverage`) forecast as if the
+    cube lacked it; the layer is listed in `static_ignored`, and it changes the forecast when it is used."""
+    from vegediff_cli.model.weights import load_weights, save_weights
+    from vegediff_cli.pipeline.forecast.model import ignored_static_layers
+    from vegediff_cli.pipeline.forecast.plan import ForecastSettings
+    from vegediff_cli.pipeline.forecast.run import ForecastJob, run_forecasts
+    from vegediff_cli.training.index import describe, static_coverage
+
+    path = synthetic_cube(tmp_path / "cube.nc", height=128, width=128, frames=30)
+    model, metadata = load_weights(write_weights(tmp_path / "init.safetensors"))
+    torch.manual_seed(0)
+    with torch.no_grad():  # adaLN-zero init ignores the condition: give every weight a value
+        for parameter in model.vegenet.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    full = save_weights(model, tmp_path / "full.safetensors", metadata=metadata)
+    with xr.open_dataset(path) as ds:
+        ds.drop_vars(["esawc_lc"]).to_netcdf(tmp_path / "no_lc.nc")
+    # coverage as the trainer records it: the cube with land cover and the one without, 30 frames each
+    coverage = static_coverage([describe(path), describe(tmp_path / "no_lc.nc"), describe(tmp_path / "no_lc.nc")])
+    assert coverage == {"cop_dem": 1.0, "nasa_dem": 0.0, "alos_dem": 0.0, "esawc_lc": 0.3333, "geom_cls": 0.0}
+    partial = save_weights(model, tmp_path / "partial.safetensors",
+                           metadata={**metadata, "static_coverage": json.dumps(coverage)})
+    assert ignored_static_layers(partial) == ("nasa_dem", "alos_dem", "esawc_lc", "geom_cls")
+    assert ignored_static_layers(full) == ()
+    settings = ForecastSettings(horizon=2, start=pd.Timestamp(open_cube(path)["time"].values[10]),
+                                precision="fp32", sampler=SamplerSettings(steps=2))
+    runs = {"partial": (path, partial), "no_lc": (tmp_path / "no_lc.nc", full), "full": (path, full)}
+    out = {}
+    for name, (cube, weights) in runs.items():
+        run_forecasts([ForecastJob(cube, tmp_path / f"{name}_f.nc")], weights=weights, settings=settings, device="cpu")
+        with xr.open_dataset(tmp_path / f"{name}_f.nc") as ds:
+            out[name] = (ds["ndvi_pred"].values, ds.attrs["static_ignored"], ds.attrs["static_layers"])
+    np.testing.assert_array_equal(out["partial"][0], out["no_lc"][0])
+    assert out["partial"][1:] == ("esawc_lc", "cop_dem") and out["full"][1:] == ("", "cop_dem esawc_lc")
+    assert np.nanmax(np.abs(out["full"][0] - out["partial"][0])) > 0  # land cover matters when used
+

@@ -1,8 +1,8 @@
 """The training data index: what training needs to know of every file, without its arrays.
 
 One :class:`SourceInfo` per file (a few hundred bytes: frame count, size, clear pixels per
-frame, meteorology coverage, band sums) is all that training keeps in memory, so memory does
-not grow with the number of files; windows and frames are read when a batch needs them.
+frame, meteorology coverage, static layers, band sums) is all that training keeps in memory, so
+memory does not grow with the number of files; windows and frames are read when a batch needs them.
 
 The index is built once, each process describing its share of the files (and DataLoader
 workers reading them in parallel), and cached as JSON keyed by each file's resolved path, size
@@ -49,7 +49,7 @@ from .windows import spatial_size, square
 
 log = logging.getLogger("vegediff.train")
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: static_layers
 VAE_MIN_CLEAR = 0.3  # frames at least this clear feed the VAE (stage 1)
 
 
@@ -73,6 +73,7 @@ class SourceInfo:
     footprint: str | None  # L2A series: dates, count and bounds (a finer twin is dropped); else None
     resolution: float | None  # L2A series: pixel size in metres
     key: str  # resolved path | size | mtime [| before DATE]: identifies the content (latent cache, index cache)
+    static_layers: tuple[str, ...] = ()  # static layers (STATIC_ORDER names) the file holds with values
 
     @property
     def name(self) -> str:
@@ -159,6 +160,7 @@ def _info(seq: Sequence, *, path: Path, kind: str, phase: int | None, footprint:
         frame_clear=tuple(float(f) for f in frame_clear),
         conditioned=bool(seq.has_meteo or any(name in seq.static for name in STATIC_ORDER)),
         meteo_frames=meteo_frames,
+        static_layers=tuple(name for name in STATIC_ORDER if name in seq.static and np.isfinite(seq.static[name]).any()),
         band_sum=tuple(pixels.sum(axis=1).tolist()), band_sumsq=tuple((pixels**2).sum(axis=1).tolist()),
         band_count=int(pixels.shape[1]), footprint=footprint, resolution=resolution, key=key,
     )
@@ -234,8 +236,8 @@ def _footprint_of(info: SourceInfo):
 
 
 def _tuples(entry: dict) -> dict:
-    names = ("square_clear", "frame_clear", "meteo_frames", "band_sum", "band_sumsq")
-    return {n: None if entry[n] is None else tuple(entry[n]) for n in names}
+    names = ("square_clear", "frame_clear", "meteo_frames", "static_layers", "band_sum", "band_sumsq")
+    return {n: None if entry.get(n) is None else tuple(entry[n]) for n in names if n in entry}
 
 
 def _read_cache(cache: Path | None) -> dict[str, dict | None]:
@@ -289,6 +291,22 @@ def meteo_coverage(sources: list[SourceInfo]) -> dict[str, float]:
     if not frames:
         return {v: 0.0 for v in METEO_VARS}
     return {v: round(sum(s.meteo_frames[i] for s in with_meteo) / frames, 4) for i, v in enumerate(METEO_VARS)}
+
+
+def static_coverage(sources: list[SourceInfo]) -> dict[str, float]:
+    """Per static layer: the fraction of the conditioned sequences' frames whose file holds it.
+
+    Stored in weights files (`static_coverage`); like a meteorological variable, a layer the denoiser
+    hardly saw is left out of forecasts (pipeline/forecast/model.py). The shipped recipe's conditioned
+    sequences are six EarthNet2021 samples (one DEM) and one GreenEarthNet cube (all five layers), so
+    land cover and geomorphons were seen with a single site's sequences.
+    """
+    conditioned = [s for s in sources if s.conditioned]
+    frames = sum(s.frames for s in conditioned)
+    if not frames:
+        return {name: 0.0 for name in STATIC_ORDER}
+    return {name: round(sum(s.frames for s in conditioned if name in s.static_layers) / frames, 4)
+            for name in STATIC_ORDER}
 
 
 def band_statistics(sources: list[SourceInfo]) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -64,6 +64,26 @@ def ignored_meteo_variables(weights: str | os.PathLike) -> tuple[str, ...]:
                          fix="re-export the weights with `vegediff train` or scripts/select_weights.py") from exc
 
 
+MIN_STATIC_COVERAGE = MIN_METEO_COVERAGE  # a static layer held by fewer of the training frames is left out too
+
+
+def ignored_static_layers(weights: str | os.PathLike) -> tuple[str, ...]:
+    """Static layers the denoiser saw in fewer than MIN_STATIC_COVERAGE of its conditioned training frames
+    (the file's `static_coverage`; none for files without it). A forecast leaves them out, as training
+    did for the sequences without them (model/inputs.normalise_static: a missing DEM copies an available
+    one, a missing land cover or geomorphons layer is 0): the shipped weights saw land cover and
+    geomorphons with one site's sequences only (1 of 7), and the validation cube is forecast better
+    without them (weights/MODEL_CARD.md)."""
+    text = _metadata(weights).get("static_coverage", "{}")
+    try:
+        coverage = json.loads(text)
+        return tuple(str(name) for name in STATIC_LAYERS
+                     if name in coverage and float(coverage[name]) < MIN_STATIC_COVERAGE)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ModelError(f"{weights} has malformed metadata: static_coverage {text[:80]!r}",
+                         fix="re-export the weights with `vegediff train` or scripts/select_weights.py") from exc
+
+
 def _metadata(path: str | os.PathLike) -> dict[str, str]:
     try:
         return read_metadata(path)

@@ -131,12 +131,13 @@ class ForecastPlan:
     meteo: MeteoInputs
     tiles: TilePlan
     active: frozenset[tuple[int, int]]  # (row, col) of the chips worth computing
-    static_layers: tuple[str, ...]  # static layers the cube has
+    static_layers: tuple[str, ...]  # static layers of the cube the model reads
     y: np.ndarray  # (H,) cube y coordinates (chip centres for meteorology)
     x: np.ndarray  # (W,)
     batch_size: int | None  # chips per model call; None: blocks.call_layout's default
     latitude: float = 45.0  # degrees north of the grid's centre (the model's date features)
     spread_calibration: SpreadCalibration | None = None  # how members are widened; None: raw members
+    static_ignored: tuple[str, ...] = ()  # static layers of the cube left out: the weights hardly saw them
 
     @property
     def conditioned(self) -> bool:
@@ -197,6 +198,7 @@ def plan_forecast(
     weather: str | os.PathLike | None = None,
     workers: int = 1,
     ignore_meteo: tuple[str, ...] = (),
+    ignore_static: tuple[str, ...] = (),
     reserved_bytes: float = 0.0,
     spread_calibration: SpreadCalibration | None = None,
 ) -> ForecastPlan:
@@ -229,8 +231,9 @@ def plan_forecast(
     if not active:
         raise NoValidDataError("no chip holds vegetation (ESA WorldCover 10-40) with a clear context pixel",
                                fix="forecast an area with vegetation, or a cube without esawc_lc to forecast every pixel")
-    static_layers = tuple(name for name in STATIC_LAYERS if name in cube)
-    return ForecastPlan(settings, times, meteo, tiles, active, static_layers,
+    present = tuple(name for name in STATIC_LAYERS if name in cube)
+    return ForecastPlan(settings, times, meteo, tiles, active, tuple(n for n in present if n not in ignore_static),
                         np.asarray(cube["y"].values, dtype="float64"), np.asarray(cube["x"].values, dtype="float64"),
                         settings.batch_size, centre_latitude(cube),
-                        spread_calibration if settings.calibrate_spread and settings.members > 1 else None)
+                        spread_calibration if settings.calibrate_spread and settings.members > 1 else None,
+                        tuple(n for n in present if n in ignore_static))

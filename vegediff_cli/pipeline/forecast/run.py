@@ -52,7 +52,7 @@ from ...resources import check_forecast_memory, forecast_memory, release_freed_m
 from ...workdir import TileFiles
 from ..observed import write_context_cogs
 from .blocks import BlockResult, call_layout, chip_settings, default_rows, layout_for
-from .model import ignored_meteo_variables, model_config, resolve_weights, spread_calibration
+from .model import ignored_meteo_variables, ignored_static_layers, model_config, resolve_weights, spread_calibration
 from .outputs import (
     DEFAULT_KEEP_HISTORY,
     check_cube_is_fresh,
@@ -169,6 +169,7 @@ def output_attrs(job: ForecastJob, plan: ForecastPlan, *, weights: Path, cfg: Mo
         "min_clear_context": s.min_clear_context,
         "conditioned": plan.conditioned,
         "static_layers": " ".join(plan.static_layers) if plan.conditioned else "",
+        "static_ignored": " ".join(plan.static_ignored) if plan.conditioned else "",  # layers the weights hardly saw
         "meteo_source": plan.meteo.source,
         "meteo_source_per_step": " ".join(plan.meteo.per_step),
         "meteo_ignored": " ".join(plan.meteo.ignored),  # variables the weights hardly saw: left at the E-OBS mean
@@ -224,7 +225,7 @@ def _prepare(jobs: list[ForecastJob], weights: Path, settings: ForecastSettings,
              device_type: str = "cpu", reserved_bytes: float = 0.0) -> Iterator[list[_Prepared]]:
     """Open every cube and plan every job first: bad input fails before any long computation."""
     cfg = model_config(weights)
-    ignore_meteo = ignored_meteo_variables(weights)
+    ignore_meteo, ignore_static = ignored_meteo_variables(weights), ignored_static_layers(weights)
     outputs = [job.output.resolve() for job in jobs]
     if len(set(outputs)) < len(outputs):
         raise UsageError("two forecasts would write the same output file", fix="give each input its own `output`")
@@ -234,9 +235,12 @@ def _prepare(jobs: list[ForecastJob], weights: Path, settings: ForecastSettings,
             cube = stack.enter_context(contextlib.closing(open_cube(job.cube)))
             check_memory(cube, cfg, settings, device_type=device_type)
             plan = plan_forecast(cube, cfg, settings, weather=job.weather, workers=workers, ignore_meteo=ignore_meteo,
-                                 reserved_bytes=reserved_bytes,
+                                 ignore_static=ignore_static, reserved_bytes=reserved_bytes,
                                  spread_calibration=spread_calibration(weights, settings.horizon))
             check_reflectance(cube, source=str(job.cube), frames=plan.times.context_index, what="the context frames")
+            if plan.static_ignored and plan.conditioned:
+                log.info("static layers: %s left out (the weights were hardly trained with them)",
+                         " ".join(plan.static_ignored))
             log.info("%s: %d chips (%d with vegetation and clear context) in %d stripe(s) x %d band(s); meteorology: %s",
                      job.cube.name, len(plan.tiles.chips), len(plan.active), len(plan.tiles.stripes),
                      len(plan.tiles.bands), plan.meteo.source)
