@@ -181,9 +181,9 @@ def test_shipped_weights_on_the_held_out_cube(jas_cube, tmp_path, monkeypatch):
     """Regression guard for the model card's held-out table (weights/MODEL_CARD.md): the shipped
     ensemble beats persistence and the context mean in RMSE and NSE, and its members carry
     information (fair CRPS below the absolute error of their mean), and the sign of change over the
-    horizon is right for most pixels (issue 12). 4 members, seed 0: RMSE 0.2158 / NSE -0.575 /
-    direction 0.82 vs persistence 0.2235 / -0.647 / 0.5 with the three-denoiser file of 2026-12-03
-    (members 0-3 from denoisers 1, 2, 3, 1)."""
+    horizon is right for most pixels (issue 12). 4 members, seed 0: RMSE 0.2170 / NSE -0.594 /
+    direction 0.82 vs persistence 0.2235 / -0.647 / 0.5 with the three-denoiser file of 2026-12-04
+    (members 0-3 from denoisers 1, 2, 3, 1; static layers below 50 % coverage left out)."""
     from vegediff_cli.pipeline.evaluate.baselines import baseline_forecast
     from vegediff_cli.pipeline.evaluate.scoring import score_cube
     from vegediff_cli.pipeline.forecast.model import default_guidance

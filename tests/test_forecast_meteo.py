@@ -116,21 +116,40 @@ def test_weather_grid_in_another_crs_is_refused(tmp_path):
                       weather=Path(tmp_path / "w.nc"))
 
 
+def _weights_reading_conditions(tmp_path):
+    """Tiny weights whose denoiser reads meteorology and static layers (adaLN-zero init ignores the
+    condition, so every weight gets a value): (model, metadata, file)."""
+    from vegediff_cli.model.weights import load_weights, save_weights
+
+    model, metadata = load_weights(write_weights(tmp_path / "init.safetensors"))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.vegenet.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    return model, metadata, save_weights(model, tmp_path / "full.safetensors", metadata=metadata)
+
+
+def _forecasts(tmp_path, runs: dict, settings, *attrs: str) -> dict:
+    """name -> (ndvi_pred, *attrs) of a forecast per run (name -> (cube, weights))."""
+    from vegediff_cli.pipeline.forecast.run import ForecastJob, run_forecasts
+
+    out = {}
+    for name, (cube, weights) in runs.items():
+        run_forecasts([ForecastJob(cube, tmp_path / f"{name}_f.nc")], weights=weights, settings=settings, device="cpu")
+        with xr.open_dataset(tmp_path / f"{name}_f.nc") as ds:
+            out[name] = (ds["ndvi_pred"].values, *(ds.attrs[a] for a in attrs))
+    return out
+
+
 def test_variables_the_weights_hardly_saw_are_left_at_the_mean(tmp_path):
     """Weights whose training frames rarely held hu/fg/qq (`meteo_coverage`) forecast as if the cube lacked them."""
-    from vegediff_cli.model.weights import load_weights, save_weights
+    from vegediff_cli.model.weights import save_weights
     from vegediff_cli.pipeline.forecast.model import ignored_meteo_variables
     from vegediff_cli.pipeline.forecast.plan import ForecastSettings
-    from vegediff_cli.pipeline.forecast.run import ForecastJob, run_forecasts
     from vegediff_cli.training.index import describe, meteo_coverage
 
     path = synthetic_cube(tmp_path / "cube.nc", height=128, width=128, frames=30)
-    model, metadata = load_weights(write_weights(tmp_path / "init.safetensors"))
-    torch.manual_seed(0)
-    with torch.no_grad():  # adaLN-zero init ignores the condition: give every weight a value
-        for parameter in model.vegenet.parameters():
-            parameter.add_(0.05 * torch.randn_like(parameter))
-    full = save_weights(model, tmp_path / "full.safetensors", metadata=metadata)
+    model, metadata, full = _weights_reading_conditions(tmp_path)
     coverage = {v: 1.0 for v in ("tg", "tn", "tx", "rr", "pp")} | {"hu": 0.14, "fg": 0.14, "qq": 0.14}
     partial = save_weights(model, tmp_path / "partial.safetensors",
                            metadata={**metadata, "meteo_coverage": json.dumps(coverage)})
@@ -140,11 +159,7 @@ def test_variables_the_weights_hardly_saw_are_left_at_the_mean(tmp_path):
     settings = ForecastSettings(horizon=2, start=pd.Timestamp(open_cube(path)["time"].values[10]),
                                 precision="fp32", sampler=SamplerSettings(steps=2))
     runs = {"partial": (path, partial), "five": (tmp_path / "five.nc", full), "full": (path, full)}
-    out = {}
-    for name, (cube, weights) in runs.items():
-        run_forecasts([ForecastJob(cube, tmp_path / f"{name}_f.nc")], weights=weights, settings=settings, device="cpu")
-        with xr.open_dataset(tmp_path / f"{name}_f.nc") as ds:
-            out[name] = (ds["ndvi_pred"].values, ds.attrs["meteo_ignored"])
+    out = _forecasts(tmp_path, runs, settings, "meteo_ignored")
     np.testing.assert_array_equal(out["partial"][0], out["five"][0])
     assert out["partial"][1] == "hu fg qq" and out["full"][1] == ""
     assert np.nanmax(np.abs(out["full"][0] - out["partial"][0])) > 0  # the variables matter when used
@@ -156,19 +171,13 @@ def test_variables_the_weights_hardly_saw_are_left_at_the_mean(tmp_path):
 def test_static_layers_the_weights_hardly_saw_are_left_out(tmp_path):
     """Weights whose conditioned training frames rarely held land cover (`static_coverage`) forecast as if the
     cube lacked it; the layer is listed in `static_ignored`, and it changes the forecast when it is used."""
-    from vegediff_cli.model.weights import load_weights, save_weights
+    from vegediff_cli.model.weights import save_weights
     from vegediff_cli.pipeline.forecast.model import ignored_static_layers
     from vegediff_cli.pipeline.forecast.plan import ForecastSettings
-    from vegediff_cli.pipeline.forecast.run import ForecastJob, run_forecasts
     from vegediff_cli.training.index import describe, static_coverage
 
     path = synthetic_cube(tmp_path / "cube.nc", height=128, width=128, frames=30)
-    model, metadata = load_weights(write_weights(tmp_path / "init.safetensors"))
-    torch.manual_seed(0)
-    with torch.no_grad():  # adaLN-zero init ignores the condition: give every weight a value
-        for parameter in model.vegenet.parameters():
-            parameter.add_(0.05 * torch.randn_like(parameter))
-    full = save_weights(model, tmp_path / "full.safetensors", metadata=metadata)
+    model, metadata, full = _weights_reading_conditions(tmp_path)
     with xr.open_dataset(path) as ds:
         ds.drop_vars(["esawc_lc"]).to_netcdf(tmp_path / "no_lc.nc")
     # coverage as the trainer records it: the cube with land cover and the one without, 30 frames each
@@ -181,11 +190,7 @@ def test_static_layers_the_weights_hardly_saw_are_left_out(tmp_path):
     settings = ForecastSettings(horizon=2, start=pd.Timestamp(open_cube(path)["time"].values[10]),
                                 precision="fp32", sampler=SamplerSettings(steps=2))
     runs = {"partial": (path, partial), "no_lc": (tmp_path / "no_lc.nc", full), "full": (path, full)}
-    out = {}
-    for name, (cube, weights) in runs.items():
-        run_forecasts([ForecastJob(cube, tmp_path / f"{name}_f.nc")], weights=weights, settings=settings, device="cpu")
-        with xr.open_dataset(tmp_path / f"{name}_f.nc") as ds:
-            out[name] = (ds["ndvi_pred"].values, ds.attrs["static_ignored"], ds.attrs["static_layers"])
+    out = _forecasts(tmp_path, runs, settings, "static_ignored", "static_layers")
     np.testing.assert_array_equal(out["partial"][0], out["no_lc"][0])
     assert out["partial"][1:] == ("esawc_lc", "cop_dem") and out["full"][1:] == ("", "cop_dem esawc_lc")
     assert np.nanmax(np.abs(out["full"][0] - out["partial"][0])) > 0  # land cover matters when used
