@@ -20,6 +20,7 @@ import argparse
 import json
 import sys
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -75,7 +76,10 @@ def main() -> int:
         scores = validation(cube, seasons, scored, folder, members=args.members, guidance=guidance)
     final = {**calibrated, "validation_rmse": f"{scores['rmse']:.4f}", "validation_nse": f"{scores['nse']:.4f}",
              "validation_persistence_rmse": f"{scores['persistence_rmse']:.4f}",
-             "validation_skill": f"{scores['skill']:.4f}", "validation_seasons": json.dumps(scores["seasons"])}
+             "validation_skill": f"{scores['skill']:.4f}", "validation_seasons": json.dumps(scores["seasons"]),
+             "calibration_note": f"spread_added_variance, spread_calibration and validation_* refitted and scored by "
+                                 f"scripts/add_static_coverage.py on {datetime.now(UTC):%Y-%m-%d}, static layers below "
+                                 "50 % of static_coverage left out; the tensors and validation_table are unchanged"}
     save_weights(model, args.output, metadata=final)
     print(json.dumps({"output": str(args.output), "static_coverage": coverage, ADDED_KEY: added,
                       "validation": scores}, indent=1, default=float))
