@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts.combine_weights import REPLACED, validation  # noqa: E402
+from scripts.combine_weights import REPLACED, calibration_metadata, validation, validation_metadata  # noqa: E402
 from scripts.select_weights import calibrate, season_validation_cubes, validation_cube  # noqa: E402
 from scripts.train_weights import INDEX_CACHE, SHARED  # noqa: E402
 from vegediff_cli.model.weights import load_weights, read_metadata, save_weights  # noqa: E402
@@ -69,14 +69,10 @@ def main() -> int:
         raw = save_weights(model, folder / "raw.safetensors", metadata=kept)
         seasons = season_validation_cubes(folder)
         added, per_lead = calibrate(cube, seasons, raw, folder, members=args.members, guidance=guidance)
-        calibrated = {**kept, ADDED_KEY: json.dumps(added),
-                      "spread_calibration": json.dumps({"members": args.members, "method": "added variance",
-                                                        "units": per_lead})}
+        calibrated = {**kept, **calibration_metadata(added, per_lead, members=args.members)}
         scored = save_weights(model, folder / "calibrated.safetensors", metadata=calibrated)
         scores = validation(cube, seasons, scored, folder, members=args.members, guidance=guidance)
-    final = {**calibrated, "validation_rmse": f"{scores['rmse']:.4f}", "validation_nse": f"{scores['nse']:.4f}",
-             "validation_persistence_rmse": f"{scores['persistence_rmse']:.4f}",
-             "validation_skill": f"{scores['skill']:.4f}", "validation_seasons": json.dumps(scores["seasons"]),
+    final = {**calibrated, **validation_metadata(scores),
              "calibration_note": f"spread_added_variance, spread_calibration and validation_* refitted and scored by "
                                  f"scripts/add_static_coverage.py on {datetime.now(UTC):%Y-%m-%d}, static layers below "
                                  "50 % of static_coverage left out; the tensors and validation_table are unchanged"}

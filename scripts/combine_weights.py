@@ -80,6 +80,19 @@ def validation(cube: Path, seasons: dict, weights: Path, folder: Path, *, member
             "spread_skill": p.get("spread_skill_ratio")}
 
 
+def calibration_metadata(added: list[float], per_lead: dict, *, members: int) -> dict[str, str]:
+    """Metadata of a spread calibration that scripts/select_weights.calibrate fitted."""
+    return {ADDED_KEY: json.dumps(added),
+            "spread_calibration": json.dumps({"members": members, "method": "added variance", "units": per_lead})}
+
+
+def validation_metadata(scores: dict) -> dict[str, str]:
+    """The `validation_*` metadata of `validation`'s scores."""
+    return {"validation_rmse": f"{scores['rmse']:.4f}", "validation_nse": f"{scores['nse']:.4f}",
+            "validation_persistence_rmse": f"{scores['persistence_rmse']:.4f}",
+            "validation_skill": f"{scores['skill']:.4f}", "validation_seasons": json.dumps(scores["seasons"])}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", type=Path, required=True, help="selected weights file: VAE, config, checkpoint choice")
@@ -107,9 +120,8 @@ def main() -> int:
         raw = combine_files(parts, folder / "combined-raw.safetensors", extra={})
         seasons = season_validation_cubes(folder)
         added, per_lead = calibrate(cube, seasons, raw, folder, members=args.members, guidance=guidance)
-        extra = {ADDED_KEY: json.dumps(added), "validation_cube": cube.name, "recommended_guidance": str(guidance),
-                 "spread_calibration": json.dumps({"members": args.members, "method": "added variance",
-                                                   "units": per_lead})}
+        extra = {**calibration_metadata(added, per_lead, members=args.members), "validation_cube": cube.name,
+                 "recommended_guidance": str(guidance)}
         combine_files(parts, args.output, extra=extra)
         scores = validation(cube, seasons, args.output, folder, members=args.members, guidance=guidance)
         added_from = ", ".join([*(f"{r.name} at the same step ({step}) and kind ({kind})" for r in args.run),
@@ -118,10 +130,7 @@ def main() -> int:
                 f"member m is drawn by denoiser m mod {len(parts)}; guidance {guidance}. "
                 "spread_added_variance, spread_calibration and validation_* were fitted and scored for them together "
                 "(scripts/combine_weights.py); validation_table, where present, is the selection of denoiser 1")
-        final = {**extra, "ensemble_note": note,
-                 "validation_rmse": f"{scores['rmse']:.4f}", "validation_nse": f"{scores['nse']:.4f}",
-                 "validation_persistence_rmse": f"{scores['persistence_rmse']:.4f}",
-                 "validation_skill": f"{scores['skill']:.4f}", "validation_seasons": json.dumps(scores["seasons"])}
+        final = {**extra, "ensemble_note": note, **validation_metadata(scores)}
         combine_files(parts, args.output, extra=final)
     print(json.dumps({"output": str(args.output), "denoisers": len(parts), "step": step, "kind": kind,
                       "guidance": guidance, ADDED_KEY: added, "validation": scores}, indent=1, default=float))

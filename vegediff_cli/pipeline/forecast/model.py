@@ -55,12 +55,18 @@ def ignored_meteo_variables(weights: str | os.PathLike) -> tuple[str, ...]:
     frames (the file's `meteo_coverage`; none for files without it). A forecast sets them to the
     E-OBS mean, as in training, rather than feeding values the model never learned to read: the
     shipped weights saw humidity, wind and radiation in 1 of 7 conditioned sequences."""
-    text = _metadata(weights).get("meteo_coverage", "{}")
+    return _low_coverage(weights, "meteo_coverage", MIN_METEO_COVERAGE)
+
+
+def _low_coverage(weights: str | os.PathLike, key: str, threshold: float) -> tuple[str, ...]:
+    """Names whose fraction in the weights' `key` metadata (JSON: name -> fraction) is below `threshold`,
+    in the stored order; none without the key."""
+    text = _metadata(weights).get(key, "{}")
     try:
         coverage = json.loads(text)
-        return tuple(str(v) for v, fraction in coverage.items() if float(fraction) < MIN_METEO_COVERAGE)
+        return tuple(str(name) for name, fraction in coverage.items() if float(fraction) < threshold)
     except (ValueError, TypeError, AttributeError) as exc:
-        raise ModelError(f"{weights} has malformed metadata: meteo_coverage {text[:80]!r}",
+        raise ModelError(f"{weights} has malformed metadata: {key} {text[:80]!r}",
                          fix="re-export the weights with `vegediff train` or scripts/select_weights.py") from exc
 
 
@@ -74,14 +80,8 @@ def ignored_static_layers(weights: str | os.PathLike) -> tuple[str, ...]:
     one, a missing land cover or geomorphons layer is 0): the shipped weights saw land cover and
     geomorphons with one site's sequences only (1 of 7), and the validation cube is forecast better
     without them (weights/MODEL_CARD.md)."""
-    text = _metadata(weights).get("static_coverage", "{}")
-    try:
-        coverage = json.loads(text)
-        return tuple(str(name) for name in STATIC_LAYERS
-                     if name in coverage and float(coverage[name]) < MIN_STATIC_COVERAGE)
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise ModelError(f"{weights} has malformed metadata: static_coverage {text[:80]!r}",
-                         fix="re-export the weights with `vegediff train` or scripts/select_weights.py") from exc
+    low = _low_coverage(weights, "static_coverage", MIN_STATIC_COVERAGE)
+    return tuple(name for name in STATIC_LAYERS if name in low)
 
 
 def _metadata(path: str | os.PathLike) -> dict[str, str]:
