@@ -25,8 +25,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts.combine_weights import REPLACED, calibration_metadata, validation, validation_metadata  # noqa: E402
-from scripts.select_weights import calibrate, season_validation_cubes, validation_cube  # noqa: E402
+from scripts.combine_weights import REPLACED, validation  # noqa: E402
+from scripts.select_weights import (  # noqa: E402
+    calibrate,
+    calibration_metadata,
+    season_validation_cubes,
+    validation_cube,
+    validation_metadata,
+)
 from scripts.train_weights import INDEX_CACHE, SHARED  # noqa: E402
 from vegediff_cli.model.weights import load_weights, read_metadata, save_weights  # noqa: E402
 from vegediff_cli.pipeline.forecast.calibration import ADDED_KEY  # noqa: E402

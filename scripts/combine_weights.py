@@ -27,11 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scripts.select_weights import (  # noqa: E402
     calibrate,
+    calibration_metadata,
     export,
     score,
     score_seasons,
     season_validation_cubes,
     validation_cube,
+    validation_metadata,
     validation_skill,
 )
 from vegediff_cli.model.ensemble import combine_denoisers  # noqa: E402
@@ -78,19 +80,6 @@ def validation(cube: Path, seasons: dict, weights: Path, folder: Path, *, member
             "skill": validation_skill(cube_skill, series),
             "crps": p.get("crps"), "mae_ensemble_mean": p.get("mae_ensemble_mean"),
             "spread_skill": p.get("spread_skill_ratio")}
-
-
-def calibration_metadata(added: list[float], per_lead: dict, *, members: int) -> dict[str, str]:
-    """Metadata of a spread calibration that scripts/select_weights.calibrate fitted."""
-    return {ADDED_KEY: json.dumps(added),
-            "spread_calibration": json.dumps({"members": members, "method": "added variance", "units": per_lead})}
-
-
-def validation_metadata(scores: dict) -> dict[str, str]:
-    """The `validation_*` metadata of `validation`'s scores."""
-    return {"validation_rmse": f"{scores['rmse']:.4f}", "validation_nse": f"{scores['nse']:.4f}",
-            "validation_persistence_rmse": f"{scores['persistence_rmse']:.4f}",
-            "validation_skill": f"{scores['skill']:.4f}", "validation_seasons": json.dumps(scores["seasons"])}
 
 
 def main() -> int:

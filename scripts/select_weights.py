@@ -151,6 +151,19 @@ def fit_units(per_unit: dict[str, dict]) -> np.ndarray:
                               {k: np.asarray(v["spread_per_lead"], "float64") for k, v in per_unit.items()})
 
 
+def calibration_metadata(added: list[float], per_lead: dict, *, members: int) -> dict[str, str]:
+    """Metadata of a spread calibration that scripts/select_weights.calibrate fitted."""
+    return {ADDED_KEY: json.dumps(added),
+            "spread_calibration": json.dumps({"members": members, "method": "added variance", "units": per_lead})}
+
+
+def validation_metadata(scores: dict) -> dict[str, str]:
+    """The `validation_*` metadata of `validation`'s scores."""
+    return {"validation_rmse": f"{scores['rmse']:.4f}", "validation_nse": f"{scores['nse']:.4f}",
+            "validation_persistence_rmse": f"{scores['persistence_rmse']:.4f}",
+            "validation_skill": f"{scores['skill']:.4f}", "validation_seasons": json.dumps(scores["seasons"])}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", type=Path, required=True, help="runs/NAME of scripts/train_weights.py")
@@ -207,12 +220,8 @@ def main() -> int:
         added, per_lead = calibrate(cube, seasons, chosen, folder, members=args.calibration_members,
                                     guidance=best["guidance"])
         extra = {"recommended_guidance": str(best["guidance"]), "validation_cube": cube.name,
-                 "validation_skill": f"{best['skill']:.4f}", "validation_seasons": json.dumps(best["seasons"]),
-                 "validation_rmse": f"{best['rmse']:.4f}", "validation_nse": f"{best['nse']:.4f}",
-                 "validation_persistence_rmse": f"{best['persistence_rmse']:.4f}",
-                 "validation_table": json.dumps(results), ADDED_KEY: json.dumps(added),
-                 "spread_calibration": json.dumps({"members": args.calibration_members, "method": "added variance",
-                                                   "units": per_lead})}
+                 **validation_metadata(best), "validation_table": json.dumps(results),
+                 **calibration_metadata(added, per_lead, members=args.calibration_members)}
         export(base, args.run_dir / "diffusion" / best["checkpoint"], output, kind=best["kind"], extra=extra)
         calibrated = score(cube, output, folder, members=args.calibration_members, guidance=best["guidance"],
                            calibrated=True)

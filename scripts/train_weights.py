@@ -61,6 +61,8 @@ def denoiser_config(args: argparse.Namespace):
     """The preset's denoiser with the ablation flags applied."""
     cfg = preset(args.preset)
     vegenet = cfg.vegenet if not args.no_dates else dataclasses.replace(cfg.vegenet, date_channels=0)
+    if args.meteorology is not None:
+        vegenet = dataclasses.replace(vegenet, meteorology=args.meteorology)
     if args.train_mix == "preset":
         mix = cfg.diffusion.train_context_mix
     else:
@@ -84,6 +86,8 @@ def main() -> int:
     parser.add_argument("--keep-every", type=int, default=500, help="keep a denoiser checkpoint every N steps")
     parser.add_argument("--exclude", action="append", default=[], help="also hold out files containing this text")
     parser.add_argument("--no-dates", action="store_true", help="ablation: no day-of-year/latitude features (paper)")
+    parser.add_argument("--meteorology", choices=["absolute", "context_anomaly", "none"], default=None,
+                        help="how the meteorology enters (default: the preset's, absolute; model/presets.py)")
     parser.add_argument("--train-mix", default="preset",
                         help="noise offset in training: preset (the preset's, 0.1), none (legacy), 0, or a value")
     parser.add_argument("--cond-dropout", type=float, default=None,

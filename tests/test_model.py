@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from vegediff_cli.diffusion.training import diffusion_loss
 from vegediff_cli.errors import ModelError
@@ -94,6 +95,51 @@ def test_cached_context_equals_full_pass():
     torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("meteorology", ["absolute", "context_anomaly", "none"])
+def test_meteorology_modes_cached_context_equals_full_pass(meteorology):
+    """Each way the meteorology enters gives the same eps through the sampler's cached path
+    (meteo_features applied before the split) as through the training pass."""
+    cfg = dataclasses.replace(TINY, vegenet=dataclasses.replace(TINY.vegenet, meteorology=meteorology))
+    model = _randomised(VegeDiff(cfg))
+    z, t, meteo, static = _inputs()
+    keep = torch.tensor([True, False])
+    full = model.vegenet(z, t, meteo=meteo, static=static, keep_cond=keep)
+    features = model.vegenet.meteo_features(meteo)
+    cache = model.vegenet.encode_context(z[:, :10], meteo=features[:, :10], static=static, keep_cond=keep)
+    cached = model.vegenet.forward_future(z[:, 10:], t, meteo=features[:, 10:], keep_cond=keep, cache=cache)
+    torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-4)
+
+
+def test_context_anomaly_reads_the_change_of_weather_not_the_climate():
+    """context_anomaly: a constant offset of every frame's meteorology (another climate, same
+    weather changes) changes nothing; changing one future frame's weather changes the output.
+    none: the meteorology is never read. absolute: the offset matters."""
+    z, t, meteo, static = _inputs()
+    keep = torch.tensor([True, True])
+    shifted = meteo + torch.linspace(-1.0, 1.0, meteo.shape[-1])
+    future_change = meteo.clone()
+    future_change[:, 15] += 1.0
+    outputs = {}
+    for meteorology in ("absolute", "context_anomaly", "none"):
+        cfg = dataclasses.replace(TINY, vegenet=dataclasses.replace(TINY.vegenet, meteorology=meteorology))
+        net = _randomised(VegeDiff(cfg)).vegenet
+        outputs[meteorology] = [net(z, t, meteo=m, static=static, keep_cond=keep) for m in (meteo, shifted, future_change)]
+    base, offset, change = outputs["context_anomaly"]
+    torch.testing.assert_close(offset, base, atol=1e-5, rtol=1e-4)
+    assert (change - base).abs().max() > 1e-3
+    base, offset, change = outputs["none"]
+    torch.testing.assert_close(offset, base)
+    torch.testing.assert_close(change, base)
+    base, offset, _ = outputs["absolute"]
+    assert (offset - base).abs().max() > 1e-3
+
+
+def test_unknown_meteorology_is_refused():
+    cfg = dataclasses.replace(TINY, vegenet=dataclasses.replace(TINY.vegenet, meteorology="climate"))
+    with pytest.raises(ValueError, match="unknown meteorology 'climate'"):
+        VegeDiff(cfg)
+
+
 def test_static_layers_change_the_output_only_when_kept():
     model = _randomised(VegeDiff(TINY))
     z, t, meteo, static = _inputs()
@@ -138,6 +184,17 @@ def test_weights_errors(tmp_path):
     bad.write_bytes(b"not a weights file")
     with pytest.raises(ModelError, match="not a readable weights file"):
         load_weights(bad)
+
+
+def test_meteorology_mode_is_stored_and_an_unknown_one_refused(tmp_path):
+    cfg = dataclasses.replace(TINY, vegenet=dataclasses.replace(TINY.vegenet, meteorology="context_anomaly"))
+    path = save_weights(_randomised(VegeDiff(cfg)), tmp_path / "w.safetensors", metadata={})
+    assert load_weights(path)[0].cfg.vegenet.meteorology == "context_anomaly"
+    tensors, meta = load_file(str(path)), read_metadata(path)
+    meta["config"] = meta["config"].replace('"context_anomaly"', '"climate"')
+    save_file(tensors, str(tmp_path / "bad.safetensors"), metadata=meta)
+    with pytest.raises(ModelError, match="invalid model configuration .*unknown meteorology 'climate'"):
+        load_weights(tmp_path / "bad.safetensors")
 
 
 def test_one_training_step_lowers_the_loss_on_a_fixed_batch():

@@ -82,6 +82,10 @@ class CompiledVegeNet:
         return self._run(self._full, self._eager_full, z, timesteps, meteo=meteo, static=static, keep_cond=keep_cond,
                          dates=dates)
 
+    def meteo_features(self, meteo):
+        """VegeNet.meteo_features (elementwise, eager)."""
+        return self.net.meteo_features(meteo)
+
     def encode_context(self, context, *, meteo, static, keep_cond, dates=None):
         """Once per chip: not worth a graph of its own."""
         return self.net.encode_context(context, meteo=meteo, static=static, keep_cond=keep_cond, dates=dates)

@@ -61,6 +61,11 @@ class VegeNetConfig:
     # latitude / 90) embedded and added to the adaLN condition, never dropped: the model can tell
     # spring green-up from autumn senescence. 0: none, as in the paper (and older weights files).
     date_channels: int = 0
+    # How the meteorology enters: "absolute" (each frame's standardised values, as in the paper),
+    # "context_anomaly" (each frame minus the mean of the context frames: the weather's change from
+    # the context, not the site's climate, which seven conditioned training sequences cannot teach)
+    # or "none" (never read: the null token in every frame; an ablation).
+    meteorology: str = "absolute"
     # MLP activation: "gelu_tanh" (DiT's tanh approximation; older weights files) or "gelu" (exact
     # erf GELU: the same function family, 12-15 % faster on CPUs).
     mlp_activation: str = "gelu_tanh"

@@ -135,6 +135,7 @@ class VegeDiff(nn.Module):
         static_rows = static.repeat(passes, 1, 1, 1)
         date_rows = None if dates is None else dates.repeat(passes, 1, 1)
         if self.cfg.vegenet.causal_context:  # context stream once per chip, shared by steps and members
+            meteo_rows = net.meteo_features(meteo_rows)  # before the split: anomalies need the context frames
             cache = net.encode_context(ctx_rows, meteo=meteo_rows[:, :k], static=static_rows, keep_cond=keep_rows,
                                        dates=None if date_rows is None else date_rows[:, :k])
 

@@ -185,11 +185,16 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm(x), shift, scale))  # (B, T, P, out)
 
 
+METEOROLOGY = ("absolute", "context_anomaly", "none")  # VegeNetConfig.meteorology
+
+
 class VegeNet(nn.Module):
     """eps-prediction network over a (B, T, C, h, w) latent sequence (context then future)."""
 
     def __init__(self, cfg: VegeNetConfig) -> None:
         super().__init__()
+        if cfg.meteorology not in METEOROLOGY:
+            raise ValueError(f"unknown meteorology {cfg.meteorology!r}: one of {', '.join(METEOROLOGY)}")
         self.cfg = cfg
         d, ps, c = cfg.hidden, cfg.patch_size, cfg.latent_channels
         self.patch_embed = nn.Linear(c * ps * ps, d)
@@ -238,12 +243,25 @@ class VegeNet(nn.Module):
         roles = (frames >= self.cfg.context_frames).long()
         frame_t = torch.where(roles.bool()[None], timesteps.view(b, 1).float(), torch.zeros(b, t, device=meteo.device))
         cond = self.t_embed(frame_t.flatten()).view(b, t, -1) + self.role_embed(roles)[None]
-        cond = cond + torch.where(keep.view(b, 1, 1), self.meteo_embed(meteo), self.null_meteo.view(1, 1, -1))
+        if self.cfg.meteorology == "none":
+            cond = cond + self.null_meteo.view(1, 1, -1)
+        else:
+            cond = cond + torch.where(keep.view(b, 1, 1), self.meteo_embed(meteo), self.null_meteo.view(1, 1, -1))
         if self.cfg.date_channels:
             if dates is None:
                 raise ValueError(f"this model needs dates (B, T, {self.cfg.date_channels}): model/inputs.py date_features")
             cond = cond + self.date_embed(dates.to(cond.dtype))  # (B, T, D)
         return cond
+
+    def meteo_features(self, meteo: torch.Tensor) -> torch.Tensor:
+        """(B, K+F, 24) standardised meteorology of every frame -> what the network reads (cfg.meteorology).
+
+        "context_anomaly" subtracts the mean of the context frames, so it needs the whole sequence:
+        forward() applies it itself; callers of encode_context / forward_future apply it first.
+        """
+        if self.cfg.meteorology == "context_anomaly":
+            return meteo - meteo[:, : self.cfg.context_frames].mean(dim=1, keepdim=True)
+        return meteo
 
     def embed_static(self, static: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """(B, S, H, W) static layers -> (B, P, D) tokens; rows with keep=False get the null token."""
@@ -285,7 +303,7 @@ class VegeNet(nn.Module):
         _, t, _, h, w = z.shape
         ctx = self.cfg.context_frames
         x = self._embed_frames(z, 0)  # (B, T, P, D)
-        cond = self._conditions(timesteps, meteo, keep_cond, 0, dates)  # (B, T, D)
+        cond = self._conditions(timesteps, self.meteo_features(meteo), keep_cond, 0, dates)  # (B, T, D)
         static_tokens = self.embed_static(static, keep_cond)  # (B, P, D)
         mask = self._temporal_mask(t, z.device)
         for block in self.blocks:
@@ -299,8 +317,8 @@ class VegeNet(nn.Module):
     ) -> list[KV]:
         """Run the context stream once (causal_context only): per-block temporal keys/values.
 
-        context (B, K, C, h, w); meteo (B, K, 24) and dates (B, K, date_channels) of the context
-        frames; static (B, 5, H, W).
+        context (B, K, C, h, w); meteo (B, K, 24) of the context frames as meteo_features gives
+        them, dates (B, K, date_channels); static (B, 5, H, W).
         """
         if not self.cfg.causal_context:
             raise RuntimeError("encode_context needs causal_context=True")
@@ -327,7 +345,8 @@ class VegeNet(nn.Module):
         """eps of the noised future (B, F, C, h, w) given a context cache from encode_context.
 
         The cache may hold fewer rows than `future` (members share a context): B must be a
-        multiple of the cache's batch, and rows are matched as future[i] <-> cache[i % Bc].
+        multiple of the cache's batch, and rows are matched as future[i] <-> cache[i % Bc]. meteo
+        (B, F, 24) of the future frames as meteo_features gives them.
         """
         _, _, _, h, w = future.shape
         ctx = self.cfg.context_frames

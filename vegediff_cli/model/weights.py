@@ -54,7 +54,11 @@ def load_weights(path: str | os.PathLike, *, device: str | torch.device = "cpu")
     if meta.get("format") != FORMAT:
         raise ModelError(f"{path} is not a vegediff weights file (format {meta.get('format')!r})",
                          fix="use a file written by `vegediff train`")
-    model = VegeDiff(ModelConfig.from_dict(json.loads(meta["config"])))
+    try:
+        model = VegeDiff(ModelConfig.from_dict(json.loads(meta["config"])))
+    except (KeyError, TypeError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
+        raise ModelError(f"{path} holds an invalid model configuration ({exc})",
+                         fix="retrain or re-export the weights") from exc
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
         raise ModelError(f"{path} does not match its own config (missing {missing[:3]}, unexpected {unexpected[:3]})",
