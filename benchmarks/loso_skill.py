@@ -116,6 +116,8 @@ def train_command(fold: Fold, recipe: Path, steps: int | None, seed: int | None 
         command.append("--no-dates")
     if settings.get("cond_dropout") is not None:
         command += ["--cond-dropout", str(settings["cond_dropout"])]
+    if settings.get("meteorology") is not None:
+        command += ["--meteorology", settings["meteorology"]]
     for part in (*settings.get("exclude", ()), *fold.exclude):
         command += ["--exclude", part]
     return command
