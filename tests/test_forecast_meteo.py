@@ -195,3 +195,35 @@ def test_static_layers_the_weights_hardly_saw_are_left_out(tmp_path):
     assert out["partial"][1:] == ("esawc_lc", "cop_dem") and out["full"][1:] == ("", "cop_dem esawc_lc")
     assert np.nanmax(np.abs(out["full"][0] - out["partial"][0])) > 0  # land cover matters when used
 
+
+
+def test_context_anomaly_weights_forecast_the_weather_change_not_the_climate(tmp_path):
+    """Weights reading the meteorology as each frame's change from the context mean (`context_anomaly`)
+    forecast a cube 3 degrees warmer in every frame exactly as the original (same weather changes), through
+    the whole forecast path (context stream cached once per chip); weights reading absolute values do not."""
+    import dataclasses
+
+    from vegediff_cli.model.vegediff import VegeDiff
+    from vegediff_cli.model.weights import save_weights
+    from vegediff_cli.pipeline.forecast.plan import ForecastSettings
+
+    path = synthetic_cube(tmp_path / "cube.nc", height=128, width=128, frames=30)
+    model, metadata, absolute = _weights_reading_conditions(tmp_path)
+    cfg = dataclasses.replace(model.cfg, vegenet=dataclasses.replace(model.cfg.vegenet, meteorology="context_anomaly"))
+    anomaly_model = VegeDiff(cfg)
+    anomaly_model.load_state_dict(model.state_dict())
+    anomaly = save_weights(anomaly_model, tmp_path / "anomaly.safetensors", metadata=metadata)
+    with xr.open_dataset(path) as ds:
+        warmer = ds.load()
+    for name in ("eobs_tg", "eobs_tn", "eobs_tx"):
+        warmer[name] = warmer[name] + 3.0
+    warmer.to_netcdf(tmp_path / "warmer.nc")
+    settings = ForecastSettings(horizon=2, start=pd.Timestamp(open_cube(path)["time"].values[10]),
+                                precision="fp32", sampler=SamplerSettings(steps=2))
+    runs = {"anomaly": (path, anomaly), "anomaly_warmer": (tmp_path / "warmer.nc", anomaly),
+            "absolute": (path, absolute), "absolute_warmer": (tmp_path / "warmer.nc", absolute)}
+    out = _forecasts(tmp_path, runs, settings, "meteorology")
+    np.testing.assert_allclose(out["anomaly_warmer"][0], out["anomaly"][0], atol=1e-4)
+    assert np.nanmax(np.abs(out["absolute_warmer"][0] - out["absolute"][0])) > 1e-3
+    assert np.nanmax(np.abs(out["anomaly"][0] - out["absolute"][0])) > 1e-3
+    assert out["anomaly"][1] == "context_anomaly" and out["absolute"][1] == "absolute"

@@ -39,6 +39,12 @@ def version_text() -> str:
             f"trained {(info['created'] or '?')[:10]}, sha256 {info['sha256']})")
 
 
+# VegeNetConfig.meteorology -> what `info --weights` says of it
+METEOROLOGY_READ = {"absolute": "each frame's values (as in the paper)",
+                    "context_anomaly": "each frame's change from the context frames' mean",
+                    "none": "not read"}
+
+
 def weights_lines(info: dict) -> list[tuple[str, str]]:
     """(label, value) rows of `vegediff info --weights`."""
     held_out = info["held_out"]
@@ -50,6 +56,7 @@ def weights_lines(info: dict) -> list[tuple[str, str]]:
         ("preset", str(info["preset"])),
         ("denoisers", f"{info['denoisers']} (members drawn by each in turn)" if info["denoisers"] != 1
                       else str(info["denoisers"])),
+        ("meteorology", METEOROLOGY_READ.get(info["meteorology"], str(info["meteorology"]))),
         ("stage", str(info["stage"])),
         ("created", str(info["created"])),
         ("selected checkpoint", f"step {info['selected_step']} ({info['selected_weights']})"),

@@ -103,8 +103,9 @@ def describe_weights(path: str | os.PathLike, *, source: str = "shipped") -> dic
     try:
         config = json.loads(meta.get("config", "{}"))
         preset, denoisers = config.get("name"), config.get("denoisers", 1)
+        meteorology = config.get("vegenet", {}).get("meteorology", "absolute")  # files before the key: absolute
     except (ValueError, AttributeError):
-        preset = denoisers = None
+        preset = denoisers = meteorology = None
     card = path.parent / MODEL_CARD
     return {
         "path": str(path),
@@ -114,6 +115,7 @@ def describe_weights(path: str | os.PathLike, *, source: str = "shipped") -> dic
         "format": meta.get("format"),
         "preset": preset,
         "denoisers": denoisers,  # model/ensemble.py: members are drawn by each in turn
+        "meteorology": meteorology,  # model/presets.py VegeNetConfig.meteorology: how the weather enters
         "stage": meta.get("stage"),
         "created": meta.get("created"),
         "selected_step": meta.get("selected_step"),

@@ -156,6 +156,7 @@ def output_attrs(job: ForecastJob, plan: ForecastPlan, *, weights: Path, cfg: Mo
         "weights_sha256": file_digest(weights),
         "model": cfg.name,
         "denoisers": cfg.denoisers,  # model/ensemble.py: member m was drawn by denoiser m mod denoisers
+        "meteorology": cfg.vegenet.meteorology,  # how the weights read the weather (model/presets.py)
         "sampler": s.sampler.sampler,
         "steps": s.sampler.steps,
         "guidance_scale": s.sampler.guidance_scale if plan.conditioned else 1.0,
