@@ -35,6 +35,7 @@ import torch
 from vegediff_cli.atomic import atomic_file
 from vegediff_cli.model.device import pick_device
 from vegediff_cli.model.presets import preset
+from vegediff_cli.model.vegenet import METEOROLOGY
 from vegediff_cli.progress import tqdm_progress
 from vegediff_cli.training.diffusion_train import DiffusionTrainSettings
 from vegediff_cli.training.run import run_diffusion, run_vae
@@ -86,7 +87,7 @@ def main() -> int:
     parser.add_argument("--keep-every", type=int, default=500, help="keep a denoiser checkpoint every N steps")
     parser.add_argument("--exclude", action="append", default=[], help="also hold out files containing this text")
     parser.add_argument("--no-dates", action="store_true", help="ablation: no day-of-year/latitude features (paper)")
-    parser.add_argument("--meteorology", choices=["absolute", "context_anomaly", "none"], default=None,
+    parser.add_argument("--meteorology", choices=METEOROLOGY, default=None,
                         help="how the meteorology enters (default: the preset's, absolute; model/presets.py)")
     parser.add_argument("--train-mix", default="preset",
                         help="noise offset in training: preset (the preset's, 0.1), none (legacy), 0, or a value")
