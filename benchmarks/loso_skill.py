@@ -118,6 +118,8 @@ def train_command(fold: Fold, recipe: Path, steps: int | None, seed: int | None 
         command += ["--cond-dropout", str(settings["cond_dropout"])]
     if settings.get("meteorology") is not None:
         command += ["--meteorology", settings["meteorology"]]
+    if settings.get("meteo_dropout") is not None:
+        command += ["--meteo-dropout", str(settings["meteo_dropout"])]
     for part in (*settings.get("exclude", ()), *fold.exclude):
         command += ["--exclude", part]
     return command

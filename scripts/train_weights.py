@@ -69,8 +69,9 @@ def denoiser_config(args: argparse.Namespace):
     else:
         mix = None if args.train_mix == "none" else float(args.train_mix)
     dropout = cfg.diffusion.cond_dropout if args.cond_dropout is None else args.cond_dropout
+    meteo_dropout = cfg.diffusion.meteo_dropout if args.meteo_dropout is None else args.meteo_dropout
     return dataclasses.replace(cfg, vegenet=vegenet, diffusion=dataclasses.replace(
-        cfg.diffusion, train_context_mix=mix, cond_dropout=dropout))
+        cfg.diffusion, train_context_mix=mix, cond_dropout=dropout, meteo_dropout=meteo_dropout))
 
 
 def main() -> int:
@@ -93,6 +94,8 @@ def main() -> int:
                         help="noise offset in training: preset (the preset's, 0.1), none (legacy), 0, or a value")
     parser.add_argument("--cond-dropout", type=float, default=None,
                         help="probability of dropping meteorology and static layers in training (default: the preset's, 0.1)")
+    parser.add_argument("--meteo-dropout", type=float, default=None,
+                        help="extra probability of dropping the meteorology alone in training (default: the preset's, 0)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for this model)")
     parser.add_argument("--precision", default="auto", help="training autocast: auto, fp32, bf16")

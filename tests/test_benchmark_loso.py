@@ -19,6 +19,7 @@ def test_a_fold_repeats_the_recipe_run_and_excludes_its_site(tmp_path):
     (recipe / "recipe.json").write_text(json.dumps({"steps": 1500, "seed": 3, "batch": 8, "series_fraction": 0.4,
                                                     "train_mix": "preset", "preset": "small", "no_dates": True,
                                                     "cond_dropout": 0.3, "meteorology": "context_anomaly",
+                                                    "meteo_dropout": 0.2,
                                                     "exclude": ["32UQC_2020"]}))
     by_name = {f.name: f for f in folds()}
     fold = by_name["29SQC-2017"]
@@ -31,6 +32,7 @@ def test_a_fold_repeats_the_recipe_run_and_excludes_its_site(tmp_path):
     assert command[command.index("--steps") + 1] == "1500" and command[command.index("--seed") + 1] == "3"
     assert "--no-dates" in command and command[command.index("--cond-dropout") + 1] == "0.3"
     assert command[command.index("--meteorology") + 1] == "context_anomaly"
+    assert command[command.index("--meteo-dropout") + 1] == "0.2"
     excluded = [command[i + 1] for i, part in enumerate(command) if part == "--exclude"]
     assert excluded == ["32UQC_2020", "context_29SQC_2017"]
     shorter = train_command(fold, recipe, 200)

@@ -227,3 +227,45 @@ def test_context_anomaly_weights_forecast_the_weather_change_not_the_climate(tmp
     assert np.nanmax(np.abs(out["absolute_warmer"][0] - out["absolute"][0])) > 1e-3
     assert np.nanmax(np.abs(out["anomaly"][0] - out["absolute"][0])) > 1e-3
     assert out["anomaly"][1] == "context_anomaly" and out["absolute"][1] == "absolute"
+
+
+def test_absolute_and_anomaly_weights_read_both_halves_through_the_forecast_path(tmp_path):
+    """`absolute_and_anomaly` weights read 48 inputs, the values then their change from the context mean.
+    With the embedding's anomaly half zeroed they forecast exactly as the `absolute` weights they come
+    from; with its value half zeroed, exactly as the `context_anomaly` ones (whole forecast path)."""
+    import dataclasses
+
+    import torch
+
+    from vegediff_cli.model.vegediff import VegeDiff
+    from vegediff_cli.model.weights import save_weights
+    from vegediff_cli.pipeline.forecast.plan import ForecastSettings
+
+    path = synthetic_cube(tmp_path / "cube.nc", height=128, width=128, frames=30)
+    model, metadata, absolute = _weights_reading_conditions(tmp_path)
+    files = {"absolute": absolute}
+    for mode in ("context_anomaly", "absolute_and_anomaly"):
+        cfg = dataclasses.replace(model.cfg, vegenet=dataclasses.replace(model.cfg.vegenet, meteorology=mode))
+        for half in ((None,) if mode == "context_anomaly" else ("values", "change")):
+            state = dict(model.state_dict())
+            key = "vegenet.meteo_embed.0.weight"
+            if half is not None:
+                zeros = torch.zeros_like(state[key])
+                state[key] = torch.cat([state[key], zeros] if half == "values" else [zeros, state[key]], dim=1)
+            variant = VegeDiff(cfg)
+            variant.load_state_dict(state)
+            name = mode if half is None else f"both_{half}"
+            files[name] = save_weights(variant, tmp_path / f"{name}.safetensors", metadata=metadata)
+    with xr.open_dataset(path) as ds:
+        warmer = ds.load()
+    for name in ("eobs_tg", "eobs_tn", "eobs_tx"):
+        warmer[name] = warmer[name] + 3.0
+    warmer.to_netcdf(tmp_path / "warmer.nc")
+    settings = ForecastSettings(horizon=2, start=pd.Timestamp(open_cube(path)["time"].values[10]),
+                                precision="fp32", sampler=SamplerSettings(steps=2))
+    out = _forecasts(tmp_path, {name: (tmp_path / "warmer.nc", weights) for name, weights in files.items()},
+                     settings, "meteorology")
+    np.testing.assert_allclose(out["both_values"][0], out["absolute"][0], atol=1e-4)
+    np.testing.assert_allclose(out["both_change"][0], out["context_anomaly"][0], atol=1e-4)
+    assert np.nanmax(np.abs(out["absolute"][0] - out["context_anomaly"][0])) > 1e-3
+    assert out["both_values"][1] == "absolute_and_anomaly"

@@ -13,6 +13,7 @@ from vegediff_cli.errors import ModelError
 from vegediff_cli.model.presets import PRESETS, ModelConfig
 from vegediff_cli.model.vae import kl_divergence
 from vegediff_cli.model.vegediff import VegeDiff
+from vegediff_cli.model.vegenet import METEOROLOGY
 from vegediff_cli.model.weights import load_weights, read_metadata, save_weights
 
 TINY = PRESETS["tiny"]
@@ -85,7 +86,7 @@ def test_context_never_sees_the_future():
         torch.testing.assert_close(v1, v2)
 
 
-@pytest.mark.parametrize("meteorology", ["absolute", "context_anomaly", "none"])
+@pytest.mark.parametrize("meteorology", METEOROLOGY)
 def test_cached_context_equals_full_pass(meteorology):
     """Each way the meteorology enters gives the same eps through the sampler's cached path
     (meteo_features applied before the split) as through the training pass."""
@@ -110,7 +111,7 @@ def test_context_anomaly_reads_the_change_of_weather_not_the_climate():
     future_change = meteo.clone()
     future_change[:, 15] += 1.0
     outputs = {}
-    for meteorology in ("absolute", "context_anomaly", "none"):
+    for meteorology in METEOROLOGY:
         cfg = dataclasses.replace(TINY, vegenet=dataclasses.replace(TINY.vegenet, meteorology=meteorology))
         net = _randomised(VegeDiff(cfg)).vegenet
         outputs[meteorology] = [net(z, t, meteo=m, static=static, keep_cond=keep) for m in (meteo, shifted, future_change)]
@@ -120,8 +121,60 @@ def test_context_anomaly_reads_the_change_of_weather_not_the_climate():
     base, offset, change = outputs["none"]
     torch.testing.assert_close(offset, base)
     torch.testing.assert_close(change, base)
-    base, offset, _ = outputs["absolute"]
-    assert (offset - base).abs().max() > 1e-3
+    for meteorology in ("absolute", "absolute_and_anomaly"):  # both read the level
+        base, offset, change = outputs[meteorology]
+        assert (offset - base).abs().max() > 1e-3 and (change - base).abs().max() > 1e-3
+
+
+def test_absolute_and_anomaly_reads_the_values_then_their_change():
+    cfg = dataclasses.replace(TINY, vegenet=dataclasses.replace(TINY.vegenet, meteorology="absolute_and_anomaly"))
+    net = VegeDiff(cfg).vegenet
+    _, _, meteo, _ = _inputs()
+    features = net.meteo_features(meteo)
+    assert features.shape == (2, 30, 48) and net.meteo_embed[0].in_features == 48 == cfg.vegenet.meteo_inputs
+    torch.testing.assert_close(features[..., :24], meteo)
+    torch.testing.assert_close(features[..., 24:], meteo - meteo[:, :10].mean(dim=1, keepdim=True))
+    torch.testing.assert_close(features[:, :10, 24:].mean(dim=1), torch.zeros(2, 24), atol=1e-6, rtol=0)
+
+
+def test_meteo_dropout_drops_the_weather_alone_in_its_share_of_rows():
+    """One uniform draw per row: below cond_dropout both conditions go (CFG), in the next
+    meteo_dropout the meteorology alone, above both stay; meteo_dropout 0 passes no keep_meteo."""
+    seen = {}
+
+    def eps_model(z, t, *, meteo, static, keep_cond, keep_meteo=None):
+        seen.update(keep_cond=keep_cond, keep_meteo=keep_meteo)
+        return torch.zeros(z.shape[0], 20, *z.shape[2:])
+
+    z, _, meteo, static = _inputs(batch=2)
+    draws = torch.tensor([0.05, 0.2, 0.5, 0.95])
+    cfg = dataclasses.replace(TINY.diffusion, cond_dropout=0.1, meteo_dropout=0.3)
+    model = VegeDiff(TINY)
+    args = dict(context=z[:, :10].repeat(2, 1, 1, 1, 1), meteo=meteo.repeat(2, 1, 1), static=static.repeat(2, 1, 1, 1),
+                loss_mask=torch.ones(4, 20, 1, 16, 16), conditioned=torch.tensor([True, True, True, False]),
+                alphas_cumprod=model.alphas_cumprod, timesteps=torch.full((4,), 500), noise=torch.randn(4, 20, 4, 16, 16))
+    diffusion_loss(eps_model, z[:, 10:].repeat(2, 1, 1, 1, 1), cfg=cfg, dropout_draw=draws, **args)
+    assert seen["keep_cond"].tolist() == [False, True, True, False]  # the unconditioned row never keeps either
+    assert (seen["keep_cond"] & seen["keep_meteo"]).tolist() == [False, False, True, False]
+    diffusion_loss(eps_model, z[:, 10:].repeat(2, 1, 1, 1, 1), cfg=TINY.diffusion, dropout_draw=draws, **args)
+    assert seen["keep_meteo"] is None
+
+
+def test_dropping_the_meteorology_alone_keeps_the_static_layers():
+    net = _randomised(VegeDiff(TINY)).vegenet
+    static_keep = []
+    embed_static = net.embed_static
+    net.embed_static = lambda static, keep: static_keep.append(keep.tolist()) or embed_static(static, keep)
+    z, t, meteo, static = _inputs()
+    keep, no_weather = torch.tensor([True, True]), torch.tensor([False, True])
+    dropped = net(z, t, meteo=meteo, static=static, keep_cond=keep, keep_meteo=no_weather)
+    assert static_keep == [[True, True]]  # the static token of both rows is the site's
+    other_weather = meteo.clone()
+    other_weather[0] += 5.0
+    torch.testing.assert_close(net(z, t, meteo=other_weather, static=static, keep_cond=keep, keep_meteo=no_weather), dropped)
+    full = net(z, t, meteo=meteo, static=static, keep_cond=keep)
+    assert (dropped[0] - full[0]).abs().max() > 1e-3  # row 0's weather was dropped
+    torch.testing.assert_close(dropped[1], full[1])  # row 1 kept it
 
 
 def test_unknown_meteorology_is_refused():

@@ -133,7 +133,7 @@ def parameter_count(cfg: ModelConfig) -> int:
     v, a = cfg.vegenet, cfg.vae
     h = v.hidden
     block = (8 + 2 * v.mlp_ratio + 9) * h * h + 24 * h  # 2 x attention (qkv, proj), MLP, adaLN; biases
-    embeds = (v.latent_channels * v.patch_size**2 + v.static_channels * v.static_patch**2 + v.meteo_channels
+    embeds = (v.latent_channels * v.patch_size**2 + v.static_channels * v.static_patch**2 + v.meteo_inputs
               + 256 + 8) * h + 4 * h * h + h * v.latent_channels * v.patch_size**2 * 2
     widths = [a.base_channels * m for m in a.channel_mults]
     # encoder + decoder: per level 2 convs per residual block, a 1x1 skip, a resampling conv (3 x 3 each)

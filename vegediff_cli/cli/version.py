@@ -42,6 +42,7 @@ def version_text() -> str:
 # VegeNetConfig.meteorology -> what `info --weights` says of it
 METEOROLOGY_READ = {"absolute": "each frame's values (as in the paper)",
                     "context_anomaly": "each frame's change from the context frames' mean",
+                    "absolute_and_anomaly": "each frame's values and their change from the context frames' mean",
                     "none": "not read"}
 
 

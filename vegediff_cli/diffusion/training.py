@@ -16,6 +16,7 @@ class LossSettings(Protocol):
     min_snr_gamma: float  # Min-SNR-gamma weighting
     cond_dropout: float  # probability of dropping meteorology and static layers
     train_context_mix: float | None  # noise offset: this x mean(context latents); None or 0: none
+    meteo_dropout: float  # extra probability of dropping the meteorology alone
 
 
 def min_snr_weight(snr_t: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -60,7 +61,8 @@ def diffusion_loss(
     starts from (VegeDiff.sample), and the network learns to predict that whole offset noise.
 
     The random draws come from `generator`, or are given: timesteps (B,), noise eps like `future`
-    and dropout_draw (B,) uniform numbers (a row keeps its condition when >= cond_dropout); the
+    and dropout_draw (B,) uniform numbers (a row keeps its condition when >= cond_dropout, and its
+    meteorology too when >= cond_dropout + meteo_dropout: one draw decides both); the
     training loop draws them per window from the window's own seed, so that a batch split over
     processes computes the same numbers as one process.
     """
@@ -78,6 +80,9 @@ def diffusion_loss(
         dropout_draw = torch.rand(b, device=device, generator=generator)
     keep = conditioned & (dropout_draw >= cfg.cond_dropout)  # CFG dropout
     extra = {} if dates is None else {"dates": dates}
+    meteo_dropout = getattr(cfg, "meteo_dropout", 0.0)
+    if meteo_dropout:
+        extra["keep_meteo"] = dropout_draw >= cfg.cond_dropout + meteo_dropout
     eps = eps_model(torch.cat([context, noisy], dim=1), timesteps.float(), meteo=meteo, static=static, keep_cond=keep,
                     **extra)
     per_cell = (eps.float() - noise).pow(2) * loss_mask  # (B, F, C, h, w)

@@ -64,7 +64,8 @@ class VegeNetConfig:
     # How the meteorology enters: "absolute" (each frame's standardised values, as in the paper),
     # "context_anomaly" (each frame minus the mean of the context frames: the weather's change from
     # the context, not the site's climate, which seven conditioned training sequences cannot teach)
-    # or "none" (never read: the null token in every frame; an ablation).
+    # "absolute_and_anomaly" (both, 48 inputs: the change as well as the level) or "none" (never
+    # read: the null token in every frame; an ablation).
     meteorology: str = "absolute"
     # MLP activation: "gelu_tanh" (DiT's tanh approximation; older weights files) or "gelu" (exact
     # erf GELU: the same function family, 12-15 % faster on CPUs).
@@ -73,6 +74,11 @@ class VegeNetConfig:
     @property
     def frames(self) -> int:
         return self.context_frames + self.horizon
+
+    @property
+    def meteo_inputs(self) -> int:
+        """Width of what the meteorology embedding reads: the channels, twice for absolute_and_anomaly."""
+        return self.meteo_channels * (2 if self.meteorology == "absolute_and_anomaly" else 1)
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,11 @@ class DiffusionConfig:
     # from (paper Sec. III-D), so training and sampling see the same noise distribution. None:
     # trained without it (older weights files: sampling then uses SamplerSettings.context_mix).
     train_context_mix: float | None = None
+    # Extra probability of dropping the meteorology alone in training (static layers kept): the
+    # denoiser must forecast from context, dates and site without the weather in that share of
+    # windows, so the weather refines the forecast instead of identifying the site. 0: never (the
+    # paper; older weights files). Sampling never drops it.
+    meteo_dropout: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -185,7 +185,7 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm(x), shift, scale))  # (B, T, P, out)
 
 
-METEOROLOGY = ("absolute", "context_anomaly", "none")  # VegeNetConfig.meteorology
+METEOROLOGY = ("absolute", "context_anomaly", "absolute_and_anomaly", "none")  # VegeNetConfig.meteorology
 
 
 class VegeNet(nn.Module):
@@ -201,7 +201,7 @@ class VegeNet(nn.Module):
         self.static_embed = nn.Linear(cfg.static_channels * cfg.static_patch**2, d)
         self.null_static = nn.Parameter(torch.zeros(d))  # used when static layers are dropped
         self.t_embed = TimestepEmbedder(d)
-        self.meteo_embed = nn.Sequential(nn.Linear(cfg.meteo_channels, d), nn.SiLU(), nn.Linear(d, d))
+        self.meteo_embed = nn.Sequential(nn.Linear(cfg.meteo_inputs, d), nn.SiLU(), nn.Linear(d, d))
         self.null_meteo = nn.Parameter(torch.zeros(d))  # used when meteorology is dropped
         self.role_embed = nn.Embedding(2, d)  # 0 = context frame (clean), 1 = future frame (noised)
         if cfg.date_channels:  # day of year and latitude -> adaLN condition, never dropped
@@ -258,9 +258,11 @@ class VegeNet(nn.Module):
 
         "context_anomaly" subtracts the mean of the context frames, so it needs the whole sequence:
         forward() applies it itself; callers of encode_context / forward_future apply it first.
+        "absolute_and_anomaly" gives (B, K+F, 48): the values, then their anomalies.
         """
-        if self.cfg.meteorology == "context_anomaly":
-            return meteo - meteo[:, : self.cfg.context_frames].mean(dim=1, keepdim=True)
+        if self.cfg.meteorology in ("context_anomaly", "absolute_and_anomaly"):
+            anomaly = meteo - meteo[:, : self.cfg.context_frames].mean(dim=1, keepdim=True)
+            return anomaly if self.cfg.meteorology == "context_anomaly" else torch.cat([meteo, anomaly], dim=-1)
         return meteo
 
     def embed_static(self, static: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -290,6 +292,7 @@ class VegeNet(nn.Module):
         static: torch.Tensor,
         keep_cond: torch.Tensor,
         dates: torch.Tensor | None = None,
+        keep_meteo: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict eps of the future frames in one pass (training).
 
@@ -297,13 +300,15 @@ class VegeNet(nn.Module):
         timesteps (B,) DDPM timesteps of the future frames (float, 0..999);
         meteo (B, T, 24) standardised meteorology; static (B, 5, 8h, 8w);
         keep_cond (B,) bool: False drops meteorology and static layers (classifier-free guidance);
-        dates (B, T, date_channels) date features (models with date_channels only).
+        dates (B, T, date_channels) date features (models with date_channels only);
+        keep_meteo (B,) bool, optional: False drops the meteorology alone (training's meteo_dropout).
         Returns eps (B, T_future, C, h, w).
         """
         _, t, _, h, w = z.shape
         ctx = self.cfg.context_frames
         x = self._embed_frames(z, 0)  # (B, T, P, D)
-        cond = self._conditions(timesteps, self.meteo_features(meteo), keep_cond, 0, dates)  # (B, T, D)
+        meteo_kept = keep_cond if keep_meteo is None else keep_cond & keep_meteo
+        cond = self._conditions(timesteps, self.meteo_features(meteo), meteo_kept, 0, dates)  # (B, T, D)
         static_tokens = self.embed_static(static, keep_cond)  # (B, P, D)
         mask = self._temporal_mask(t, z.device)
         for block in self.blocks:
