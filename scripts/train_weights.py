@@ -70,6 +70,9 @@ def denoiser_config(args: argparse.Namespace):
         mix = None if args.train_mix == "none" else float(args.train_mix)
     dropout = cfg.diffusion.cond_dropout if args.cond_dropout is None else args.cond_dropout
     meteo_dropout = cfg.diffusion.meteo_dropout if args.meteo_dropout is None else args.meteo_dropout
+    if not (0 <= dropout and 0 <= meteo_dropout and dropout + meteo_dropout <= 1):
+        raise SystemExit(f"--cond-dropout {dropout} and --meteo-dropout {meteo_dropout}: each at least 0, "
+                         "together at most 1 (they are shares of one uniform draw per window)")
     return dataclasses.replace(cfg, vegenet=vegenet, diffusion=dataclasses.replace(
         cfg.diffusion, train_context_mix=mix, cond_dropout=dropout, meteo_dropout=meteo_dropout))
 
@@ -101,6 +104,7 @@ def main() -> int:
     parser.add_argument("--precision", default="auto", help="training autocast: auto, fp32, bf16")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (0: none)")
     args = parser.parse_args()
+    denoiser = denoiser_config(args)  # refuses impossible settings before any folder is written
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     device = pick_device("auto")
@@ -124,7 +128,7 @@ def main() -> int:
                                           workers=args.workers)
         result = run_diffusion([SHARED], init=vae_file, exclude=held_out, settings=settings,
                                run_dir=run_dir / "diffusion", output=run_dir / "final.safetensors", device=device,
-                               progress=progress, denoiser=denoiser_config(args), latent_cache=LATENT_CACHE,
+                               progress=progress, denoiser=denoiser, latent_cache=LATENT_CACHE,
                                index_cache=INDEX_CACHE, held_out_seasons=HELD_OUT_SEASONS)
         result["vae_from"] = str(vae_file)
         print(json.dumps(result))

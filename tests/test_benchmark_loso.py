@@ -97,3 +97,20 @@ def test_the_clear_pixel_rule_scores_every_pixel_a_forecast_and_persistence_both
     # pixel 2: no target observation; pixel 3: no clear context, so no forecast and no persistence
     assert high_quality(target, context, None, rule=PIXEL_RULES["clear"]).tolist() == [[True, True, False, False]]
     assert not high_quality(target, context, None, rule=PIXEL_RULES["greenearthnet"]).any()
+
+
+def test_the_training_script_applies_the_weather_dropout_and_refuses_impossible_shares():
+    from argparse import Namespace
+
+    from scripts.train_weights import denoiser_config
+
+    def args(**changes):
+        return Namespace(**{"preset": "tiny", "no_dates": False, "meteorology": None, "train_mix": "preset",
+                            "cond_dropout": None, "meteo_dropout": None, **changes})
+
+    assert denoiser_config(args()).diffusion.meteo_dropout == 0.0  # the preset's: never
+    cfg = denoiser_config(args(meteo_dropout=0.2, meteorology="absolute_and_anomaly"))
+    assert cfg.diffusion.meteo_dropout == 0.2 and cfg.vegenet.meteo_inputs == 48
+    for bad in (dict(meteo_dropout=-0.1), dict(meteo_dropout=0.95), dict(cond_dropout=0.6, meteo_dropout=0.5)):
+        with pytest.raises(SystemExit, match="together at most 1"):
+            denoiser_config(args(**bad))

@@ -63,7 +63,7 @@ class VegeNetConfig:
     date_channels: int = 0
     # How the meteorology enters: "absolute" (each frame's standardised values, as in the paper),
     # "context_anomaly" (each frame minus the mean of the context frames: the weather's change from
-    # the context, not the site's climate, which seven conditioned training sequences cannot teach)
+    # the context, not the site's climate, which seven conditioned training sequences cannot teach),
     # "absolute_and_anomaly" (both, 48 inputs: the change as well as the level) or "none" (never
     # read: the null token in every frame; an ablation).
     meteorology: str = "absolute"
