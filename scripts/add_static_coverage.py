@@ -36,12 +36,17 @@ from scripts.select_weights import (  # noqa: E402
 from scripts.train_weights import INDEX_CACHE, SHARED  # noqa: E402
 from vegediff_cli.model.weights import load_weights, read_metadata, save_weights  # noqa: E402
 from vegediff_cli.pipeline.forecast.calibration import ADDED_KEY  # noqa: E402
-from vegediff_cli.training.index import build_index, candidates, static_coverage  # noqa: E402
+from vegediff_cli.training.index import SourceInfo, build_index, candidates, static_coverage  # noqa: E402
 from vegediff_cli.training.parallel import Runtime  # noqa: E402
 
 
 def coverage_of(weights: Path, data: Path) -> dict[str, float]:
     """static_coverage of the files `weights` was trained on (its `trained_on`), described as training did."""
+    return static_coverage(training_sources(weights, data))
+
+
+def training_sources(weights: Path, data: Path) -> list[SourceInfo]:
+    """The files `weights` was trained on (its `trained_on`, found under `data`), described as training did."""
     meta = read_metadata(weights)
     names = set(json.loads(meta.get("trained_on", "[]")))
     paths = [p for p in candidates([data]) if p.name in names]
@@ -49,7 +54,7 @@ def coverage_of(weights: Path, data: Path) -> dict[str, float]:
     if missing:
         raise SystemExit(f"{weights}: training files not found under {data}: {', '.join(sorted(missing))}")
     seasons = json.loads(meta.get("held_out_seasons", "{}"))
-    return static_coverage(build_index(paths, cache=INDEX_CACHE, runtime=Runtime(), held_out_seasons=seasons))
+    return build_index(paths, cache=INDEX_CACHE, runtime=Runtime(), held_out_seasons=seasons)
 
 
 def main() -> int:

@@ -188,9 +188,11 @@ def unpack(args: argparse.Namespace) -> int:
     from safetensors.torch import load_file
 
     from scripts.train_weights import SHIPPED
+    from vegediff_cli.model.domain import KEY as DOMAIN_KEY
+    from vegediff_cli.model.domain import encode_domain
     from vegediff_cli.model.presets import preset
     from vegediff_cli.model.weights import save_weights
-    from vegediff_cli.training.index import SourceInfo, _tuples, meteo_coverage, static_coverage
+    from vegediff_cli.training.index import SourceInfo, _tuples, meteo_coverage, static_coverage, training_domain
     from vegediff_cli.training.run import _load_init, with_new_denoiser
 
     folder = Path(args.folder)
@@ -211,6 +213,8 @@ def unpack(args: argparse.Namespace) -> int:
                     "meteo_coverage": json.dumps(meteo_coverage(sources))}
         if all("static_layers" in entry for entry in manifest["sources"]):  # packs made before it lack the field
             metadata["static_coverage"] = json.dumps(static_coverage(sources))
+        if all("latitude" in entry for entry in manifest["sources"]):  # packs made before it lack the field
+            metadata[DOMAIN_KEY] = encode_domain(training_domain(sources))
         name = args.name or f"{summary['preset']}-gpu"
         output = args.runs / f"{name}-seed{summary['seed']}" / "final.safetensors"
         output.parent.mkdir(parents=True, exist_ok=True)

@@ -46,6 +46,15 @@ METEOROLOGY_READ = {"absolute": "each frame's values (as in the paper)",
                     "none": "not read"}
 
 
+def _domain_text(entries: list[dict] | None) -> str:
+    """Conditioned sequences as 'latitude, first..last forecast start' (model/domain.py); the others counted."""
+    if entries is None:
+        return "not recorded"
+    shown = [f"{e['latitude']:.1f} N {e['first_start'][5:]}..{e['last_start'][5:]}" for e in entries if e["conditioned"]]
+    others = sum(not e["conditioned"] for e in entries)
+    return f"forecast starts with weather: {'; '.join(sorted(set(shown))) or 'none'}" + (f"; {others} more without" if others else "")
+
+
 def weights_lines(info: dict) -> list[tuple[str, str]]:
     """(label, value) rows of `vegediff info --weights`."""
     held_out = info["held_out"]
@@ -66,6 +75,7 @@ def weights_lines(info: dict) -> list[tuple[str, str]]:
         ("validation", f"{info['validation_cube']}: RMSE {info['validation_rmse']} "
                        f"(persistence {info['validation_persistence_rmse']}), NSE {info['validation_nse']}"),
         ("recommended guidance", str(info["recommended_guidance"])),
+        ("training domain", _domain_text(info.get("training_domain"))),
         ("spread calibration", str(info["spread_calibration"] or "none (raw members)")),
         ("data licences", str(info["data_licences"])),
         ("model card", str(info["model_card"])),

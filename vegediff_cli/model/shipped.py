@@ -79,6 +79,17 @@ def header_metadata(path: str | os.PathLike) -> dict[str, str]:
     return {str(k): str(v) for k, v in (header.get("__metadata__") or {}).items()}
 
 
+def _domain(meta: dict[str, str]) -> list[dict] | None:
+    """The recorded training domain (model/domain.py), one dict per sequence; None when absent or unreadable."""
+    from .domain import read_domain
+
+    try:
+        entries = read_domain(meta)
+    except ValueError:
+        return None
+    return None if entries is None else [e.as_dict() for e in entries]
+
+
 def _count(text: str | None) -> int | None:
     try:
         return len(json.loads(text)) if text else None
@@ -128,6 +139,7 @@ def describe_weights(path: str | os.PathLike, *, source: str = "shipped") -> dic
         "validation_nse": _number(meta.get("validation_nse")),
         "recommended_guidance": _number(meta.get("recommended_guidance")),
         # metadata keys of pipeline/forecast/calibration.py (ADDED_KEY, SCALE_KEY)
+        "training_domain": _domain(meta),  # model/domain.py: where and when the weights learned
         "spread_calibration": ("added variance per lead" if meta.get("spread_added_variance") else
                                "factor per lead" if meta.get("spread_inflation") else None),
         "data_licences": meta.get("data_licences"),

@@ -30,8 +30,9 @@ import pandas as pd
 from torch.utils.data import DataLoader, Dataset
 
 from ..atomic import atomic_file
-from ..config import CONTEXT_FRAMES, METEO_VARS
+from ..config import CONTEXT_FRAMES, METEO_VARS, STEP_DAYS
 from ..errors import CorruptInputError, NoValidDataError, UsageError
+from ..model.domain import DomainEntry
 from ..model.inputs import STATIC_ORDER
 from ..progress import ProgressFactory, no_progress
 from .parallel import Runtime, all_gather, shard
@@ -49,7 +50,7 @@ from .windows import spatial_size, square
 
 log = logging.getLogger("vegediff.train")
 
-INDEX_VERSION = 2  # 2: static_layers
+INDEX_VERSION = 3  # 2: static_layers; 3: latitude, first_date
 VAE_MIN_CLEAR = 0.3  # frames at least this clear feed the VAE (stage 1)
 
 
@@ -74,6 +75,8 @@ class SourceInfo:
     resolution: float | None  # L2A series: pixel size in metres
     key: str  # resolved path | size | mtime [| before DATE]: identifies the content (latent cache, index cache)
     static_layers: tuple[str, ...] = ()  # static layers (STATIC_ORDER names) the file holds with values
+    latitude: float | None = None  # degrees north of the centre (the model's date features)
+    first_date: str | None = None  # date of frame 0; frame i is STEP_DAYS x i days later
 
     @property
     def name(self) -> str:
@@ -163,6 +166,7 @@ def _info(seq: Sequence, *, path: Path, kind: str, phase: int | None, footprint:
         static_layers=tuple(name for name in STATIC_ORDER if name in seq.static and np.isfinite(seq.static[name]).any()),
         band_sum=tuple(pixels.sum(axis=1).tolist()), band_sumsq=tuple((pixels**2).sum(axis=1).tolist()),
         band_count=int(pixels.shape[1]), footprint=footprint, resolution=resolution, key=key,
+        latitude=round(float(seq.latitude), 4), first_date=f"{seq.times[0]:%Y-%m-%d}",
     )
 
 
@@ -307,6 +311,25 @@ def static_coverage(sources: list[SourceInfo]) -> dict[str, float]:
         return {name: 0.0 for name in STATIC_ORDER}
     return {name: round(sum(s.frames for s in conditioned if name in s.static_layers) / frames, 4)
             for name in STATIC_ORDER}
+
+
+def training_domain(sources: list[SourceInfo]) -> list[DomainEntry]:
+    """Per sequence: its latitude, the forecast starts of its training windows and whether it was
+    conditioned (model/domain.py).
+
+    Stored in weights files (`training_domain`); a forecast of a cube far from every entry in latitude
+    or season says that it lies outside what the weights learned."""
+    entries = []
+    for s in sources:
+        if s.latitude is None or s.first_date is None:
+            continue
+        starts = s.eligible_starts()
+        if not len(starts):
+            continue
+        first = pd.Timestamp(s.first_date) + pd.Timedelta(days=STEP_DAYS * (int(starts.min()) + CONTEXT_FRAMES))
+        last = pd.Timestamp(s.first_date) + pd.Timedelta(days=STEP_DAYS * (int(starts.max()) + CONTEXT_FRAMES))
+        entries.append(DomainEntry(s.name, float(s.latitude), first.date(), last.date(), s.conditioned))
+    return entries
 
 
 def band_statistics(sources: list[SourceInfo]) -> tuple[tuple[float, ...], tuple[float, ...]]:

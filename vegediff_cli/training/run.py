@@ -25,7 +25,7 @@ from ..progress import ProgressFactory, no_progress
 from ..resources import check_model_size
 from .diffusion_train import DiffusionTrainSettings, train_diffusion
 from .engine import LoopResult, peak_memory_mib
-from .index import meteo_coverage, select_sources, static_coverage
+from .index import meteo_coverage, select_sources, static_coverage, training_domain
 from .order import split_batch
 from .parallel import Runtime, processes
 from .vae_train import VAETrainSettings, train_vae
@@ -116,6 +116,7 @@ def run_diffusion(
                      "vae_trained_on": json.loads(meta.get("trained_on", "[]")),
                      "held_out_seasons": held_out_seasons or {},
                      "meteo_coverage": meteo_coverage(sources), "static_coverage": static_coverage(sources),
+                     "training_domain": [entry.as_dict() for entry in training_domain(sources)],
                      "processes": runtime.world}
             save_weights(model, output, metadata=_metadata("vae+diffusion", files, exclude, result.losses, extra))
         return _summary("diffusion", output, result, settings, runtime, files)

@@ -36,7 +36,8 @@ log = logging.getLogger("vegediff.ensemble")
 STATISTICS = ("ndvi_mean", "ndvi_std", *QUANTILES)
 BELOW, DROP = "prob_ndvi_below", "prob_ndvi_drop"
 PROVENANCE = ("weights", "weights_sha256", "model", "sampler", "steps", "guidance_scale", "seed", "meteo_source",
-              "meteo_source_per_step", "forecast_start", "context_dates", "input", "conditioned")
+              "meteo_source_per_step", "forecast_start", "context_dates", "input", "conditioned",
+              "training_domain", "training_domain_note")
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,10 @@ def _summarise(forecast: Path, output: Path, *, settings: EnsembleSettings, cogs
         if set(ds[MEMBER].dims) != {"member", "time", "y", "x"}:
             raise CorruptInputError(f"{forecast}: {MEMBER} has dims {ds[MEMBER].dims}",
                                     fix="see docs/cube-format.md for the forecast format")
+        if ds.attrs.get("training_domain") == "outside":
+            log.warning("%s was made outside its weights' training domain (%s): its members were too narrow on "
+                        "held-out sites like that, so read these probabilities as overconfident (weights/MODEL_CARD.md)",
+                        Path(forecast).name, ds.attrs.get("training_domain_note", ""))
         with_drop = LAST_CLEAR in ds
         if not with_drop:
             log.warning("%s has no %s: %s is not computed", Path(forecast).name, LAST_CLEAR, DROP)
@@ -171,7 +176,8 @@ def _summarise(forecast: Path, output: Path, *, settings: EnsembleSettings, cogs
     finally:
         ds.close()
     project = partial(write_folder_project, name="ensemble", title=run_title("ensemble", Path(output)))
-    written = (export_cogs(output, cog_layers(below, drop if with_drop else ()), cogs, finish=project)
+    tags = {"TRAINING_DOMAIN": str(attrs.get("training_domain", "unknown"))}
+    written = (export_cogs(output, cog_layers(below, drop if with_drop else ()), cogs, finish=project, extra_tags=tags)
                if cogs is not None else [])
     if cogs is not None:
         provenance.write_cog_marker(cogs, output, attrs)

@@ -11,6 +11,7 @@ import torch
 
 from ...config import BANDS, METEO_CHANNELS, STATIC_LAYERS
 from ...errors import InputNotFoundError, ModelError
+from ...model.domain import DomainEntry, read_domain
 from ...model.presets import ModelConfig
 from ...model.shipped import ENV_WEIGHTS, SHIPPED_WEIGHTS, default_weights, shipped_weights  # noqa: F401 (re-exported)
 from ...model.vegediff import VegeDiff
@@ -82,6 +83,16 @@ def ignored_static_layers(weights: str | os.PathLike) -> tuple[str, ...]:
     without them (weights/MODEL_CARD.md)."""
     low = _low_coverage(weights, "static_coverage", MIN_STATIC_COVERAGE)
     return tuple(name for name in STATIC_LAYERS if name in low)
+
+
+def training_domain(weights: str | os.PathLike) -> list[DomainEntry] | None:
+    """The conditioned training sequences' latitudes and forecast starts (the file's `training_domain`,
+    model/domain.py); None for files without it."""
+    try:
+        return read_domain(_metadata(weights))
+    except ValueError as exc:
+        raise ModelError(f"{weights} has malformed metadata: {exc}",
+                         fix="re-export the weights with `vegediff train` or scripts/add_training_domain.py") from exc
 
 
 def _metadata(path: str | os.PathLike) -> dict[str, str]:

@@ -43,6 +43,7 @@ from ...cube.validate import check_reflectance
 from ...errors import UsageError
 from ...geo import chip_layout
 from ...model.device import pick_device, resolve_precision
+from ...model.domain import DomainCheck, check_domain
 from ...model.presets import ModelConfig
 from ...model.vegediff import resolve_context_mix
 from ...model.weights import file_digest
@@ -52,7 +53,14 @@ from ...resources import check_forecast_memory, forecast_memory, release_freed_m
 from ...workdir import TileFiles
 from ..observed import write_context_cogs
 from .blocks import BlockResult, call_layout, chip_settings, default_rows, layout_for
-from .model import ignored_meteo_variables, ignored_static_layers, model_config, resolve_weights, spread_calibration
+from .model import (
+    ignored_meteo_variables,
+    ignored_static_layers,
+    model_config,
+    resolve_weights,
+    spread_calibration,
+    training_domain,
+)
 from .outputs import (
     DEFAULT_KEEP_HISTORY,
     check_cube_is_fresh,
@@ -118,7 +126,10 @@ class ForecastSummary:
             "chips_in_layout": self.chips_in_layout, "seconds": round(self.seconds, 2),
             "precision": self.attrs.get("precision"),
             "meteo_source_per_step": self.attrs.get("meteo_source_per_step", "").split(),
-            "weather_per_member_step": self.weather_per_member_step(), "runtime": self.runtime,
+            "weather_per_member_step": self.weather_per_member_step(),
+            "training_domain": {"status": self.attrs.get("training_domain", "unknown"),
+                                "note": self.attrs.get("training_domain_note", "")},
+            "runtime": self.runtime,
         }
 
     def weather_per_member_step(self) -> list[list[str]] | None:
@@ -143,7 +154,8 @@ def output_variables(members: int) -> list[VariableSpec]:
     return specs
 
 
-def output_attrs(job: ForecastJob, plan: ForecastPlan, *, weights: Path, cfg: ModelConfig) -> dict:
+def output_attrs(job: ForecastJob, plan: ForecastPlan, *, weights: Path, cfg: ModelConfig,
+                 domain: DomainCheck) -> dict:
     s, times = plan.settings, plan.times
     return {
         "Conventions": "CF-1.8",
@@ -181,7 +193,17 @@ def output_attrs(job: ForecastJob, plan: ForecastPlan, *, weights: Path, cfg: Mo
         "meteo_attribution": plan.meteo.attribution,
         "forecast_start": f"{times.dates[0]:%Y-%m-%d}",
         "context_dates": " ".join(f"{d:%Y-%m-%d}" for d in times.context_dates),
+        "training_domain": domain.status,  # inside / outside / unknown (model/domain.py)
+        "training_domain_note": domain.describe(),
     }
+
+
+def outside_warning(check: DomainCheck) -> str:
+    """The one line a forecast outside its weights' training domain logs."""
+    return (f"forecast starting {check.start:%Y-%m-%d} at {check.latitude:.1f} deg N lies outside the weights' "
+            f"training domain ({check.describe()}); on held-out sites outside it the members were too narrow "
+            "(spread/skill 0.44-0.59): read quantiles and exceedance probabilities as overconfident "
+            "(weights/MODEL_CARD.md, 'Training domain')")
 
 
 def write_block(writer: GridWriter, result: BlockResult) -> None:
@@ -227,6 +249,7 @@ def _prepare(jobs: list[ForecastJob], weights: Path, settings: ForecastSettings,
     """Open every cube and plan every job first: bad input fails before any long computation."""
     cfg = model_config(weights)
     ignore_meteo, ignore_static = ignored_meteo_variables(weights), ignored_static_layers(weights)
+    domain = training_domain(weights)
     outputs = [job.output.resolve() for job in jobs]
     if len(set(outputs)) < len(outputs):
         raise UsageError("two forecasts would write the same output file", fix="give each input its own `output`")
@@ -245,7 +268,11 @@ def _prepare(jobs: list[ForecastJob], weights: Path, settings: ForecastSettings,
             log.info("%s: %d chips (%d with vegetation and clear context) in %d stripe(s) x %d band(s); meteorology: %s",
                      job.cube.name, len(plan.tiles.chips), len(plan.active), len(plan.tiles.stripes),
                      len(plan.tiles.bands), plan.meteo.source)
-            prepared.append(_Prepared(job, cube, plan, output_attrs(job, plan, weights=weights, cfg=cfg)))
+            check = check_domain(domain, latitude=plan.latitude, start=plan.times.dates[0].date(),
+                                 conditioned=plan.conditioned)
+            if check.inside is False:
+                log.warning("%s: %s", job.cube.name, outside_warning(check))
+            prepared.append(_Prepared(job, cube, plan, output_attrs(job, plan, weights=weights, cfg=cfg, domain=check)))
         yield prepared
 
 
@@ -439,7 +466,8 @@ def write_forecast_cogs(forecast: Path, folder: Path, *, cube: Path | None = Non
     """One NDVI COG per forecast step, streamed from the finished file (cube/cog.py export_cogs); with `cube`,
     its observed context frames too; and the QGIS project and styles of them all (qgis/folder.py)."""
     with open_grid(forecast) as ds:
-        tags = {"MEMBERS": str(ds.attrs.get("members", "")), "METEO_SOURCE": str(ds.attrs.get("meteo_source", ""))}
+        tags = {"MEMBERS": str(ds.attrs.get("members", "")), "METEO_SOURCE": str(ds.attrs.get("meteo_source", "")),
+                "TRAINING_DOMAIN": str(ds.attrs.get("training_domain", "unknown"))}
         context_dates = str(ds.attrs.get("context_dates", "")).split()
 
     def finish(staging: Path) -> None:  # the COG folder before it is renamed into place
