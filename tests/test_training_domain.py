@@ -106,9 +106,12 @@ def test_a_forecast_outside_the_domain_says_so_and_its_ensemble_too(tmp_path, cl
     with rasterio.open(sorted((tmp_path / "out_cogs").glob("ndvi_pred_*.tif"))[0]) as cog:
         assert cog.tags()["TRAINING_DOMAIN"] == "outside"
 
-    ensemble = cli("ensemble", "--input", tmp_path / "out.nc", "--output", tmp_path / "ens.nc", "--no-cogs")
+    ensemble = cli("ensemble", "--input", tmp_path / "out.nc", "--output", tmp_path / "ens.nc", "--no-cogs", "--json")
     assert ensemble.code == 0, ensemble
     assert "outside its weights' training domain" in ensemble.err and "overconfident" in ensemble.err
+    assert json.loads(ensemble.out)["training_domain"] == "outside"
+    again = cli("ensemble", "--input", tmp_path / "out.nc", "--output", tmp_path / "ens.nc", "--no-cogs", "--json")
+    assert json.loads(again.out)["up_to_date"] and json.loads(again.out)["training_domain"] == "outside"
     with xr.open_dataset(tmp_path / "ens.nc") as ds:
         assert ds.attrs["training_domain"] == "outside"
 

@@ -56,11 +56,12 @@ class EnsembleSummary:
     drop: tuple[float, ...]
     cog_files: int
     up_to_date: bool = False  # the existing output was made from the same forecast and levels: kept
+    training_domain: str = "unknown"  # the forecast's: inside / outside / unknown (model/domain.py)
 
     def as_dict(self) -> dict:
         return {"output": str(self.output), "cogs": str(self.cogs) if self.cogs else None, "members": self.members,
                 "below": list(self.below), "drop": list(self.drop), "cog_files": self.cog_files,
-                "up_to_date": self.up_to_date}
+                "up_to_date": self.up_to_date, "training_domain": self.training_domain}
 
 
 def forecast_members(path: str | os.PathLike) -> int:
@@ -126,7 +127,7 @@ def _summarise(forecast: Path, output: Path, *, settings: EnsembleSettings, cogs
     if not force and provenance.up_to_date(output, made, cogs=cogs):
         log.info("%s is up to date (made from this forecast with the same levels); `force` redoes it", output)
         return EnsembleSummary(output, cogs, members, below, drop, len(list(cogs.glob("*.tif"))) if cogs else 0,
-                               up_to_date=True)
+                               up_to_date=True, training_domain=_domain_status(output))
     if members < 2:
         raise UsageError(f"{forecast} holds {members} member; ensemble statistics need at least 2",
                          fix="re-run `vegediff forecast --members 16`, or pass the cube with `--members 16`")
@@ -182,7 +183,12 @@ def _summarise(forecast: Path, output: Path, *, settings: EnsembleSettings, cogs
     if cogs is not None:
         provenance.write_cog_marker(cogs, output, attrs)
     return EnsembleSummary(Path(output), Path(cogs) if cogs else None, members, below, drop if with_drop else (),
-                           len(written))
+                           len(written), training_domain=str(attrs.get("training_domain", "unknown")))
+
+
+def _domain_status(path: Path) -> str:
+    with open_grid(path) as ds:
+        return str(ds.attrs.get("training_domain", "unknown"))
 
 
 def cog_layers(below: tuple[float, ...], drop: tuple[float, ...]) -> list[tuple[str, dict, str]]:
