@@ -1,8 +1,8 @@
 """Record `training_domain` in a weights file trained before the trainer wrote it; nothing else changes.
 
-`training_domain` lists, per conditioned training sequence, its centre latitude and the first and last
-forecast-start dates of its training windows (training/index.training_domain, as `vegediff train`
-records it); a forecast far from every entry says it lies outside what the weights learned
+`training_domain` lists, per training sequence, its centre latitude, the first and last forecast-start
+dates of its training windows and whether it carried weather (training/index.training_domain, as
+`vegediff train` records it); a forecast far from every entry says it lies outside what the weights learned
 (model/domain.py). It is computed from the files the weights name (`trained_on`, found under --data).
 The tensors and every other metadata key are copied unchanged (the file's SHA-256 changes with its
 header).

@@ -124,7 +124,7 @@ def test_weights_without_a_domain_forecast_as_before(tmp_path, cli, tiny_weights
 
 def test_the_shipped_weights_place_the_test_cube_outside_and_the_sample_inside(jas_cube):
     """The shipped file's domain (seven conditioned sequences: Portugal August-November 2017, Sweden
-    May-August 2021): the held-out test cube's forecasts, from its 11th frame (2021-07-03), start 53 days
+    May-August 2021): the held-out test cube's forecasts, from its 11th frame (2021-07-03), start 51 days
     before any Portuguese one; the bundled 29SND 2017 sample's lie inside."""
     domain = read_domain(read_metadata(SHIPPED))
     assert sum(e.conditioned for e in domain) == 7 and len(domain) == 10

@@ -53,7 +53,8 @@ class DomainEntry:
 
 @dataclass(frozen=True)
 class DomainCheck:
-    """A cube against a training domain; `nearest` is None when the weights record no domain."""
+    """A cube against a training domain; `nearest` is None when the weights record no domain or no
+    sequence of the kind checked."""
 
     inside: bool | None  # None: the weights record no training domain
     latitude: float

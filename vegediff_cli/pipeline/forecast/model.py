@@ -86,8 +86,8 @@ def ignored_static_layers(weights: str | os.PathLike) -> tuple[str, ...]:
 
 
 def training_domain(weights: str | os.PathLike) -> list[DomainEntry] | None:
-    """The conditioned training sequences' latitudes and forecast starts (the file's `training_domain`,
-    model/domain.py); None for files without it."""
+    """The training sequences' latitudes, forecast starts and whether they carried weather (the file's
+    `training_domain`, model/domain.py); None for files without it."""
     try:
         return read_domain(_metadata(weights))
     except ValueError as exc:
