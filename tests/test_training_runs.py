@@ -60,6 +60,22 @@ def _denoiser(weights: dict) -> dict:
     return {k: v for k, v in weights.items() if k.startswith("vegenet.")}
 
 
+def test_trained_weights_record_their_training_domain(setup, reference):
+    """`training_domain` (model/domain.py): one entry per source, the two minicube crops with weather
+    at their sites' latitudes, the Rhone series without, each window's forecast start after its context."""
+    from vegediff_cli.model.domain import read_domain
+    from vegediff_cli.model.weights import read_metadata
+
+    meta = read_metadata(setup["root"] / "reference.safetensors")
+    entries = {e.name: e for e in read_domain(meta)}
+    assert set(entries) == {name.removesuffix(".nc") for name in json.loads(meta["trained_on"])}
+    assert entries["jas_crop"].conditioned and entries["mjj_crop"].conditioned
+    assert not entries["france_rhone_2017-2019_20m"].conditioned
+    assert 38.5 < entries["jas_crop"].latitude < 40 and 58.5 < entries["mjj_crop"].latitude < 59.5
+    assert str(entries["jas_crop"].first_start) == "2021-07-03"  # the crop's 11th frame: forecasts start there
+    assert entries["jas_crop"].first_start <= entries["jas_crop"].last_start
+
+
 @pytest.mark.slow
 def test_two_gloo_processes_reach_the_weights_of_one(setup, reference):
     """torchrun, 2 CPU processes, each 2 accumulated micro-batches of 1: the global batch of 4 as one process."""
