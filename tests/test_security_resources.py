@@ -101,6 +101,11 @@ def test_huge_init_weights_for_training_are_refused(cli, tiny_weights, tmp_path)
     ({"metadata": {"meteo_coverage": "{broken"}}, "malformed metadata"),
     ({"metadata": {"static_coverage": "{broken"}}, "malformed metadata: static_coverage"),
     ({"metadata": {"training_domain": '[{"name": "x", "latitude": "north"}]'}}, "malformed metadata: training_domain"),
+    ({"metadata": {"training_domain": json.dumps([{"name": "x\u001b[2J\nforged line", "latitude": 39.0,
+                                                    "first_start": "2017-08-23", "last_start": "2017-11-21"}])}},
+     "malformed metadata: training_domain"),
+    ({"metadata": {"training_domain": '[{"name": "x", "latitude": NaN, "first_start": "2017-08-23", '
+                                      '"last_start": "2017-11-21"}]'}}, "malformed metadata: training_domain"),
     ({"tensors": lambda d: d.update({k: v[..., :1].contiguous() for k, v in list(d.items()) if v.ndim == 4})}, "do not fit"),
     ({"tensors": lambda d: next(v.fill_(float("nan")) for k, v in d.items() if v.dtype.is_floating_point)},
      "NaN or infinite weights"),

@@ -24,6 +24,7 @@ KEY = "training_domain"
 MAX_DEGREES = 3.0  # about 330 km of latitude
 MAX_DAYS = 30  # six 5-day frames of season
 YEAR_DAYS = 365.25
+MAX_NAME = 200  # characters of a recorded sequence name (file stems)
 
 
 @dataclass(frozen=True)
@@ -96,16 +97,21 @@ def encode_domain(entries: list[DomainEntry]) -> str:
 
 def read_domain(metadata: dict[str, str]) -> list[DomainEntry] | None:
     """The entries a weights file's metadata records; None when it records none (older files).
-    ValueError when the key is malformed."""
+    ValueError when the key is malformed, a name is not one printable line of at most MAX_NAME
+    characters, or a latitude is not a finite number within +-90."""
     text = metadata.get(KEY)
     if text is None:
         return None
     try:
-        return [DomainEntry(str(e["name"]), float(e["latitude"]), dt.date.fromisoformat(e["first_start"]),
-                            dt.date.fromisoformat(e["last_start"]), bool(e.get("conditioned", True)))
-                for e in json.loads(text)]
+        entries = [DomainEntry(str(e["name"]), float(e["latitude"]), dt.date.fromisoformat(e["first_start"]),
+                               dt.date.fromisoformat(e["last_start"]), bool(e.get("conditioned", True)))
+                   for e in json.loads(text)]
     except (ValueError, TypeError, KeyError) as exc:
         raise ValueError(f"{KEY} {text[:80]!r}") from exc
+    for entry in entries:  # a weights file is untrusted: its names reach the one-line warning and the terminal
+        if not (entry.name.isprintable() and len(entry.name) <= MAX_NAME and abs(entry.latitude) <= 90.0):
+            raise ValueError(f"{KEY} {text[:80]!r}")
+    return entries
 
 
 def check_domain(entries: list[DomainEntry] | None, *, latitude: float, start: dt.date,
